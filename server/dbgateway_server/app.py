@@ -1,0 +1,107 @@
+"""Builds and runs the grpc.aio server: options, health, reflection, signals, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from dbgateway.v1 import database_service_pb2, database_service_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .config import Config
+from .gateway import Gateway
+from .service.database import DatabaseServicer
+
+log = logging.getLogger(__name__)
+
+DATABASE_SERVICE = database_service_pb2.DESCRIPTOR.services_by_name["DatabaseService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+#: Server channel options. Clients may ping every 10 s, also between calls, so
+#: long-lived idle channels survive NATs and load balancers.
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.so_reuseport", 0),
+]
+
+
+def health_key(database: str) -> str:
+    return f"db/{database}"
+
+
+class GatewayServer:
+    """A running gateway: the gRPC server, the core and the health service."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.health = health.aio.HealthServicer()
+        self.gateway = Gateway(config, listener=self._on_database_health)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            DatabaseServicer(self.gateway), self.server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (DATABASE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    def _on_database_health(self, name: str, serving: bool) -> None:
+        asyncio.get_running_loop().create_task(
+            self.health.set(health_key(name), SERVING if serving else NOT_SERVING)
+        )
+
+    async def start(self) -> None:
+        listen = self.config.server.listen
+        self.port = self.server.add_insecure_port(listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await self.gateway.start()
+        for name, db in self.gateway.databases.items():
+            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+        await self.health.set("", SERVING)
+        await self.health.set(DATABASE_SERVICE, SERVING)
+        await self.server.start()
+        host = listen.rpartition(":")[0]
+        log.info("dbgateway listening on %s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
+        grace period, then pools close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.config.server.shutdown_grace)
+        await self.gateway.close()
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+
+async def serve(
+    config: Config, *, on_started: Callable[[GatewayServer], None] | None = None
+) -> None:
+    """Runs until SIGTERM or SIGINT, then drains."""
+    app = GatewayServer(config)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await app.start()
+    if on_started is not None:
+        on_started(app)
+    await stop_requested.wait()
+    await app.stop()

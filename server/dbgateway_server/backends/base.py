@@ -1,0 +1,118 @@
+"""The small contract every engine implements.
+
+A :class:`Backend` opens :class:`DriverConnection` objects; the engine-neutral
+:mod:`dbgateway_server.pool` keeps them. Every method of a driver connection
+raises only :class:`~dbgateway_server.errors.GatewayError` (translated in the
+engine's single ``translate_errors`` context manager), ``asyncio.CancelledError``
+when the call was cancelled, or ``TimeoutError`` from an expired timeout.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from dbgateway.v1 import value_pb2
+
+from ..config import DatabaseConfig
+
+
+class IsolationLevel(StrEnum):
+    READ_UNCOMMITTED = "READ UNCOMMITTED"
+    READ_COMMITTED = "READ COMMITTED"
+    REPEATABLE_READ = "REPEATABLE READ"
+    SERIALIZABLE = "SERIALIZABLE"
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionMode:
+    """How a transaction begins; ``None`` isolation means the database default."""
+
+    isolation: IsolationLevel | None = None
+    read_only: bool = False
+    deferrable: bool = False
+
+
+@dataclass(slots=True)
+class ResultSet:
+    columns: list[value_pb2.Column]
+    rows: list[value_pb2.Row]
+    truncated: bool = False
+
+
+@dataclass(slots=True)
+class ExecResult:
+    rows_affected: int
+    last_insert_id: int | None = None
+    columns: list[value_pb2.Column] = field(default_factory=list)
+    rows: list[value_pb2.Row] = field(default_factory=list)
+
+
+class DriverConnection(ABC):
+    """One open connection to a database."""
+
+    #: After a statement was cancelled or timed out, can this connection be
+    #: used again? (asyncpg and sqlite3 settle the cancel themselves; MySQL's
+    #: protocol state is unknown, so those connections are discarded.)
+    reusable_after_interrupt: bool = True
+
+    @abstractmethod
+    async def query(
+        self,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        *,
+        max_rows: int,
+    ) -> ResultSet:
+        """Runs ``sql`` and returns at most ``max_rows`` rows (0: all)."""
+
+    @abstractmethod
+    async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
+        """Runs ``sql`` and reports rows affected, last insert id and RETURNING rows."""
+
+    @abstractmethod
+    async def begin(self, mode: TransactionMode) -> None:
+        """Starts a transaction on this connection."""
+
+    @abstractmethod
+    async def commit(self) -> None: ...
+
+    @abstractmethod
+    async def rollback(self) -> None: ...
+
+    @abstractmethod
+    def in_transaction(self) -> bool:
+        """True while a transaction is open (tracked by the driver, no round trip)."""
+
+    @abstractmethod
+    def is_closed(self) -> bool: ...
+
+    @abstractmethod
+    async def ping(self, limit: float) -> None:
+        """A cheap round trip proving the connection works."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Closes politely; never raises."""
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Drops the connection at once; never raises."""
+
+
+class Backend(ABC):
+    """Opens connections to one configured database."""
+
+    def __init__(self, config: DatabaseConfig) -> None:
+        self.config = config
+        self.server_version = ""
+
+    @abstractmethod
+    async def connect(self) -> DriverConnection:
+        """Opens a connection (within ``config.connect_timeout``) or raises
+        GatewayError(DATABASE_UNAVAILABLE)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Releases backend-wide resources (not connections: the pool owns those)."""

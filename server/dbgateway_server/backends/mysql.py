@@ -1,0 +1,225 @@
+"""MySQL and MariaDB through aiomysql (PyMySQL underneath)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import aiomysql
+import pymysql
+import pymysql.err
+from dbgateway.v1 import value_pb2
+
+from ..config import mysql_address
+from ..errors import GatewayError, Reason, reason_for_mysql_errno
+from ..values import MYSQL_PARAMS, Column, convert_rows, mysql_column
+from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+
+ENGINE = "mysql"
+log = logging.getLogger(__name__)
+
+
+def translate(exc: BaseException, database: str) -> GatewayError | None:
+    """The GatewayError for a PyMySQL/aiomysql (or socket) exception; None for others."""
+    meta: dict[str, str | int | None] = {"engine": ENGINE, "database": database}
+    if isinstance(exc, pymysql.err.Error):
+        args = exc.args
+        errno = args[0] if args and isinstance(args[0], int) else 0
+        message = str(args[1]) if len(args) > 1 else str(exc)
+        reason = reason_for_mysql_errno(errno, type(exc).__name__)
+        if errno:
+            meta["vendor_code"] = errno
+        return GatewayError(reason, message or "connection to MySQL lost", metadata=meta)
+    if isinstance(exc, TypeError | ValueError) and "format" in str(exc):
+        # PyMySQL interpolates %s itself: a count mismatch surfaces here.
+        return GatewayError(
+            Reason.INVALID_REQUEST,
+            f"params: the number of parameters does not match the %s placeholders ({exc})",
+            metadata=meta,
+            field_violations=[("params", "count does not match the %s placeholders")],
+        )
+    if isinstance(exc, OSError | ConnectionError | EOFError):
+        return GatewayError(
+            Reason.DATABASE_UNAVAILABLE, f"cannot reach MySQL: {exc}", metadata=meta
+        )
+    return None
+
+
+@contextlib.contextmanager
+def translate_errors(database: str) -> Iterator[None]:
+    """The one place PyMySQL/aiomysql exceptions become GatewayErrors."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        error = translate(exc, database)
+        if error is None:
+            raise
+        raise error from exc
+
+
+_SERVER_STATUS_IN_TRANS = 1
+
+
+class MySQLConnection(DriverConnection):
+    # After a cancelled statement the protocol state is unknown: discard.
+    reusable_after_interrupt = False
+
+    def __init__(self, conn: Any, backend: MySQLBackend) -> None:
+        self._conn = conn
+        self._backend = backend
+        self._database = backend.config.name
+        self._broken = False
+
+    async def _run(
+        self, sql: str, params: Sequence[value_pb2.Value], max_rows: int
+    ) -> tuple[Any, list[Any], int, int | None]:
+        args = MYSQL_PARAMS.decode_all(params)
+        cur = self._conn.cursor()
+        try:
+            with translate_errors(self._database):
+                try:
+                    await cur.execute(sql, args or None)
+                except asyncio.CancelledError:
+                    self._broken = True
+                    await self._backend.kill_query(self._conn.thread_id())
+                    raise
+                rows = await (cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall())
+            return cur, list(rows or ()), cur.rowcount, cur.lastrowid
+        finally:
+            await cur.close()
+
+    @staticmethod
+    def _describe(cur: Any) -> tuple[list[value_pb2.Column], list[Any]]:
+        result = getattr(cur, "_result", None)
+        fields = getattr(result, "fields", None) or []
+        columns = []
+        converters = []
+        for f in fields:
+            db_type, conv = mysql_column(f.type_code, f.flags, f.charsetnr)
+            columns.append(Column(name=f.name, db_type=db_type))
+            converters.append(conv)
+        return columns, converters
+
+    async def query(
+        self,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        *,
+        max_rows: int,
+    ) -> ResultSet:
+        cur, rows, _, _ = await self._run(sql, params, max_rows)
+        columns, converters = self._describe(cur)
+        truncated = bool(max_rows) and len(rows) > max_rows
+        if truncated:
+            rows = rows[:max_rows]
+        return ResultSet(columns, convert_rows(rows, converters), truncated)
+
+    async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
+        cur, rows, rowcount, lastrowid = await self._run(sql, params, 0)
+        columns, converters = self._describe(cur)
+        return ExecResult(
+            rows_affected=max(rowcount, 0),
+            last_insert_id=lastrowid or None,
+            columns=columns,
+            rows=convert_rows(rows, converters),
+        )
+
+    async def _simple(self, sql: str) -> None:
+        with translate_errors(self._database):
+            async with self._conn.cursor() as cur:
+                await cur.execute(sql)
+
+    async def begin(self, mode: TransactionMode) -> None:
+        if mode.deferrable:
+            raise GatewayError(Reason.UNSUPPORTED, "MySQL has no DEFERRABLE transactions")
+        if mode.isolation is not None:
+            await self._simple(f"SET TRANSACTION ISOLATION LEVEL {mode.isolation.value}")
+        await self._simple("START TRANSACTION READ ONLY" if mode.read_only else "START TRANSACTION")
+
+    async def commit(self) -> None:
+        await self._simple("COMMIT")
+
+    async def rollback(self) -> None:
+        await self._simple("ROLLBACK")
+
+    def in_transaction(self) -> bool:
+        return bool(self._conn.server_status & _SERVER_STATUS_IN_TRANS)
+
+    def is_closed(self) -> bool:
+        return self._broken or self._conn.closed
+
+    async def ping(self, limit: float) -> None:
+        with translate_errors(self._database):
+            await asyncio.wait_for(self._conn.ping(reconnect=False), limit)
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._conn.ensure_closed(), 2)
+        except Exception:
+            self._conn.close()
+
+    def terminate(self) -> None:
+        self._conn.close()
+
+
+class MySQLBackend(Backend):
+    engine = ENGINE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._address = mysql_address(self.config.dsn)
+
+    async def _open(self) -> Any:
+        a = self._address
+        return await aiomysql.connect(
+            host=a.host,
+            port=a.port,
+            user=a.user,
+            password=a.password,
+            db=a.database,
+            unix_socket=a.unix_socket,
+            autocommit=True,
+            charset="utf8mb4",
+            connect_timeout=self.config.connect_timeout,
+            # Instants travel as UTC; TIMESTAMP columns then read back exactly.
+            init_command="SET time_zone = '+00:00'",
+        )
+
+    async def connect(self) -> DriverConnection:
+        with translate_errors(self.config.name):
+            try:
+                conn = await asyncio.wait_for(self._open(), self.config.connect_timeout)
+            except TimeoutError:
+                raise GatewayError(
+                    Reason.DATABASE_UNAVAILABLE,
+                    f"connecting to MySQL timed out after {self.config.connect_timeout}s",
+                    metadata={"engine": ENGINE, "database": self.config.name},
+                ) from None
+            except pymysql.err.Error as exc:
+                error = translate(exc, self.config.name)
+                assert error is not None
+                error.reason = Reason.DATABASE_UNAVAILABLE
+                raise error from exc
+        self.server_version = conn.get_server_info()
+        return MySQLConnection(conn, self)
+
+    async def kill_query(self, thread_id: int) -> None:
+        """Stops a running statement from a second connection (MySQL has no
+        in-band cancel); best effort, bounded in time."""
+        try:
+            conn = await asyncio.wait_for(self._open(), self.config.connect_timeout)
+        except Exception as exc:  # the database may be the reason we are here
+            log.warning("could not open a connection to KILL QUERY %s: %s", thread_id, exc)
+            return
+        try:
+            async with conn.cursor() as cur:
+                await asyncio.wait_for(cur.execute(f"KILL QUERY {int(thread_id)}"), 5)
+        except Exception as exc:
+            log.warning("KILL QUERY %s failed: %s", thread_id, exc)
+        finally:
+            conn.close()

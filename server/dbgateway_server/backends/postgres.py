@@ -1,0 +1,245 @@
+"""PostgreSQL through asyncpg."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import asyncpg
+import asyncpg.exceptions as pgexc
+from dbgateway.v1 import value_pb2
+
+from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
+from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
+from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+
+ENGINE = "postgresql"
+
+#: asyncpg client-side errors that are not PostgresError, and what they mean.
+_CLIENT_ERRORS: tuple[tuple[type[BaseException], Reason], ...] = (
+    (pgexc.DataError, Reason.INVALID_PARAMETER),  # a parameter the codec cannot encode
+    (pgexc.ConnectionDoesNotExistError, Reason.DATABASE_UNAVAILABLE),
+    (pgexc.ClientConfigurationError, Reason.DATABASE_UNAVAILABLE),
+    (pgexc.UnsupportedClientFeatureError, Reason.UNSUPPORTED),
+    (pgexc.UnsupportedServerFeatureError, Reason.UNSUPPORTED),
+    (pgexc.OutdatedSchemaCacheError, Reason.SERIALIZATION_FAILURE),
+    (pgexc.TargetServerAttributeNotMatched, Reason.DATABASE_UNAVAILABLE),
+    (pgexc.ProtocolError, Reason.DATABASE_UNAVAILABLE),
+    (pgexc.InterfaceError, Reason.INVALID_REQUEST),
+    (pgexc.InternalClientError, Reason.DATABASE_ERROR),
+)
+
+
+def translate(exc: BaseException, database: str) -> GatewayError | None:
+    """The GatewayError for an asyncpg (or socket) exception; None for others."""
+    if isinstance(exc, pgexc.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None)
+        reason = reason_for_sqlstate(sqlstate) or Reason.DATABASE_ERROR
+        message = getattr(exc, "message", None) or str(exc)
+        detail = getattr(exc, "detail", None)
+        if detail:
+            message = f"{message} ({detail})"
+        return GatewayError(
+            reason,
+            message,
+            metadata={
+                "sqlstate": sqlstate,
+                "engine": ENGINE,
+                "database": database,
+                "constraint": getattr(exc, "constraint_name", None),
+                "table": getattr(exc, "table_name", None),
+                "column": getattr(exc, "column_name", None),
+            },
+        )
+    for cls, reason in _CLIENT_ERRORS:
+        if isinstance(exc, cls):
+            return GatewayError(reason, str(exc), metadata={"engine": ENGINE, "database": database})
+    if isinstance(exc, OSError | ConnectionError | EOFError):
+        return GatewayError(
+            Reason.DATABASE_UNAVAILABLE,
+            f"cannot reach PostgreSQL: {exc}",
+            metadata={"engine": ENGINE, "database": database},
+        )
+    return None
+
+
+@contextlib.contextmanager
+def translate_errors(database: str) -> Iterator[None]:
+    """The one place asyncpg exceptions become GatewayErrors."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        error = translate(exc, database)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _rows_affected(status: str | None) -> int:
+    # "INSERT 0 3", "UPDATE 2", "SELECT 5", "CREATE TABLE"
+    if not status:
+        return 0
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class PostgresConnection(DriverConnection):
+    reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
+
+    def __init__(self, conn: Any, database: str) -> None:
+        self._conn = conn
+        self._database = database
+
+    async def _prepare(self, sql: str, nparams: int) -> Any:
+        # The private _prepare(use_cache=True) reuses the driver's statement
+        # cache (one Parse per distinct SQL per connection), while the public
+        # prepare() would Parse on every call.
+        stmt = await self._conn._prepare(sql, use_cache=True)
+        expected = len(stmt.get_parameters())
+        if expected != nparams:
+            raise invalid_request(
+                "params",
+                f"the statement takes {expected} parameter(s), {nparams} given",
+            )
+        return stmt
+
+    @staticmethod
+    def _describe(stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
+        columns = []
+        converters = []
+        for attr in stmt.get_attributes():
+            columns.append(Column(name=attr.name, db_type=attr.type.name))
+            converters.append(pg_converter(attr.type.name, attr.type.kind))
+        return columns, converters
+
+    async def _run(self, sql: str, params: Sequence[value_pb2.Value], max_rows: int) -> Any:
+        args = POSTGRES_PARAMS.decode_all(params)
+        for attempt in (1, 2):
+            try:
+                stmt = await self._prepare(sql, len(args))
+                if max_rows:
+                    if self._conn.is_in_transaction():
+                        records = await (await stmt.cursor(*args)).fetch(max_rows + 1)
+                    else:
+                        async with self._conn.transaction():
+                            records = await (await stmt.cursor(*args)).fetch(max_rows + 1)
+                else:
+                    records = await stmt.fetch(*args)
+                return stmt, records
+            except (pgexc.InvalidCachedStatementError, pgexc.OutdatedSchemaCacheError):
+                # The schema changed under a cached plan: drop the cache and,
+                # outside a transaction, re-prepare once (asyncpg's own rule).
+                self._conn._drop_local_statement_cache()
+                if attempt == 2 or self._conn.is_in_transaction():
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def query(
+        self,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        *,
+        max_rows: int,
+    ) -> ResultSet:
+        with translate_errors(self._database):
+            stmt, records = await self._run(sql, params, max_rows)
+            columns, converters = self._describe(stmt)
+        truncated = bool(max_rows) and len(records) > max_rows
+        if truncated:
+            records = records[:max_rows]
+        return ResultSet(columns, convert_rows(records, converters), truncated)
+
+    async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
+        with translate_errors(self._database):
+            stmt, records = await self._run(sql, params, 0)
+            columns, converters = self._describe(stmt)
+            status = stmt.get_statusmsg()
+        return ExecResult(
+            rows_affected=_rows_affected(status),
+            columns=columns,
+            rows=convert_rows(records, converters),
+        )
+
+    async def begin(self, mode: TransactionMode) -> None:
+        parts = ["BEGIN"]
+        if mode.isolation is not None:
+            parts.append(f"ISOLATION LEVEL {mode.isolation.value}")
+        if mode.read_only:
+            parts.append("READ ONLY")
+        if mode.deferrable:
+            parts.append("DEFERRABLE")
+        with translate_errors(self._database):
+            await self._conn.execute(" ".join(parts))
+
+    async def commit(self) -> None:
+        with translate_errors(self._database):
+            await self._conn.execute("COMMIT")
+
+    async def rollback(self) -> None:
+        with translate_errors(self._database):
+            await self._conn.execute("ROLLBACK")
+
+    def in_transaction(self) -> bool:
+        return bool(self._conn.is_in_transaction())
+
+    def is_closed(self) -> bool:
+        return bool(self._conn.is_closed())
+
+    async def ping(self, limit: float) -> None:
+        with translate_errors(self._database):
+            await self._conn.execute("SELECT 1", timeout=limit)
+
+    async def close(self) -> None:
+        try:
+            await self._conn.close(timeout=2)
+        except Exception:
+            self._conn.terminate()
+
+    def terminate(self) -> None:
+        self._conn.terminate()
+
+
+def _interval_identity(value: Any) -> Any:
+    return value
+
+
+class PostgresBackend(Backend):
+    engine = ENGINE
+
+    async def connect(self) -> DriverConnection:
+        name = self.config.name
+        with translate_errors(name):
+            try:
+                conn = await asyncpg.connect(
+                    self.config.dsn,
+                    timeout=self.config.connect_timeout,
+                    server_settings={"application_name": "dbgateway"},
+                )
+            except TimeoutError:
+                raise GatewayError(
+                    Reason.DATABASE_UNAVAILABLE,
+                    f"connecting to PostgreSQL timed out after {self.config.connect_timeout}s",
+                    metadata={"engine": ENGINE, "database": name},
+                ) from None
+            except pgexc.PostgresError as exc:
+                # Whatever the server says while we log in (bad password, no
+                # such database, too many clients) the caller cannot fix it.
+                raise GatewayError(
+                    Reason.DATABASE_UNAVAILABLE,
+                    f"cannot connect to PostgreSQL: {exc}",
+                    metadata={"sqlstate": exc.sqlstate, "engine": ENGINE, "database": name},
+                ) from exc
+            # Intervals as (months, days, microseconds): exact, unlike timedelta.
+            await conn.set_type_codec(
+                "interval",
+                schema="pg_catalog",
+                encoder=_interval_identity,
+                decoder=_interval_identity,
+                format="tuple",
+            )
+        version = conn.get_server_version()
+        self.server_version = f"{version.major}.{version.minor}"
+        return PostgresConnection(conn, name)

@@ -1,0 +1,235 @@
+"""SQLite through aiosqlite: WAL, a busy timeout, writes serialised, reads concurrent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+from dbgateway.v1 import value_pb2
+
+from ..config import sqlite_path
+from ..errors import GatewayError, Reason, reason_for_sqlite_error
+from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
+from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+
+ENGINE = "sqlite"
+BUSY_TIMEOUT_MS = 5000
+
+
+def translate(exc: BaseException, database: str) -> GatewayError | None:
+    """The GatewayError for a sqlite3 exception; None for others."""
+    meta: dict[str, str | int | None] = {"engine": ENGINE, "database": database}
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", None)
+        reason = reason_for_sqlite_error(name, type(exc).__name__)
+        meta["vendor_code"] = name or getattr(exc, "sqlite_errorcode", None)
+        message = str(exc)
+        if reason is Reason.SQL_ERROR and "bindings" in message:
+            reason = Reason.INVALID_REQUEST  # wrong number of parameters
+        return GatewayError(reason, message, metadata=meta)
+    if isinstance(exc, OverflowError):
+        return GatewayError(
+            Reason.INVALID_PARAMETER, f"parameter out of range: {exc}", metadata=meta
+        )
+    if isinstance(exc, ValueError) and "closed" in str(exc):
+        return GatewayError(Reason.DATABASE_UNAVAILABLE, str(exc), metadata=meta)
+    return None
+
+
+@contextlib.contextmanager
+def translate_errors(database: str) -> Iterator[None]:
+    """The one place sqlite3 exceptions become GatewayErrors."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        error = translate(exc, database)
+        if error is None:
+            raise
+        raise error from exc
+
+
+class SQLiteConnection(DriverConnection):
+    reusable_after_interrupt = True  # interrupt() ends the statement cleanly
+
+    def __init__(self, conn: aiosqlite.Connection, backend: SQLiteBackend) -> None:
+        self._conn = conn
+        self._backend = backend
+        self._database = backend.config.name
+        self._closed = False
+        self._holds_write_lock = False
+
+    async def _run(
+        self, sql: str, params: Sequence[value_pb2.Value], max_rows: int
+    ) -> tuple[list[value_pb2.Column], list[Any], int, int | None]:
+        args = SQLITE_PARAMS.decode_all(params)
+        with translate_errors(self._database):
+            try:
+                cur = await self._conn.execute(sql, args)
+                try:
+                    rows = list(await (cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()))
+                    description = cur.description or ()
+                    return (
+                        [Column(name=d[0], db_type="") for d in description],
+                        rows,
+                        cur.rowcount,
+                        cur.lastrowid,
+                    )
+                finally:
+                    await cur.close()
+            except asyncio.CancelledError:
+                # The statement runs on aiosqlite's thread: stop it there.
+                self._conn._conn.interrupt()
+                raise
+
+    async def query(
+        self,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        *,
+        max_rows: int,
+    ) -> ResultSet:
+        columns, rows, _, _ = await self._run(sql, params, max_rows)
+        truncated = bool(max_rows) and len(rows) > max_rows
+        if truncated:
+            rows = rows[:max_rows]
+        # SQLite is dynamically typed: each value is converted by its own type.
+        return ResultSet(columns, convert_rows(rows, [from_python] * len(columns)), truncated)
+
+    async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
+        async with self._backend.write_lock(self):
+            columns, rows, rowcount, lastrowid = await self._run(sql, params, 0)
+        return ExecResult(
+            rows_affected=max(rowcount, 0),
+            last_insert_id=lastrowid if lastrowid else None,
+            columns=columns,
+            rows=convert_rows(rows, [from_python] * len(columns)),
+        )
+
+    async def begin(self, mode: TransactionMode) -> None:
+        if mode.isolation is not None and mode.isolation.name != "SERIALIZABLE":
+            raise GatewayError(
+                Reason.UNSUPPORTED,
+                f"SQLite transactions are always SERIALIZABLE; {mode.isolation.value} "
+                "cannot be given",
+            )
+        if mode.deferrable:
+            raise GatewayError(Reason.UNSUPPORTED, "SQLite has no DEFERRABLE transactions")
+        with translate_errors(self._database):
+            if mode.read_only:
+                await self._conn.execute("PRAGMA query_only = ON")
+                await self._conn.execute("BEGIN DEFERRED")
+            else:
+                await self._backend.acquire_write_lock()
+                self._holds_write_lock = True
+                try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                except BaseException:
+                    self._release_write_lock()
+                    raise
+
+    def _release_write_lock(self) -> None:
+        if self._holds_write_lock:
+            self._holds_write_lock = False
+            self._backend.release_write_lock()
+
+    async def _end(self, sql: str) -> None:
+        try:
+            with translate_errors(self._database):
+                await self._conn.execute(sql)
+                await self._conn.execute("PRAGMA query_only = OFF")
+        finally:
+            if not self._conn.in_transaction:
+                self._release_write_lock()
+
+    async def commit(self) -> None:
+        await self._end("COMMIT")
+
+    async def rollback(self) -> None:
+        await self._end("ROLLBACK")
+
+    def in_transaction(self) -> bool:
+        return bool(self._conn.in_transaction)
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    async def ping(self, limit: float) -> None:
+        with translate_errors(self._database):
+            await asyncio.wait_for(self._conn.execute("SELECT 1"), limit)
+
+    async def close(self) -> None:
+        self._release_write_lock()
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+
+    def terminate(self) -> None:
+        self._release_write_lock()
+        if not self._closed:
+            self._closed = True
+            asyncio.get_running_loop().create_task(self._conn.close())
+
+
+class SQLiteBackend(Backend):
+    """One SQLite file. SQLite allows one writer at a time, so writes (Execute and
+    write transactions) queue on an asyncio lock here instead of failing with
+    SQLITE_BUSY, while reads run concurrently on other connections (WAL)."""
+
+    engine = ENGINE
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.path = sqlite_path(self.config.dsn)
+        self._write_lock = asyncio.Lock()
+
+    async def acquire_write_lock(self) -> None:
+        await self._write_lock.acquire()
+
+    def release_write_lock(self) -> None:
+        self._write_lock.release()
+
+    @contextlib.asynccontextmanager
+    async def write_lock(self, conn: SQLiteConnection) -> Any:
+        if conn.in_transaction():
+            # Inside its own write transaction the connection holds the lock.
+            yield
+            return
+        async with self._write_lock:
+            yield
+
+    async def connect(self) -> DriverConnection:
+        with translate_errors(self.config.name):
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            memory = self.path == ":memory:"
+            pending = aiosqlite.connect(
+                # Every pooled connection must see the same in-memory database.
+                f"file:dbgateway-{self.config.name}?mode=memory&cache=shared"
+                if memory
+                else self.path,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                uri=memory,
+            )
+            # aiosqlite runs each connection on its own thread; a connection
+            # still open at exit must not keep the process alive.
+            pending._thread.daemon = True
+            conn = await pending
+            try:
+                if not memory:
+                    await conn.execute("PRAGMA journal_mode = WAL")
+                await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await conn.execute("PRAGMA foreign_keys = ON")
+            except BaseException:
+                await conn.close()
+                raise
+        self.server_version = sqlite3.sqlite_version
+        return SQLiteConnection(conn, self)

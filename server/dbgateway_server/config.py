@@ -1,0 +1,355 @@
+"""Settings: a TOML file (plus ``${ENV}`` interpolation) read into frozen dataclasses.
+
+Every problem is reported as one :class:`ConfigError` line naming the key, e.g.
+``databases.orders.pool.max_size: must be at least min_size (5), got 2``.
+Unknown keys are errors too: a misspelt setting must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_SQLITE_FILE = "dbgateway.sqlite3"
+DEFAULT_DATABASE = "default"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str()`` is the one line to show the operator."""
+
+
+class Engine(StrEnum):
+    POSTGRES = "postgresql"
+    MYSQL = "mysql"
+    SQLITE = "sqlite"
+
+
+_SCHEMES: Mapping[str, Engine] = {
+    "postgresql": Engine.POSTGRES,
+    "postgres": Engine.POSTGRES,
+    "mysql": Engine.MYSQL,
+    "mariadb": Engine.MYSQL,
+    "sqlite": Engine.SQLITE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    """Connection pool of one database. Durations are seconds."""
+
+    min_size: int = 1
+    max_size: int = 10
+    acquire_timeout: float = 5.0
+    max_waiting: int = 1024
+    max_idle_time: float = 300.0
+    max_lifetime: float = 1800.0
+    validate_after_idle: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(self.min_size >= 0, "min_size", f"must be >= 0, got {self.min_size}")
+        _require(self.max_size >= 1, "max_size", f"must be >= 1, got {self.max_size}")
+        _require(
+            self.max_size >= self.min_size,
+            "max_size",
+            f"must be at least min_size ({self.min_size}), got {self.max_size}",
+        )
+        for name in ("acquire_timeout", "max_idle_time", "max_lifetime", "validate_after_idle"):
+            value = getattr(self, name)
+            _require(value > 0, name, f"must be a positive number of seconds, got {value}")
+        _require(self.max_waiting >= 0, "max_waiting", f"must be >= 0, got {self.max_waiting}")
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """One configured database."""
+
+    name: str
+    dsn: str
+    engine: Engine
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    statement_timeout: float = 30.0
+    connect_timeout: float = 5.0
+
+    @property
+    def redacted_dsn(self) -> str:
+        """The DSN with any password replaced, for logs and admin output."""
+        return redact_dsn(self.dsn)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    listen: str = DEFAULT_LISTEN
+    shutdown_grace: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    databases: Mapping[str, DatabaseConfig]
+
+    @classmethod
+    def default(cls, directory: Path | None = None) -> Config:
+        """The zero-setup configuration: one embedded SQLite database, ``default``."""
+        path = (directory or Path.cwd()) / DEFAULT_SQLITE_FILE
+        dsn = f"sqlite://{path.resolve()}" if path.is_absolute() else f"sqlite:{path}"
+        db = DatabaseConfig(name=DEFAULT_DATABASE, dsn=dsn, engine=Engine.SQLITE)
+        return cls(server=ServerConfig(), databases={DEFAULT_DATABASE: db})
+
+
+def redact_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def engine_for_dsn(dsn: str) -> Engine:
+    scheme = dsn.split(":", 1)[0].lower() if ":" in dsn else ""
+    scheme = scheme.split("+", 1)[0]
+    try:
+        return _SCHEMES[scheme]
+    except KeyError:
+        known = ", ".join(f"{s}://" for s in ("postgresql", "mysql", "sqlite"))
+        raise ValueError(f"unknown scheme {scheme!r}; expected one of {known}") from None
+
+
+def sqlite_path(dsn: str) -> str:
+    """The file a ``sqlite:`` DSN names.
+
+    ``sqlite:///var/lib/x.db`` and ``sqlite:////var/lib/x.db`` are absolute,
+    ``sqlite:relative/x.db`` is relative to the working directory, and
+    ``sqlite::memory:`` is a private in-memory database.
+    """
+    rest = dsn.split(":", 1)[1]
+    if rest in (":memory:", "///:memory:", "//:memory:"):
+        return ":memory:"
+    if rest.startswith("//"):
+        rest = rest[2:]
+        if not rest.startswith("/"):
+            raise ValueError("sqlite DSN must be sqlite:///absolute/path or sqlite:relative/path")
+        rest = "/" + rest.lstrip("/")
+    path = unquote(rest.split("?", 1)[0])
+    if not path:
+        raise ValueError("sqlite DSN names no file")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class MySQLAddress:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str | None
+    unix_socket: str | None
+
+
+def mysql_address(dsn: str) -> MySQLAddress:
+    parts = urlsplit(dsn)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    database = unquote(parts.path.lstrip("/")) or None
+    return MySQLAddress(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+        unix_socket=query.get("unix_socket"),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+class _KeyError(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(key, problem)
+        self.key = key
+        self.problem = problem
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise _KeyError(key, problem)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Reads and validates a TOML configuration file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_config(raw, env=os.environ if env is None else env, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], *, env: Mapping[str, str], source: str) -> Config:
+    try:
+        return _parse(_interpolate(raw, env, ""), source)
+    except _KeyError as exc:
+        raise ConfigError(f"{source}: {exc.key}: {exc.problem}") from None
+
+
+def _interpolate(node: Any, env: Mapping[str, str], key: str) -> Any:
+    if isinstance(node, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise _KeyError(key, f"environment variable {name} is not set")
+            return env[name]
+
+        return _ENV_RE.sub(substitute, node)
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, f"{key}.{k}" if key else k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, f"{key}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], key: str) -> None:
+    for name in table:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else name
+            raise _KeyError(where, f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+
+def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    _require(isinstance(value, dict), key, f"must be a table, got {type(value).__name__}")
+    return value  # type: ignore[no-any-return]
+
+
+def _dataclass_from(cls: Any, table: Mapping[str, Any], key: str, **fixed: Any) -> Any:
+    names = {f.name for f in fields(cls)} - set(fixed)
+    _check_keys(table, names, key)
+    kwargs: dict[str, Any] = dict(fixed)
+    for f in fields(cls):
+        if f.name not in table:
+            continue
+        value = table[f.name]
+        expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        where = f"{key}.{f.name}"
+        if expected == "int":
+            _require(
+                isinstance(value, int) and not isinstance(value, bool),
+                where,
+                f"must be an integer, got {value!r}",
+            )
+        elif expected == "float":
+            _require(
+                isinstance(value, int | float) and not isinstance(value, bool),
+                where,
+                f"must be a number of seconds, got {value!r}",
+            )
+            value = float(value)
+        elif expected == "str":
+            _require(isinstance(value, str), where, f"must be a string, got {value!r}")
+        elif expected == "bool":
+            _require(isinstance(value, bool), where, f"must be true or false, got {value!r}")
+        kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except _KeyError as exc:
+        raise _KeyError(f"{key}.{exc.key}", exc.problem) from None
+
+
+def _parse(raw: Mapping[str, Any], source: str) -> Config:
+    _check_keys(raw, {"server", "databases"}, "")
+    server = _dataclass_from(ServerConfig, _table(raw, "server", "server"), "server")
+    _validate_listen(server.listen, "server.listen")
+    databases_raw = _table(raw, "databases", "databases")
+    _require(bool(databases_raw), "databases", "at least one database must be configured")
+    base = Path(source).parent if source else Path.cwd()
+    databases: dict[str, DatabaseConfig] = {}
+    for name, table in databases_raw.items():
+        key = f"databases.{name}"
+        _require(
+            bool(_NAME_RE.match(name)),
+            key,
+            "database names use letters, digits, '_', '-' and '.' (at most 63 characters)",
+        )
+        _require(isinstance(table, dict), key, "must be a table")
+        databases[name] = _parse_database(name, table, key, base)
+    return Config(server=server, databases=databases)
+
+
+def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -> DatabaseConfig:
+    _check_keys(
+        table, {"dsn", "password_file", "pool", "statement_timeout", "connect_timeout"}, key
+    )
+    _require("dsn" in table, f"{key}.dsn", "is required")
+    dsn = table["dsn"]
+    _require(isinstance(dsn, str) and dsn != "", f"{key}.dsn", "must be a non-empty string")
+    try:
+        engine = engine_for_dsn(dsn)
+        if engine is Engine.SQLITE:
+            sqlite_path(dsn)
+        else:
+            parts = urlsplit(dsn)
+            _ = parts.port  # raises ValueError on a bad port
+            _require(bool(parts.hostname) or "host=" in parts.query, f"{key}.dsn", "has no host")
+    except ValueError as exc:
+        raise _KeyError(f"{key}.dsn", str(exc)) from None
+    if "password_file" in table:
+        dsn = _with_password_file(dsn, table["password_file"], f"{key}.password_file", base)
+    pool_raw = table.get("pool", {})
+    _require(isinstance(pool_raw, dict), f"{key}.pool", "must be a table")
+    pool = _dataclass_from(PoolSettings, pool_raw, f"{key}.pool")
+    rest = {k: v for k, v in table.items() if k in ("statement_timeout", "connect_timeout")}
+    db: DatabaseConfig = _dataclass_from(
+        DatabaseConfig, rest, key, name=name, dsn=dsn, engine=engine, pool=pool
+    )
+    _require(db.statement_timeout > 0, f"{key}.statement_timeout", "must be positive")
+    _require(db.connect_timeout > 0, f"{key}.connect_timeout", "must be positive")
+    return db
+
+
+def _with_password_file(dsn: str, value: Any, key: str, base: Path) -> str:
+    _require(isinstance(value, str), key, "must be a path")
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise _KeyError(key, f"cannot read {path}: {exc.strerror}") from None
+    parts = urlsplit(dsn)
+    _require(parts.password is None, key, "the dsn already has a password")
+    from urllib.parse import quote
+
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[-1]
+    netloc = f"{user}:{quote(secret, safe='')}@{host}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _validate_listen(listen: str, key: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    _require(bool(sep) and bool(host), key, f"must be HOST:PORT, got {listen!r}")
+    _require(port.isdigit() and 0 <= int(port) <= 65535, key, f"port must be 0-65535, got {port!r}")
+
+
+def parse_listen(listen: str) -> str:
+    """Validates a ``--listen`` value given on the command line."""
+    try:
+        _validate_listen(listen, "--listen")
+    except _KeyError as exc:
+        raise ConfigError(f"{exc.key}: {exc.problem}") from None
+    return listen

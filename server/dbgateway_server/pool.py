@@ -1,0 +1,302 @@
+"""One connection pool for every engine.
+
+The drivers' own pools differ (asyncpg's has no queue bound, aiomysql's no
+lifetime, aiosqlite has none), so the gateway keeps its own: the same limits,
+statistics and hygiene rules for PostgreSQL, MySQL and SQLite.
+
+- Connections are opened lazily up to ``max_size``; ``min_size`` are opened at
+  start and kept warm.
+- A caller waits at most ``min(acquire_timeout, its own deadline)``; when
+  ``max_waiting`` callers already wait it is refused at once.
+- A connection goes back only when it is verifiably idle (not in a
+  transaction, not closed). Otherwise it is rolled back, or discarded when that
+  fails: a pooled connection must never carry one caller's state to the next.
+- Connections older than ``max_lifetime`` or idle longer than
+  ``max_idle_time`` are closed; one idle longer than ``validate_after_idle`` is
+  pinged before it is handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from .backends.base import DriverConnection
+from .config import PoolSettings
+from .errors import GatewayError, Reason
+
+log = logging.getLogger(__name__)
+
+#: How long a connection may take to roll back before it is discarded instead.
+RESET_TIMEOUT = 5.0
+#: How long a ping on checkout may take.
+VALIDATION_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    size: int
+    idle: int
+    in_use: int
+    waiting: int
+    min_size: int
+    max_size: int
+    acquired_total: int
+    created_total: int
+    closed_total: int
+    acquire_timeouts_total: int
+
+
+class _Holder:
+    """A pooled connection and its bookkeeping."""
+
+    __slots__ = ("conn", "created_at", "released_at")
+
+    def __init__(self, conn: DriverConnection, now: float) -> None:
+        self.conn = conn
+        self.created_at = now
+        self.released_at = now
+
+
+class ConnectionPool:
+    """Connections to one database endpoint."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], Awaitable[DriverConnection]],
+        settings: PoolSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self._connect = connect
+        self._settings = settings
+        self._clock = clock
+        self._idle: collections.deque[_Holder] = collections.deque()
+        # Waiters receive a holder, or None meaning "a slot is free: open one".
+        self._waiters: collections.deque[asyncio.Future[_Holder | None]] = collections.deque()
+        self._holders: dict[int, _Holder] = {}
+        self._size = 0  # open connections plus those being opened
+        self._closed = False
+        self._acquired_total = 0
+        self._created_total = 0
+        self._closed_total = 0
+        self._acquire_timeouts_total = 0
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @property
+    def settings(self) -> PoolSettings:
+        return self._settings
+
+    def stats(self) -> PoolStats:
+        idle = len(self._idle)
+        return PoolStats(
+            size=self._size,
+            idle=idle,
+            in_use=len(self._holders) - idle,
+            waiting=len(self._waiters),
+            min_size=self._settings.min_size,
+            max_size=self._settings.max_size,
+            acquired_total=self._acquired_total,
+            created_total=self._created_total,
+            closed_total=self._closed_total,
+            acquire_timeouts_total=self._acquire_timeouts_total,
+        )
+
+    async def start(self) -> None:
+        """Opens ``min_size`` connections (raising if the first cannot be opened)
+        and starts the background upkeep."""
+        self._maintenance = asyncio.get_running_loop().create_task(
+            self._maintain(), name=f"pool-upkeep-{self.name}"
+        )
+        await self._fill_to_min()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, wait: float) -> AsyncIterator[DriverConnection]:
+        """Checks a connection out for the duration of the block, waiting at most
+        ``wait`` seconds for one."""
+        holder = await self._acquire(wait)
+        reusable = False
+        try:
+            yield holder.conn
+            reusable = True
+        except GatewayError as exc:
+            reusable = not exc.is_infrastructure
+            raise
+        except (asyncio.CancelledError, TimeoutError):
+            reusable = holder.conn.reusable_after_interrupt
+            raise
+        finally:
+            await self._release(holder, reusable=reusable)
+
+    async def _acquire(self, wait: float) -> _Holder:
+        if self._closed:
+            raise GatewayError(Reason.DATABASE_UNAVAILABLE, f"database {self.name!r} is closing")
+        deadline = self._clock() + max(wait, 0.0)
+        while True:
+            holder = await self._checkout(deadline)
+            if holder is None:
+                holder = await self._open()
+                self._acquired_total += 1
+                return holder
+            if await self._usable(holder):
+                self._acquired_total += 1
+                return holder
+
+    async def _checkout(self, deadline: float) -> _Holder | None:
+        """An idle holder, or None when the caller may open a new connection."""
+        if self._idle:
+            return self._idle.pop()
+        if self._size < self._settings.max_size:
+            self._size += 1
+            return None
+        if len(self._waiters) >= self._settings.max_waiting:
+            raise self._exhausted(f"{len(self._waiters)} callers are already waiting")
+        waiter: asyncio.Future[_Holder | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        budget = max(deadline - self._clock(), 0.0)
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout=budget)
+        except TimeoutError:
+            self._acquire_timeouts_total += 1
+            raise self._exhausted(f"no connection became free within {budget:.3g}s") from None
+        finally:
+            self._abandon(waiter)
+
+    def _abandon(self, waiter: asyncio.Future[_Holder | None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(waiter)
+        if waiter.done() and not waiter.cancelled():
+            # Handed a connection (or a slot) after giving up: pass it on.
+            handed = waiter.result()
+            if handed is None:
+                self._size -= 1
+                self._wake_for_slot()
+            else:
+                self._put_back(handed)
+        elif not waiter.done():
+            waiter.cancel()
+
+    def _exhausted(self, why: str) -> GatewayError:
+        s = self.stats()
+        return GatewayError(
+            Reason.POOL_EXHAUSTED,
+            f"connection pool of database {self.name!r} is exhausted: {why} "
+            f"(max_size={s.max_size}, in use={s.in_use}, waiting={s.waiting})",
+            metadata={"database": self.name},
+            retry_after=0.1,
+        )
+
+    async def _open(self) -> _Holder:
+        try:
+            conn = await self._connect()
+        except BaseException:
+            self._size -= 1
+            self._wake_for_slot()
+            raise
+        holder = _Holder(conn, self._clock())
+        self._holders[id(holder)] = holder
+        self._created_total += 1
+        return holder
+
+    async def _usable(self, holder: _Holder) -> bool:
+        now = self._clock()
+        conn = holder.conn
+        if conn.is_closed() or now - holder.created_at >= self._settings.max_lifetime:
+            await self._discard(holder)
+            return False
+        if now - holder.released_at >= self._settings.validate_after_idle:
+            try:
+                await conn.ping(VALIDATION_TIMEOUT)
+            except (GatewayError, TimeoutError, OSError):
+                log.info("pool %s: dropped a connection that failed validation", self.name)
+                await self._discard(holder)
+                return False
+        return True
+
+    async def _release(self, holder: _Holder, *, reusable: bool) -> None:
+        conn = holder.conn
+        if reusable and not conn.is_closed() and conn.in_transaction():
+            # Never hand on a connection inside someone's transaction.
+            try:
+                await asyncio.wait_for(conn.rollback(), RESET_TIMEOUT)
+            except (GatewayError, TimeoutError, OSError, asyncio.CancelledError):
+                reusable = False
+        if not reusable or conn.is_closed() or self._closed:
+            await self._discard(holder)
+            return
+        holder.released_at = self._clock()
+        self._put_back(holder)
+
+    def _put_back(self, holder: _Holder) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(holder)
+                return
+        self._idle.append(holder)
+
+    def _wake_for_slot(self) -> None:
+        """A connection was closed: let the first waiter open a new one."""
+        while self._waiters and self._size < self._settings.max_size:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                self._size += 1
+                waiter.set_result(None)
+                return
+
+    async def _discard(self, holder: _Holder) -> None:
+        if self._holders.pop(id(holder), None) is None:
+            return
+        self._size -= 1
+        self._closed_total += 1
+        holder.conn.terminate()
+        self._wake_for_slot()
+
+    async def _fill_to_min(self) -> None:
+        while not self._closed and self._size < self._settings.min_size:
+            self._size += 1
+            holder = await self._open()
+            self._put_back(holder)
+
+    async def _maintain(self) -> None:
+        interval = min(self._settings.max_idle_time, self._settings.max_lifetime, 10.0) / 2
+        while not self._closed:
+            await asyncio.sleep(interval)
+            now = self._clock()
+            keep = self._settings.min_size
+            for holder in list(self._idle):
+                old = now - holder.created_at >= self._settings.max_lifetime
+                stale = now - holder.released_at >= self._settings.max_idle_time
+                if old or (stale and self._size > keep):
+                    with contextlib.suppress(ValueError):
+                        self._idle.remove(holder)
+                    await self._discard(holder)
+            with contextlib.suppress(GatewayError, OSError, TimeoutError):
+                await self._fill_to_min()
+
+    async def close(self) -> None:
+        """Closes idle connections now and in-use ones as they come back."""
+        self._closed = True
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(
+                    GatewayError(Reason.DATABASE_UNAVAILABLE, f"database {self.name!r} is closing")
+                )
+        self._waiters.clear()
+        idle, self._idle = list(self._idle), collections.deque()
+        for holder in idle:
+            self._holders.pop(id(holder), None)
+            self._size -= 1
+            self._closed_total += 1
+            await holder.conn.close()

@@ -1,0 +1,1 @@
+"""Thin gRPC servicers: validate the request, call the gateway core, map the result."""

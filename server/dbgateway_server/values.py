@@ -1,0 +1,589 @@
+"""Driver values <-> ``dbgateway.v1.Value``, both directions, per engine.
+
+Outbound (rows) is the hot loop: a converter is chosen once per column from
+the column's type, and turns one driver value into one ``Value``. Columns whose
+type we do not know fall back to :func:`from_python`, which dispatches on the
+Python type of each value.
+
+Inbound (parameters) is per value: the caller picked the kind, the engine
+decides what Python object its driver binds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dbgateway.v1 import value_pb2
+from google.protobuf import timestamp_pb2
+
+from .errors import GatewayError, Reason, invalid_parameter
+
+Value = value_pb2.Value
+Column = value_pb2.Column
+Row = value_pb2.Row
+Converter = Callable[[Any], value_pb2.Value]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+#: Deepest list nesting accepted in a parameter (PostgreSQL allows 6 dimensions).
+MAX_LIST_DEPTH = 6
+
+NULL = Value(null_value="NULL_VALUE")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_UTC = dt.UTC
+
+
+# ---------------------------------------------------------------------------
+# Outbound: Python -> Value
+# ---------------------------------------------------------------------------
+
+
+def _int(v: int) -> value_pb2.Value:
+    if INT64_MIN <= v <= INT64_MAX:
+        return Value(int_value=v)
+    if 0 <= v <= UINT64_MAX:
+        return Value(uint_value=v)
+    return Value(decimal_value=str(v))
+
+
+def _uint(v: int) -> value_pb2.Value:
+    return Value(uint_value=v) if v >= 0 else Value(int_value=v)
+
+
+def _bool(v: Any) -> value_pb2.Value:
+    return Value(bool_value=bool(v))
+
+
+def _float(v: float) -> value_pb2.Value:
+    return Value(double_value=v)
+
+
+def _str(v: str) -> value_pb2.Value:
+    return Value(string_value=v)
+
+
+def _bytes(v: bytes | bytearray | memoryview) -> value_pb2.Value:
+    return Value(bytes_value=bytes(v))
+
+
+def decimal_text(v: decimal.Decimal) -> str:
+    """Exact text for a Decimal, never in exponent form ("1E-7" -> "0.0000001")."""
+    return format(v, "f")
+
+
+def _decimal(v: decimal.Decimal) -> value_pb2.Value:
+    return Value(decimal_value=format(v, "f"))
+
+
+def timestamp_of(v: dt.datetime) -> timestamp_pb2.Timestamp:
+    """An aware datetime as a protobuf Timestamp (exact to the microsecond)."""
+    delta = v - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
+
+
+def _timestamp(v: dt.datetime) -> value_pb2.Value:
+    if v.tzinfo is None:
+        v = v.replace(tzinfo=_UTC)
+    return Value(timestamp_value=timestamp_of(v))
+
+
+def _datetime(v: dt.datetime) -> value_pb2.Value:
+    return Value(datetime_value=v.isoformat())
+
+
+def _date(v: dt.date) -> value_pb2.Value:
+    return Value(date_value=v.isoformat())
+
+
+def _time(v: dt.time) -> value_pb2.Value:
+    return Value(time_value=v.isoformat())
+
+
+def duration_text(v: dt.timedelta) -> str:
+    """A MySQL TIME value (a signed duration) as ``[-]HH:MM:SS[.ffffff]``."""
+    micros = (v.days * 86400 + v.seconds) * 1_000_000 + v.microseconds
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    seconds, fraction = divmod(micros, 1_000_000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{sign}{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
+def _duration_as_time(v: dt.timedelta) -> value_pb2.Value:
+    return Value(time_value=duration_text(v))
+
+
+def _timedelta_interval(v: dt.timedelta) -> value_pb2.Value:
+    return Value(
+        interval_value=value_pb2.Interval(
+            days=v.days, microseconds=v.seconds * 1_000_000 + v.microseconds
+        )
+    )
+
+
+def _interval_tuple(v: tuple[int, int, int]) -> value_pb2.Value:
+    months, days, micros = v
+    return Value(interval_value=value_pb2.Interval(months=months, days=days, microseconds=micros))
+
+
+def _json(v: Any) -> value_pb2.Value:
+    if isinstance(v, str):
+        return Value(json_value=v)
+    if isinstance(v, bytes | bytearray):
+        return Value(json_value=bytes(v).decode())
+    return Value(json_value=json.dumps(v))
+
+
+def _uuid(v: Any) -> value_pb2.Value:
+    return Value(uuid_value=str(v))
+
+
+def _list_of(element: Converter) -> Converter:
+    def convert(v: Any) -> value_pb2.Value:
+        return Value(
+            list_value=value_pb2.ListValue(values=[NULL if x is None else element(x) for x in v])
+        )
+
+    return convert
+
+
+def _fallback_list(v: Sequence[Any]) -> value_pb2.Value:
+    return Value(list_value=value_pb2.ListValue(values=[from_python(x) for x in v]))
+
+
+_BY_PYTHON_TYPE: dict[type, Converter] = {
+    bool: _bool,
+    int: _int,
+    float: _float,
+    str: _str,
+    bytes: _bytes,
+    bytearray: _bytes,
+    memoryview: _bytes,
+    decimal.Decimal: _decimal,
+    dt.date: _date,
+    dt.time: _time,
+    dt.timedelta: _timedelta_interval,
+    uuid.UUID: _uuid,
+    list: _fallback_list,
+    tuple: _fallback_list,
+    dict: _json,
+}
+
+
+def from_python(v: Any) -> value_pb2.Value:
+    """Any driver value -> Value, by its Python type (the slow, general path)."""
+    if v is None:
+        return NULL
+    conv = _BY_PYTHON_TYPE.get(type(v))
+    if conv is not None:
+        return conv(v)
+    if isinstance(v, dt.datetime):
+        return _timestamp(v) if v.tzinfo is not None else _datetime(v)
+    for base, conv in _BY_PYTHON_TYPE.items():
+        if isinstance(v, base):
+            return conv(v)
+    if isinstance(v, uuid.UUID) or type(v).__name__ == "UUID":
+        return _uuid(v)
+    return Value(string_value=str(v))
+
+
+def nullable(conv: Converter) -> Converter:
+    """Wraps a column converter: NULL passes through, and a value of a shape the
+    converter did not expect (MySQL's zero dates come back as text) falls back to
+    :func:`from_python` instead of failing the whole result."""
+
+    def convert(v: Any) -> value_pb2.Value:
+        if v is None:
+            return NULL
+        try:
+            return conv(v)
+        except (TypeError, ValueError, AttributeError):
+            return from_python(v)
+
+    return convert
+
+
+def convert_rows(
+    records: Sequence[Sequence[Any]], converters: Sequence[Converter]
+) -> list[value_pb2.Row]:
+    """Driver rows -> ``Row`` messages with one converter per column."""
+    pairs = list(enumerate(converters))
+    if len(pairs) == 1:
+        ((_, only),) = pairs
+        return [Row(values=[only(r[0])]) for r in records]
+    return [Row(values=[conv(r[i]) for i, conv in pairs]) for r in records]
+
+
+# -- PostgreSQL (asyncpg) column types ---------------------------------------
+
+_PG_CONVERTERS: dict[str, Converter] = {
+    "bool": _bool,
+    "int2": _int,
+    "int4": _int,
+    "int8": _int,
+    "oid": _int,
+    "xid": _int,
+    "float4": _float,
+    "float8": _float,
+    "numeric": _decimal,
+    "money": _str,
+    "text": _str,
+    "varchar": _str,
+    "bpchar": _str,
+    "char": _str,
+    "name": _str,
+    "citext": _str,
+    "xml": _str,
+    "bytea": _bytes,
+    "date": _date,
+    "time": _time,
+    "timetz": _time,
+    "timestamp": _datetime,
+    "timestamptz": _timestamp,
+    "interval": _interval_tuple,
+    "json": _json,
+    "jsonb": _json,
+    "uuid": _uuid,
+}
+
+
+def pg_converter(type_name: str, kind: str) -> Converter:
+    """The converter for a PostgreSQL column of type ``type_name`` (pg_type.typname)."""
+    conv = _PG_CONVERTERS.get(type_name)
+    if conv is not None:
+        return nullable(conv)
+    if kind == "array" and type_name.startswith("_"):
+        element = pg_converter(type_name[1:], "scalar")
+        return nullable(_list_of(_nested(element)))
+    return from_python
+
+
+def _nested(element: Converter) -> Converter:
+    # Multi-dimensional arrays arrive as nested lists.
+    def convert(v: Any) -> value_pb2.Value:
+        if isinstance(v, list):
+            return _list_of(convert)(v)
+        return element(v)
+
+    return convert
+
+
+# -- MySQL / MariaDB (PyMySQL field types) -----------------------------------
+
+_MYSQL_TYPE_NAMES: dict[int, str] = {
+    0: "DECIMAL",
+    1: "TINYINT",
+    2: "SMALLINT",
+    3: "INT",
+    4: "FLOAT",
+    5: "DOUBLE",
+    6: "NULL",
+    7: "TIMESTAMP",
+    8: "BIGINT",
+    9: "MEDIUMINT",
+    10: "DATE",
+    11: "TIME",
+    12: "DATETIME",
+    13: "YEAR",
+    14: "DATE",
+    15: "VARCHAR",
+    16: "BIT",
+    245: "JSON",
+    246: "DECIMAL",
+    247: "ENUM",
+    248: "SET",
+    249: "TINYBLOB",
+    250: "MEDIUMBLOB",
+    251: "LONGBLOB",
+    252: "BLOB",
+    253: "VARCHAR",
+    254: "CHAR",
+    255: "GEOMETRY",
+}
+_MYSQL_TEXT_NAMES = {
+    "TINYBLOB": "TINYTEXT",
+    "MEDIUMBLOB": "MEDIUMTEXT",
+    "LONGBLOB": "LONGTEXT",
+    "BLOB": "TEXT",
+}
+_MYSQL_BINARY_NAMES = {"VARCHAR": "VARBINARY", "CHAR": "BINARY"}
+MYSQL_BINARY_CHARSET = 63
+MYSQL_UNSIGNED_FLAG = 32
+
+
+def mysql_column(type_code: int, flags: int, charsetnr: int) -> tuple[str, Converter]:
+    """(db_type, converter) for a MySQL/MariaDB result field."""
+    name = _MYSQL_TYPE_NAMES.get(type_code, f"TYPE_{type_code}")
+    binary = charsetnr == MYSQL_BINARY_CHARSET
+    unsigned = bool(flags & MYSQL_UNSIGNED_FLAG)
+    conv: Converter
+    if type_code in (1, 2, 3, 9, 13):
+        conv = _int
+    elif type_code == 8:
+        conv = _uint if unsigned else _int
+    elif type_code in (0, 246):
+        conv = _decimal
+    elif type_code in (4, 5):
+        conv = _float
+    elif type_code == 7:
+        conv = _timestamp  # the session time zone is UTC, so this is the instant
+    elif type_code == 12:
+        conv = _datetime
+    elif type_code in (10, 14):
+        conv = _date
+    elif type_code == 11:
+        conv = _duration_as_time
+    elif type_code == 245:
+        conv = _json
+    elif type_code in (16, 255):
+        conv = _bytes
+    elif binary:
+        conv = _bytes
+        name = _MYSQL_BINARY_NAMES.get(name, name)
+    else:
+        conv = _str
+        name = _MYSQL_TEXT_NAMES.get(name, name)
+    if unsigned and type_code in (1, 2, 3, 8, 9, 0, 246, 4, 5):
+        name += " UNSIGNED"
+    return name, nullable(conv)
+
+
+# ---------------------------------------------------------------------------
+# Inbound: Value -> Python, per engine
+# ---------------------------------------------------------------------------
+
+_TIME_RE = re.compile(r"^(-)?(\d+):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$")
+
+
+def _parse_decimal(text: str, index: int) -> decimal.Decimal:
+    try:
+        return decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise invalid_parameter(index, f"decimal_value {text!r} is not a decimal number") from None
+
+
+def _parse_iso(parse: Callable[[str], Any], text: str, kind: str, index: int) -> Any:
+    try:
+        return parse(text)
+    except ValueError:
+        raise invalid_parameter(index, f"{kind} {text!r} is not ISO 8601") from None
+
+
+def _parse_uuid(text: str, index: int) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise invalid_parameter(index, f"uuid_value {text!r} is not a UUID") from None
+
+
+def _parse_duration(text: str, index: int) -> dt.timedelta:
+    match = _TIME_RE.match(text)
+    if match is None:
+        raise invalid_parameter(index, f"time_value {text!r} is not [-]HH:MM:SS[.ffffff]")
+    sign, h, m, s, frac = match.groups()
+    delta = dt.timedelta(
+        hours=int(h), minutes=int(m), seconds=int(s), microseconds=int((frac or "0").ljust(6, "0"))
+    )
+    return -delta if sign else delta
+
+
+def _ts_to_datetime(ts: timestamp_pb2.Timestamp, index: int) -> dt.datetime:
+    try:
+        return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+    except OverflowError:
+        raise invalid_parameter(index, "timestamp_value is out of range") from None
+
+
+def _check_json(text: str, index: int) -> str:
+    return text
+
+
+class ParamDecoder:
+    """Value -> the Python object one engine's driver binds. Subclassed per engine
+    for the kinds the engine represents differently."""
+
+    engine = "generic"
+
+    def decode_all(self, params: Sequence[value_pb2.Value]) -> list[Any]:
+        return [self.decode(p, i, 0) for i, p in enumerate(params)]
+
+    def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
+        kind = v.WhichOneof("kind")
+        if kind is None or kind == "null_value":
+            return None
+        if kind == "string_value":
+            return v.string_value
+        if kind == "int_value":
+            return v.int_value
+        if kind == "bool_value":
+            return v.bool_value
+        if kind == "double_value":
+            return v.double_value
+        if kind == "bytes_value":
+            return v.bytes_value
+        if kind == "uint_value":
+            return self.uint(v.uint_value, index)
+        if kind == "decimal_value":
+            return self.decimal(_parse_decimal(v.decimal_value, index))
+        if kind == "timestamp_value":
+            return self.timestamp(_ts_to_datetime(v.timestamp_value, index))
+        if kind == "datetime_value":
+            return self.datetime(
+                _parse_iso(dt.datetime.fromisoformat, v.datetime_value, "datetime_value", index)
+            )
+        if kind == "date_value":
+            return self.date(_parse_iso(dt.date.fromisoformat, v.date_value, "date_value", index))
+        if kind == "time_value":
+            return self.time(v.time_value, index)
+        if kind == "json_value":
+            return self.json(v.json_value)
+        if kind == "uuid_value":
+            return self.uuid(_parse_uuid(v.uuid_value, index))
+        if kind == "interval_value":
+            i = v.interval_value
+            return self.interval(i.months, i.days, i.microseconds, index)
+        if kind == "list_value":
+            if depth >= MAX_LIST_DEPTH:
+                raise invalid_parameter(
+                    index, f"list_value is nested deeper than {MAX_LIST_DEPTH} levels"
+                )
+            return self.list([self.decode(x, index, depth + 1) for x in v.list_value.values], index)
+        raise invalid_parameter(index, f"unsupported value kind {kind}")  # pragma: no cover
+
+    # Defaults suit drivers that understand the Python types directly.
+    def uint(self, value: int, index: int) -> Any:
+        return value
+
+    def decimal(self, value: decimal.Decimal) -> Any:
+        return value
+
+    def timestamp(self, value: dt.datetime) -> Any:
+        return value
+
+    def datetime(self, value: dt.datetime) -> Any:
+        return value
+
+    def date(self, value: dt.date) -> Any:
+        return value
+
+    def time(self, text: str, index: int) -> Any:
+        return _parse_iso(dt.time.fromisoformat, text, "time_value", index)
+
+    def json(self, text: str) -> Any:
+        return text
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        return value
+
+    def interval(self, months: int, days: int, micros: int, index: int) -> Any:
+        if months:
+            raise GatewayError(
+                Reason.UNSUPPORTED,
+                f"params[{index}]: {self.engine} has no interval type that keeps months",
+            )
+        return dt.timedelta(days=days, microseconds=micros)
+
+    def list(self, items: list[Any], index: int) -> Any:
+        raise GatewayError(Reason.UNSUPPORTED, f"params[{index}]: {self.engine} has no array type")
+
+
+class PostgresParams(ParamDecoder):
+    engine = "PostgreSQL"
+
+    def interval(self, months: int, days: int, micros: int, index: int) -> Any:
+        # Bound with the tuple interval codec, which keeps the three parts exact.
+        return (months, days, micros)
+
+    def list(self, items: list[Any], index: int) -> Any:
+        return items
+
+
+class MySQLParams(ParamDecoder):
+    engine = "MySQL"
+
+    def uint(self, value: int, index: int) -> Any:
+        return value
+
+    def timestamp(self, value: dt.datetime) -> Any:
+        # The session time zone is UTC: a naive UTC datetime is the instant.
+        return value.astimezone(_UTC).replace(tzinfo=None)
+
+    def datetime(self, value: dt.datetime) -> Any:
+        if value.tzinfo is not None:
+            return value.astimezone(_UTC).replace(tzinfo=None)
+        return value
+
+    def time(self, text: str, index: int) -> Any:
+        # MySQL TIME is a signed duration up to 838 hours.
+        return _parse_duration(text, index)
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        return str(value)
+
+
+class SQLiteParams(ParamDecoder):
+    """SQLite stores INTEGER, REAL, TEXT and BLOB: richer kinds become exact text."""
+
+    engine = "SQLite"
+
+    def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
+        if v.WhichOneof("kind") == "bool_value":
+            return int(v.bool_value)
+        return super().decode(v, index, depth)
+
+    def uint(self, value: int, index: int) -> Any:
+        if value > INT64_MAX:
+            raise invalid_parameter(index, "SQLite integers are signed 64-bit; value is too large")
+        return value
+
+    def decimal(self, value: decimal.Decimal) -> Any:
+        return decimal_text(value)
+
+    def timestamp(self, value: dt.datetime) -> Any:
+        return value.isoformat()
+
+    def datetime(self, value: dt.datetime) -> Any:
+        return value.isoformat()
+
+    def date(self, value: dt.date) -> Any:
+        return value.isoformat()
+
+    def time(self, text: str, index: int) -> Any:
+        return str(super().time(text, index).isoformat())
+
+    def uuid(self, value: uuid.UUID) -> Any:
+        return str(value)
+
+    def interval(self, months: int, days: int, micros: int, index: int) -> Any:
+        raise GatewayError(Reason.UNSUPPORTED, f"params[{index}]: SQLite has no interval type")
+
+
+POSTGRES_PARAMS = PostgresParams()
+MYSQL_PARAMS = MySQLParams()
+SQLITE_PARAMS = SQLiteParams()
+
+
+def python_value(value: value_pb2.Value) -> Any:
+    """A Value as the natural Python object (for tests and tools)."""
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "timestamp_value":
+        return _ts_to_datetime(value.timestamp_value, 0)
+    if kind == "list_value":
+        return [python_value(x) for x in value.list_value.values]
+    if kind == "interval_value":
+        i = value.interval_value
+        return (i.months, i.days, i.microseconds)
+    return getattr(value, kind)
