@@ -8,9 +8,10 @@ import signal
 from collections.abc import Callable
 
 import grpc
-from dbgateway.v1 import database_service_pb2, database_service_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from dbgateway.v1 import database_service_pb2, database_service_pb2_grpc
 
 from .config import Config
 from .gateway import Gateway

@@ -340,6 +340,7 @@ def reason_for_mysql_errno(errno: int, exception_class: str) -> Reason:
 _SQLITE_ERRORS: Mapping[str, Reason] = {
     "SQLITE_CONSTRAINT_UNIQUE": Reason.UNIQUE_VIOLATION,
     "SQLITE_CONSTRAINT_PRIMARYKEY": Reason.UNIQUE_VIOLATION,
+    "SQLITE_CONSTRAINT_DATATYPE": Reason.INVALID_PARAMETER,  # STRICT table, wrong type
     "SQLITE_CONSTRAINT": Reason.CONSTRAINT_VIOLATION,
     "SQLITE_BUSY": Reason.LOCK_TIMEOUT,
     "SQLITE_LOCKED": Reason.LOCK_TIMEOUT,
@@ -383,6 +384,33 @@ _SQLITE_CLASS: Mapping[str, Reason] = {
     "DatabaseError": Reason.DATABASE_ERROR,
     "Error": Reason.DATABASE_ERROR,
 }
+
+
+#: Primary result codes (the low byte of any extended code), by number: the
+#: sqlite3 module of older Pythons names newer extended codes "unknown".
+_SQLITE_PRIMARY_NAMES: Mapping[int, str] = {
+    1: "SQLITE_ERROR", 2: "SQLITE_INTERNAL", 3: "SQLITE_PERM", 4: "SQLITE_ABORT",
+    5: "SQLITE_BUSY", 6: "SQLITE_LOCKED", 7: "SQLITE_NOMEM", 8: "SQLITE_READONLY",
+    9: "SQLITE_INTERRUPT", 10: "SQLITE_IOERR", 11: "SQLITE_CORRUPT", 12: "SQLITE_NOTFOUND",
+    13: "SQLITE_FULL", 14: "SQLITE_CANTOPEN", 15: "SQLITE_PROTOCOL", 16: "SQLITE_EMPTY",
+    17: "SQLITE_SCHEMA", 18: "SQLITE_TOOBIG", 19: "SQLITE_CONSTRAINT", 20: "SQLITE_MISMATCH",
+    21: "SQLITE_MISUSE", 22: "SQLITE_NOLFS", 23: "SQLITE_AUTH", 24: "SQLITE_FORMAT",
+    25: "SQLITE_RANGE", 26: "SQLITE_NOTADB", 27: "SQLITE_NOTICE", 28: "SQLITE_WARNING",
+}  # fmt: skip
+_SQLITE_EXTENDED_NAMES: Mapping[int, str] = {
+    1555: "SQLITE_CONSTRAINT_PRIMARYKEY",
+    2067: "SQLITE_CONSTRAINT_UNIQUE",
+    3091: "SQLITE_CONSTRAINT_DATATYPE",
+}
+
+
+def sqlite_error_name(code: int | None, name: str | None) -> str | None:
+    """The extended error name, from sqlite3's name or, failing that, the code."""
+    if name and name != "unknown":
+        return name
+    if code is None:
+        return None
+    return _SQLITE_EXTENDED_NAMES.get(code) or _SQLITE_PRIMARY_NAMES.get(code & 0xFF)
 
 
 def reason_for_sqlite_error(error_name: str | None, exception_class: str) -> Reason:

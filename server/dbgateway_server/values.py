@@ -19,8 +19,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dbgateway.v1 import value_pb2
 from google.protobuf import timestamp_pb2
+
+from dbgateway.v1 import value_pb2
 
 from .errors import GatewayError, Reason, invalid_parameter
 

@@ -11,10 +11,11 @@ from typing import Any
 import aiomysql
 import pymysql
 import pymysql.err
+
 from dbgateway.v1 import value_pb2
 
 from ..config import mysql_address
-from ..errors import GatewayError, Reason, reason_for_mysql_errno
+from ..errors import GatewayError, Reason, invalid_request, reason_for_mysql_errno
 from ..values import MYSQL_PARAMS, Column, convert_rows, mysql_column
 from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
 
@@ -32,15 +33,8 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
         reason = reason_for_mysql_errno(errno, type(exc).__name__)
         if errno:
             meta["vendor_code"] = errno
+        meta["sqlstate"] = getattr(exc, "sqlstate", None)  # PyMySQL >= 1.1.1
         return GatewayError(reason, message or "connection to MySQL lost", metadata=meta)
-    if isinstance(exc, TypeError | ValueError) and "format" in str(exc):
-        # PyMySQL interpolates %s itself: a count mismatch surfaces here.
-        return GatewayError(
-            Reason.INVALID_REQUEST,
-            f"params: the number of parameters does not match the %s placeholders ({exc})",
-            metadata=meta,
-            field_violations=[("params", "count does not match the %s placeholders")],
-        )
     if isinstance(exc, OSError | ConnectionError | EOFError):
         return GatewayError(
             Reason.DATABASE_UNAVAILABLE, f"cannot reach MySQL: {exc}", metadata=meta
@@ -78,12 +72,12 @@ class MySQLConnection(DriverConnection):
     async def _run(
         self, sql: str, params: Sequence[value_pb2.Value], max_rows: int
     ) -> tuple[Any, list[Any], int, int | None]:
-        args = MYSQL_PARAMS.decode_all(params)
-        cur = self._conn.cursor()
+        statement = self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
+        cur = await self._conn.cursor()
         try:
             with translate_errors(self._database):
                 try:
-                    await cur.execute(sql, args or None)
+                    await cur.execute(statement)
                 except asyncio.CancelledError:
                     self._broken = True
                     await self._backend.kill_query(self._conn.thread_id())
@@ -92,6 +86,25 @@ class MySQLConnection(DriverConnection):
             return cur, list(rows or ()), cur.rowcount, cur.lastrowid
         finally:
             await cur.close()
+
+    def _bind(self, sql: str, args: Sequence[Any]) -> str:
+        """Interpolates escaped parameters into ``%s`` placeholders, as PyMySQL
+        does, but with our own bytes literal: aiomysql's escaping of bytes
+        broke with PyMySQL 1.2."""
+        escaped = tuple(
+            f"_binary X'{bytes(a).hex()}'"
+            if isinstance(a, bytes | bytearray)
+            else self._conn.escape(a)
+            for a in args
+        )
+        try:
+            return sql % escaped
+        except (TypeError, ValueError) as exc:
+            raise invalid_request(
+                "params",
+                f"{len(args)} parameter(s) do not fit the statement's %s placeholders ({exc}); "
+                "write a literal % as %%",
+            ) from None
 
     @staticmethod
     def _describe(cur: Any) -> tuple[list[value_pb2.Column], list[Any]]:

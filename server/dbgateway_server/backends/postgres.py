@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import asyncpg.exceptions as pgexc
+
 from dbgateway.v1 import value_pb2
 
 from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate

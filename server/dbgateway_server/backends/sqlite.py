@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
 from dbgateway.v1 import value_pb2
 
 from ..config import sqlite_path
-from ..errors import GatewayError, Reason, reason_for_sqlite_error
+from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error_name
 from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
 from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
 
@@ -25,9 +26,11 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
     """The GatewayError for a sqlite3 exception; None for others."""
     meta: dict[str, str | int | None] = {"engine": ENGINE, "database": database}
     if isinstance(exc, sqlite3.Error):
-        name = getattr(exc, "sqlite_errorname", None)
+        name = sqlite_error_name(
+            getattr(exc, "sqlite_errorcode", None), getattr(exc, "sqlite_errorname", None)
+        )
         reason = reason_for_sqlite_error(name, type(exc).__name__)
-        meta["vendor_code"] = name or getattr(exc, "sqlite_errorcode", None)
+        meta["vendor_code"] = name
         message = str(exc)
         if reason is Reason.SQL_ERROR and "bindings" in message:
             reason = Reason.INVALID_REQUEST  # wrong number of parameters

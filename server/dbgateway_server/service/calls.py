@@ -11,9 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from dbgateway.v1 import database_service_pb2 as pb
 from google.protobuf import duration_pb2
 from grpc_status import rpc_status
+
+from dbgateway.v1 import database_service_pb2 as pb
 
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import CallOptions, Deadline, Outcome

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 
