@@ -155,6 +155,8 @@ class ServerProcess:
     env: Mapping[str, str] | None = None
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    #: The command to run instead of this environment's ``dbgateway serve``.
+    start_command: list[str] | None = None
 
     @property
     def address(self) -> str:
@@ -169,7 +171,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cmd = [str(BIN / "dbgateway"), "serve", "--listen", "127.0.0.1:0"]
+        cmd = self.start_command or [str(BIN / "dbgateway"), "serve", "--listen", "127.0.0.1:0"]
         if self.config is not None:
             path = self.workdir / "dbgateway.toml"
             path.write_text(self.config)

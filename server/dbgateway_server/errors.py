@@ -215,6 +215,7 @@ _SQLSTATE_CLASS: Mapping[str, Reason] = {
     "03": Reason.SQL_ERROR,  # SQL statement not yet complete
     "08": Reason.DATABASE_UNAVAILABLE,  # connection exception
     "09": Reason.SQL_ERROR,  # triggered action exception
+    "10": Reason.INVALID_PARAMETER,  # XQuery error (invalid argument)
     "0A": Reason.UNSUPPORTED,  # feature not supported
     "0B": Reason.INVALID_TRANSACTION_STATE,  # invalid transaction initiation
     "0F": Reason.SQL_ERROR,  # locator exception

@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import asyncpg.exceptions as pgexc
+import asyncpg.exceptions._base as pgbase
 
 from dbgateway.v1 import value_pb2
 
@@ -19,8 +20,11 @@ ENGINE = "postgresql"
 
 #: asyncpg client-side errors that are not PostgresError, and what they mean.
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], Reason], ...] = (
-    (pgexc.DataError, Reason.INVALID_PARAMETER),  # a parameter the codec cannot encode
+    # A parameter the codec cannot encode. (asyncpg.exceptions.DataError is
+    # another class: the server's SQLSTATE 22000, handled by the SQLSTATE table.)
+    (pgbase.DataError, Reason.INVALID_PARAMETER),
     (pgexc.ConnectionDoesNotExistError, Reason.DATABASE_UNAVAILABLE),
+    (pgexc.ClientCannotConnectError, Reason.DATABASE_UNAVAILABLE),
     (pgexc.ClientConfigurationError, Reason.DATABASE_UNAVAILABLE),
     (pgexc.UnsupportedClientFeatureError, Reason.UNSUPPORTED),
     (pgexc.UnsupportedServerFeatureError, Reason.UNSUPPORTED),
