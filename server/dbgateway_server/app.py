@@ -32,6 +32,11 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.so_reuseport", 0),
+    # gRPC core cancels calls that arrive faster than the application accepts
+    # them once 1,000 are pending (3,000 hard). A gateway exists to absorb
+    # bursts into a queue bounded by the pools' max_waiting, so let more in.
+    ("grpc.server.max_pending_requests", 5_000),
+    ("grpc.server.max_pending_requests_hard_limit", 10_000),
 ]
 
 

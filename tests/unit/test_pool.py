@@ -260,3 +260,36 @@ async def test_a_failed_connect_frees_its_slot():
                 pass
     assert len(attempts) == 3
     assert pool.stats().size == 0
+
+
+async def test_no_connection_is_ever_handed_to_two_callers_at_once():
+    pool, opened = make_pool(max_size=3, acquire_timeout=5)
+    in_use: set[int] = set()
+    overlaps = []
+
+    async def caller(i: int) -> None:
+        async with pool.connection(5) as conn:
+            if conn.number in in_use:
+                overlaps.append(conn.number)
+            in_use.add(conn.number)
+            await asyncio.sleep(0.001 * (i % 3))
+            in_use.discard(conn.number)
+
+    await asyncio.gather(*(caller(i) for i in range(300)))
+    assert overlaps == []
+    assert len(opened) == 3
+    stats = pool.stats()
+    assert (stats.idle, stats.in_use, stats.waiting, stats.size) == (3, 0, 0, 3)
+
+
+async def test_a_waiter_that_gives_up_passes_a_late_connection_on():
+    pool, opened = make_pool(max_size=1)
+    async with pool.connection(1):
+        impatient = asyncio.create_task(pool.connection(5).__aenter__())
+        await asyncio.sleep(0.01)
+        impatient.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await impatient
+    assert pool.stats().idle == 1
+    async with pool.connection(0.1) as conn:
+        assert conn is opened[0]
