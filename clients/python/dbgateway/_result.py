@@ -1,0 +1,81 @@
+"""What a call returns: rows of native Python values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._values import from_row
+from .v1 import value_pb2
+
+__all__ = ["Column", "ExecuteResult", "Result"]
+
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A result column: its name and the engine's own type name (``int8``,
+    ``BIGINT UNSIGNED``; empty on SQLite)."""
+
+    name: str
+    db_type: str = ""
+
+
+def columns_of(columns: Sequence[value_pb2.Column]) -> tuple[Column, ...]:
+    return tuple(Column(c.name, c.db_type) for c in columns)
+
+
+def rows_of(rows: Sequence[value_pb2.Row], columns: Sequence[Column]) -> list[Row]:
+    types = [c.db_type for c in columns]
+    return [from_row(r.values, types) for r in rows]
+
+
+class _Rows:
+    """Rows plus column names: iteration, ``len``, ``as_dicts``, ``scalar``."""
+
+    __slots__ = ()
+    column_info: tuple[Column, ...]
+    rows: list[Row]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The column names, in order."""
+        return tuple(c.name for c in self.column_info)
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """Each row as ``{column name: value}`` (a later duplicate name wins)."""
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def scalar(self) -> Any:
+        """The first column of the first row, or None when there are no rows."""
+        return self.rows[0][0] if self.rows else None
+
+
+@dataclass(frozen=True, slots=True)
+class Result(_Rows):
+    """The rows of a query. Iterating yields each row as a tuple.
+
+    ``truncated`` is set when ``max_rows`` cut the result short.
+    """
+
+    column_info: tuple[Column, ...] = ()
+    rows: list[Row] = field(default_factory=list)
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteResult(_Rows):
+    """What a write changed; ``rows`` holds the rows of a RETURNING clause."""
+
+    rows_affected: int = 0
+    last_insert_id: int | None = None
+    column_info: tuple[Column, ...] = ()
+    rows: list[Row] = field(default_factory=list)

@@ -1,0 +1,262 @@
+"""Python values <-> ``dbgateway.v1.Value``, both directions.
+
+The mirror of the server's ``values.py``: parameters go out by their Python
+type, result values come back by their ``Value`` kind (and, for the one kind
+that is ambiguous, by the column's engine type)::
+
+    None              <-> null_value
+    bool              <-> bool_value
+    int               <-> int_value (int64), uint_value above int64
+    float             <-> double_value
+    str               <-> string_value
+    bytes             <-> bytes_value (bytearray, memoryview go out too)
+    Decimal           <-> decimal_value (exact text)
+    aware datetime    <-> timestamp_value (an instant; comes back in UTC)
+    naive datetime    <-> datetime_value
+    date              <-> date_value
+    time              <-> time_value (MySQL TIME columns come back as timedelta)
+    UUID              <-> uuid_value
+    timedelta         <-> interval_value (months == 0)
+    Interval          <-> interval_value (months != 0)
+    dict, Json(x)     <-> json_value (parsed on the way back)
+    list, tuple       <-> list_value (arrays; comes back as list)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from .v1 import value_pb2
+
+__all__ = ["Interval", "Json", "from_value", "to_value", "to_values"]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+_UTC = dt.UTC
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=_UTC)
+_NULL = value_pb2.Value(null_value="NULL_VALUE")
+
+#: MySQL/MariaDB report TIME under this engine type name; it is a signed
+#: duration (up to 838 hours, may be negative), so it reads back as timedelta.
+MYSQL_TIME_TYPE = "TIME"
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """A PostgreSQL interval that :class:`datetime.timedelta` cannot hold
+    (it has months, whose length depends on the date)."""
+
+    months: int = 0
+    days: int = 0
+    microseconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Json:
+    """Sends ``value`` as JSON. Needed for a JSON array or scalar: a bare
+    ``list`` is an SQL array and a bare ``str`` is text. A ``dict`` is JSON
+    without this wrapper."""
+
+    value: Any
+
+
+# ---------------------------------------------------------------------------
+# Python -> Value (parameters)
+# ---------------------------------------------------------------------------
+
+
+def _int(v: int) -> value_pb2.Value:
+    if INT64_MIN <= v <= INT64_MAX:
+        return value_pb2.Value(int_value=v)
+    if 0 <= v <= UINT64_MAX:
+        return value_pb2.Value(uint_value=v)
+    # Beyond 64 bits only an exact decimal keeps it (for NUMERIC columns).
+    return value_pb2.Value(decimal_value=str(v))
+
+
+def _timestamp(v: dt.datetime) -> value_pb2.Value:
+    delta = v - _EPOCH
+    return value_pb2.Value(
+        timestamp_value=timestamp_pb2.Timestamp(
+            seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000
+        )
+    )
+
+
+def _datetime(v: dt.datetime) -> value_pb2.Value:
+    if v.utcoffset() is not None:
+        return _timestamp(v)
+    return value_pb2.Value(datetime_value=v.isoformat())
+
+
+def _interval(v: dt.timedelta | Interval) -> value_pb2.Value:
+    if isinstance(v, Interval):
+        months, days, micros = v.months, v.days, v.microseconds
+    else:
+        months, days, micros = 0, v.days, v.seconds * 1_000_000 + v.microseconds
+    return value_pb2.Value(
+        interval_value=value_pb2.Interval(months=months, days=days, microseconds=micros)
+    )
+
+
+def _list(v: Iterable[Any]) -> value_pb2.Value:
+    return value_pb2.Value(list_value=value_pb2.ListValue(values=[to_value(x) for x in v]))
+
+
+def _json(v: Any) -> value_pb2.Value:
+    if isinstance(v, Json):
+        v = v.value
+    try:
+        return value_pb2.Value(json_value=json.dumps(v, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot send as JSON: {exc}") from None
+
+
+_ENCODERS: dict[type, Callable[[Any], value_pb2.Value]] = {
+    bool: lambda v: value_pb2.Value(bool_value=v),
+    int: _int,
+    float: lambda v: value_pb2.Value(double_value=v),
+    str: lambda v: value_pb2.Value(string_value=v),
+    bytes: lambda v: value_pb2.Value(bytes_value=v),
+    bytearray: lambda v: value_pb2.Value(bytes_value=bytes(v)),
+    memoryview: lambda v: value_pb2.Value(bytes_value=v.tobytes()),
+    decimal.Decimal: lambda v: value_pb2.Value(decimal_value=format(v, "f")),
+    dt.datetime: _datetime,
+    dt.date: lambda v: value_pb2.Value(date_value=v.isoformat()),
+    dt.time: lambda v: value_pb2.Value(time_value=v.isoformat()),
+    dt.timedelta: _interval,
+    Interval: _interval,
+    uuid.UUID: lambda v: value_pb2.Value(uuid_value=str(v)),
+    dict: _json,
+    Json: _json,
+    list: _list,
+    tuple: _list,
+}
+
+
+def to_value(v: Any) -> value_pb2.Value:
+    """One Python value as a ``Value``; ``TypeError`` names a type with no mapping."""
+    if v is None:
+        return _NULL
+    encode = _ENCODERS.get(type(v))
+    if encode is None:
+        # Subclasses (IntEnum, a str subclass, ...) map like their base; bool
+        # is listed before int so it is never taken for one.
+        for base, candidate in _ENCODERS.items():
+            if isinstance(v, base):
+                encode = candidate
+                break
+        else:
+            raise TypeError(
+                f"dbgateway cannot send a value of type {type(v).__module__}."
+                f"{type(v).__qualname__}; convert it to one of: None, bool, int, float, str, "
+                "bytes, Decimal, datetime, date, time, timedelta, UUID, dict, Json, list"
+            )
+    return encode(v)
+
+
+def to_values(params: Sequence[Any]) -> list[value_pb2.Value]:
+    """Positional parameters as ``Value`` messages."""
+    values = []
+    for index, param in enumerate(params):
+        try:
+            values.append(to_value(param))
+        except TypeError as exc:
+            raise TypeError(f"parameter {index + 1}: {exc}") from None
+    return values
+
+
+# ---------------------------------------------------------------------------
+# Value -> Python (results)
+# ---------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(-)?(\d+):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$")
+
+
+def _duration(text: str) -> dt.timedelta:
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"time_value {text!r} is not [-]HH:MM:SS[.ffffff]")
+    sign, hours, minutes, seconds, fraction = match.groups()
+    delta = dt.timedelta(
+        hours=int(hours),
+        minutes=int(minutes),
+        seconds=int(seconds),
+        microseconds=int((fraction or "0").ljust(6, "0")),
+    )
+    return -delta if sign else delta
+
+
+def _time(text: str, db_type: str) -> dt.time | dt.timedelta:
+    if db_type == MYSQL_TIME_TYPE:
+        return _duration(text)
+    try:
+        return dt.time.fromisoformat(text)
+    except ValueError:
+        # A duration beyond a day or below zero from an engine we did not name.
+        return _duration(text)
+
+
+def _from_interval(i: value_pb2.Interval) -> dt.timedelta | Interval:
+    if i.months:
+        return Interval(i.months, i.days, i.microseconds)
+    return dt.timedelta(days=i.days, microseconds=i.microseconds)
+
+
+def _from_timestamp(ts: timestamp_pb2.Timestamp) -> dt.datetime:
+    return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
+
+
+def from_value(v: value_pb2.Value, db_type: str = "") -> Any:
+    """A ``Value`` as its natural Python object. ``db_type`` is the column's
+    engine type name; it only matters for MySQL TIME."""
+    kind = v.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "bytes_value":
+        return v.bytes_value
+    if kind == "uint_value":
+        return v.uint_value
+    if kind == "decimal_value":
+        return decimal.Decimal(v.decimal_value)
+    if kind == "timestamp_value":
+        return _from_timestamp(v.timestamp_value)
+    if kind == "datetime_value":
+        return dt.datetime.fromisoformat(v.datetime_value)
+    if kind == "date_value":
+        return dt.date.fromisoformat(v.date_value)
+    if kind == "time_value":
+        return _time(v.time_value, db_type)
+    if kind == "json_value":
+        return json.loads(v.json_value)
+    if kind == "uuid_value":
+        return uuid.UUID(v.uuid_value)
+    if kind == "interval_value":
+        return _from_interval(v.interval_value)
+    if kind == "list_value":
+        return [from_value(x, db_type) for x in v.list_value.values]
+    raise ValueError(f"unknown Value kind {kind!r}")  # pragma: no cover - newer server
+
+
+def from_row(values: Sequence[value_pb2.Value], db_types: Sequence[str]) -> tuple[Any, ...]:
+    """One result row as a tuple of Python values."""
+    return tuple(from_value(v, t) for v, t in zip(values, db_types, strict=False))
