@@ -16,4 +16,7 @@ RUN pip install ".[server]" \
 USER dbgateway
 WORKDIR /var/lib/dbgateway
 EXPOSE 50051
+# `dbgateway health` exits 0 only while the server reports SERVING (it reports
+# NOT_SERVING while draining). Set DBGATEWAY_SERVER if the config listens elsewhere.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["dbgateway", "health"]
 CMD ["dbgateway", "serve", "--config", "/etc/dbgateway/dbgateway.toml"]

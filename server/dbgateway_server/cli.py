@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dbgateway import _cli as client_commands
+
 from . import __version__
 
 log = logging.getLogger("dbgateway_server")
@@ -29,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.add_argument("--listen", help="HOST:PORT to listen on (overrides [server] listen)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    # The client commands live in the client package: they need no server driver.
+    client_commands.add_commands(commands)
     return parser
 
 
@@ -79,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command in client_commands.COMMANDS:
+        return client_commands.run(args)
     raise AssertionError(args.command)  # pragma: no cover
 
 

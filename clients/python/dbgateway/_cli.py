@@ -1,0 +1,351 @@
+"""The client side of the ``dbgateway`` command: ``query``, ``exec``, ``health``.
+
+``dbgateway_server.cli`` registers these next to ``serve``. Nothing here needs
+the server's database drivers, so they work from a plain ``pip install
+dbgateway``.
+
+Parameters on the command line are text unless they name a type::
+
+    dbgateway query --database pg 'SELECT * FROM t WHERE id = $1 AND day > $2' int:7 date:2024-05-01
+
+``TYPE:VALUE`` with TYPE one of ``str int float bool null decimal bytes json
+date time datetime uuid``; anything else (including text that merely contains
+a colon) is sent as text. ``str:`` sends the rest as text verbatim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import decimal
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+__all__ = ["COMMANDS", "add_commands", "format_table", "parse_param", "run"]
+
+COMMANDS = ("query", "exec", "health")
+DEFAULT_SERVER = "127.0.0.1:50051"
+SERVER_ENV = "DBGATEWAY_SERVER"
+TOKEN_ENV = "DBGATEWAY_TOKEN"
+#: Exit status of a failed call, and (as Docker's HEALTHCHECK expects) of an
+#: unhealthy server.
+EXIT_FAILED = 1
+#: Exit status of a command line that could not be used (bad parameter, file).
+EXIT_USAGE = 2
+
+
+# ---------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "t", "yes", "y", "1", "on"):
+        return True
+    if lowered in ("false", "f", "no", "n", "0", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _null(text: str) -> None:
+    if text:
+        raise ValueError("null: takes no value")
+    return None
+
+
+def _json(text: str) -> Any:
+    from ._values import Json
+
+    return Json(json.loads(text))
+
+
+_PARAM_TYPES: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": _bool,
+    "null": _null,
+    "decimal": decimal.Decimal,
+    "bytes": bytes.fromhex,
+    "json": _json,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "datetime": dt.datetime.fromisoformat,
+    "uuid": uuid.UUID,
+}
+
+
+def parse_param(text: str) -> Any:
+    """A command-line parameter: ``TYPE:VALUE`` for a known TYPE, else text."""
+    kind, colon, rest = text.partition(":")
+    parse = _PARAM_TYPES.get(kind) if colon else None
+    if parse is None:
+        return text
+    try:
+        return parse(rest)
+    except (ValueError, ArithmeticError) as exc:
+        raise ValueError(f"{text!r} is not a valid {kind}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def _duration_text(value: Any) -> str:
+    from ._values import Interval
+
+    if isinstance(value, Interval):
+        months, days, micros = value.months, value.days, value.microseconds
+    else:
+        months, days, micros = 0, value.days, value.seconds * 1_000_000 + value.microseconds
+    seconds = decimal.Decimal(micros) / 1_000_000
+    text = "P"
+    if months:
+        text += f"{months}M"
+    if days or not (months or micros):
+        text += f"{days}D"
+    if micros:
+        text += f"T{seconds.normalize():f}S"
+    return text
+
+
+def _json_ready(value: Any) -> Any:
+    """A result value as JSON: exact numbers as text, bytes as base64."""
+    from ._values import Interval
+
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta | Interval):
+        return _duration_text(value)
+    if isinstance(value, list):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    return str(value)
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _cell(value: Any) -> str:
+    """A result value as one line of table text."""
+    from ._values import Interval
+
+    if value is None:
+        text = "NULL"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, bytes):
+        text = "\\x" + value.hex()
+    elif isinstance(value, dict | list):
+        text = json.dumps(_json_ready(value), ensure_ascii=False)
+    elif isinstance(value, dt.datetime | dt.date | dt.time):
+        text = value.isoformat()
+    elif isinstance(value, dt.timedelta | Interval):
+        text = _duration_text(value)
+    elif isinstance(value, str):
+        # One row per line: control characters are shown escaped.
+        text = value.translate(_ESCAPES)
+    else:
+        text = str(value)
+    return text
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
+
+
+def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """An aligned text table: numbers right-aligned, NULL spelled out."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for line in cells:
+        for i, text in enumerate(line):
+            widths[i] = max(widths[i], len(text))
+    out = [" | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    out.append("-+-".join("-" * w for w in widths))
+    for row, line in zip(rows, cells, strict=True):
+        parts = [
+            text.rjust(w) if _numeric(v) else text.ljust(w)
+            for v, text, w in zip(row, line, widths, strict=True)
+        ]
+        out.append(" | ".join(parts).rstrip())
+    return out
+
+
+def _rows_footer(count: int, truncated: bool = False) -> str:
+    text = f"({count} row{'' if count == 1 else 's'})"
+    return f"{text} (truncated: more rows were available)" if truncated else text
+
+
+def _print_json_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], out: TextIO) -> None:
+    for row in rows:
+        record = {c: _json_ready(v) for c, v in zip(columns, row, strict=True)}
+        print(json.dumps(record, ensure_ascii=False), file=out)
+
+
+# ---------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("connection")
+    group.add_argument(
+        "--server",
+        default=os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
+        metavar="HOST:PORT",
+        help=f"the gateway (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"bearer token (default: ${TOKEN_ENV}; prefer the variable, "
+        "command lines are visible to other users)",
+    )
+    group.add_argument("--tls", action="store_true", help="use TLS with the system's CA roots")
+    group.add_argument("--ca", metavar="FILE", help="PEM CA bundle for the server (implies --tls)")
+    group.add_argument("--cert", metavar="FILE", help="client certificate for mutual TLS")
+    group.add_argument("--key", metavar="FILE", help="client private key for mutual TLS")
+    group.add_argument("--server-name", help="name to check in the server certificate")
+    group.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="deadline of the call (default 30; health 5)",
+    )
+    return common
+
+
+def add_commands(commands: Any) -> None:
+    """Adds ``query``, ``exec`` and ``health`` to the ``dbgateway`` subparsers."""
+    common = _connection_options()
+    for name, verb in (("query", "run a read and print its rows"), ("exec", "run a write")):
+        sub = commands.add_parser(
+            name,
+            parents=[common],
+            help=verb,
+            description=f"{verb[0].upper()}{verb[1:]}. Parameters are text unless written "
+            "TYPE:VALUE, TYPE one of: " + " ".join(_PARAM_TYPES) + " (e.g. int:7, null:).",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        sub.add_argument("--database", "-d", help="configured database name")
+        sub.add_argument("--json", action="store_true", help="print rows as JSON lines")
+        if name == "query":
+            sub.add_argument("--max-rows", type=int, help="return at most this many rows")
+        else:
+            sub.add_argument(
+                "--idempotent", action="store_true", help="the write is safe to run twice"
+            )
+        sub.add_argument("sql", metavar="SQL")
+        sub.add_argument("params", metavar="PARAM", nargs="*")
+    health = commands.add_parser(
+        "health",
+        parents=[common],
+        help="check the gateway's health (exit 0 only when SERVING)",
+        description="Prints the health status; exits 0 when SERVING, 1 otherwise "
+        "(not serving, unknown service, unreachable).",
+    )
+    health.add_argument(
+        "--service",
+        default="",
+        help='"" (the server, default), dbgateway.v1.DatabaseService, or db/NAME',
+    )
+
+
+def _client(args: argparse.Namespace, default_timeout: float) -> Any:
+    from ._client import Client
+    from ._config import TLSConfig
+
+    tls: TLSConfig | None = None
+    if args.tls or args.ca or args.cert or args.key or args.server_name:
+        tls = TLSConfig(
+            ca_file=args.ca, cert_file=args.cert, key_file=args.key, server_name=args.server_name
+        )
+    timeout = args.timeout if args.timeout is not None else default_timeout
+    return Client(args.server, tls=tls, token=args.token, timeout=timeout)
+
+
+def _query(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
+    with _client(args, 30.0) as db:
+        result = db.query(args.sql, *params, database=args.database, max_rows=args.max_rows)
+    if args.json:
+        _print_json_rows(result.columns, result.rows, out)
+    else:
+        for line in format_table(result.columns, result.rows):
+            print(line, file=out)
+        print(_rows_footer(len(result.rows), result.truncated), file=out)
+    return 0
+
+
+def _exec(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
+    with _client(args, 30.0) as db:
+        result = db.execute(args.sql, *params, database=args.database, idempotent=args.idempotent)
+    if args.json:
+        if result.columns:
+            _print_json_rows(result.columns, result.rows, out)
+        else:
+            summary = {"rows_affected": result.rows_affected}
+            if result.last_insert_id is not None:
+                summary["last_insert_id"] = result.last_insert_id
+            print(json.dumps(summary), file=out)
+        return 0
+    if result.columns:
+        for line in format_table(result.columns, result.rows):
+            print(line, file=out)
+    text = f"rows affected: {result.rows_affected}"
+    if result.last_insert_id is not None:
+        text += f", last insert id: {result.last_insert_id}"
+    print(text, file=out)
+    return 0
+
+
+def _health(args: argparse.Namespace, out: TextIO) -> int:
+    from ._health import HealthStatus
+
+    with _client(args, 5.0) as db:
+        status = db.health(args.service)
+    print(status.value, file=out)
+    return 0 if status is HealthStatus.SERVING else EXIT_FAILED
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Runs a parsed client command; failures print one line and return non-zero."""
+    from ._errors import DbGatewayError
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        if args.command == "health":
+            return _health(args, out)
+        try:
+            params = [parse_param(p) for p in args.params]
+        except ValueError as exc:
+            print(f"dbgateway: {exc}", file=err)
+            return EXIT_USAGE
+        if args.command == "query":
+            return _query(args, params, out)
+        return _exec(args, params, out)
+    except DbGatewayError as exc:
+        print(f"dbgateway: {exc.summary()}", file=err)
+        return EXIT_FAILED
+    except (OSError, ValueError, TypeError) as exc:
+        # Unreadable TLS files, a malformed target, a value the client cannot send.
+        print(f"dbgateway: {exc}", file=err)
+        return EXIT_USAGE if args.command != "health" else EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
