@@ -115,8 +115,9 @@ def test_unique_violation_raises_unique_violation_with_sqlstate(
         assert error.metadata["vendor_code"] == vendor
 
 
+# MySQL reports a missing NOT NULL value as 1364 "no default value", SQLSTATE HY000.
 @pytest.mark.parametrize(
-    ("database", "sqlstate"), [("pg", "23502"), ("mysql", "23000"), ("lite", None)]
+    ("database", "sqlstate"), [("pg", "23502"), ("mysql", "HY000"), ("lite", None)]
 )
 def test_not_null_violation_raises_integrity_error(client, tables, database, sqlstate):
     with pytest.raises(dbgateway.IntegrityError) as info:
