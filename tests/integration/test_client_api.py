@@ -160,7 +160,7 @@ def test_a_statement_past_its_deadline_raises_deadline_exceeded(client):
 
 
 def test_an_unsupported_parameter_type_fails_before_the_call(client):
-    with pytest.raises(TypeError, match="parameter 1: .*set"):
+    with pytest.raises(TypeError, match=r"parameter 1: .*set"):
         client.query("SELECT ?", {1}, database="lite")
 
 
@@ -292,7 +292,7 @@ def test_an_idempotent_write_and_a_write_refused_by_an_open_circuit_are_retried(
 
 
 def test_no_retry_when_the_wait_would_pass_the_deadline(scripted):
-    service, address = scripted(failures=10, retry_after=5.0)
+    _, address = scripted(failures=10, retry_after=5.0)
     started = time.monotonic()
     with dbgateway.Client(address, timeout=1) as db, pytest.raises(dbgateway.Unavailable) as info:
         db.query("SELECT 1")
