@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.support import BIN, ServerProcess, unique_name
+from tests.support import BIN, ROOT, ServerProcess, unique_name
 
 
 def dbgateway(
@@ -188,3 +188,15 @@ def test_the_client_commands_need_no_server_driver(server):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-2:] == ("answer\n------\n    42\n(1 row)".splitlines()[-2:])
+
+
+def test_the_dockerfile_healthcheck_runs_the_health_command(server):
+    line = next(
+        line
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("HEALTHCHECK")
+    )
+    command = json.loads(line.split(" CMD ", 1)[1])
+    assert command == ["dbgateway", "health"]
+    assert dbgateway(*command[1:], server=server).returncode == 0
+    assert dbgateway(*command[1:], DBGATEWAY_SERVER="127.0.0.1:1").returncode == 1
