@@ -62,6 +62,12 @@ def _first_words(sql: str, n: int = 3) -> list[str]:
     return words
 
 
+def first_keyword(sql: str) -> str:
+    """The statement's first keyword, upper-cased ("" for none)."""
+    words = _first_words(sql, 1)
+    return words[0] if words else ""
+
+
 def check_statement(sql: str, *, in_transaction: bool = False) -> None:
     """Raises FAILED_PRECONDITION / UNSUPPORTED_STATEMENT for statements that
     would leave state on a pooled connection."""

@@ -42,3 +42,33 @@ def test_fifteen_hundred_concurrent_callers_share_a_pool_of_eight(server, postgr
         postgres_dsn, f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
     )
     assert sessions[0][0] <= 8 + 1  # the pool, plus this check's own connection
+
+
+def test_pool_exhaustion_tells_grpc_retries_how_long_to_wait(tmp_path, postgres_dsn):
+    """RetryInfo is for our client; grpc-retry-pushback-ms makes any gRPC
+    client's built-in retry policy wait as long."""
+    from tests.support import ServerProcess, call_error
+
+    config = f'[databases.pg]\ndsn = "{postgres_dsn}"\npool = {{ min_size = 1, max_size = 1, acquire_timeout = 0.2 }}\n'
+    proc = ServerProcess(tmp_path, config=config).start()
+    try:
+        with proc.channel() as channel:
+            stub = database_service_pb2_grpc.DatabaseServiceStub(channel)
+            slow = stub.Query.future(pb.QueryRequest(sql="SELECT pg_sleep(1.5)"))
+            import time
+
+            time.sleep(0.3)
+            try:
+                stub.Query(pb.QueryRequest(sql="SELECT 1"))
+            except grpc.RpcError as exc:
+                err = call_error(exc)
+                trailers = dict(exc.trailing_metadata())
+            else:
+                raise AssertionError("the second call should not have found a connection")
+            slow.result()
+    finally:
+        proc.stop()
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.reason == "POOL_EXHAUSTED"
+    assert err.retry_delay == 0.1
+    assert trailers["grpc-retry-pushback-ms"] == "100"

@@ -265,6 +265,7 @@ def test_execute_reports_rows_affected_last_insert_id_and_returning(db, database
         pb.ExecuteRequest(database=database, sql=f"UPDATE {table} SET n = n + 1 WHERE n < 3")
     )
     assert updated.rows_affected == 2
+    assert not updated.HasField("last_insert_id")  # an UPDATE inserted nothing
 
 
 @pytest.mark.parametrize("database", ENGINES)

@@ -15,6 +15,7 @@ from dbgateway.v1 import value_pb2
 
 from ..config import sqlite_path
 from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error_name
+from ..statements import first_keyword
 from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
 from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
 
@@ -108,9 +109,12 @@ class SQLiteConnection(DriverConnection):
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
         async with self._backend.write_lock(self):
             columns, rows, rowcount, lastrowid = await self._run(sql, params, 0)
+        # sqlite3 reports the connection's last insert rowid after any
+        # statement; only an INSERT or REPLACE inserted it.
+        inserted = first_keyword(sql) in ("INSERT", "REPLACE")
         return ExecResult(
             rows_affected=max(rowcount, 0),
-            last_insert_id=lastrowid if lastrowid else None,
+            last_insert_id=lastrowid if lastrowid and inserted else None,
             columns=columns,
             rows=convert_rows(rows, [from_python] * len(columns)),
         )

@@ -36,8 +36,19 @@ def request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
+def grpc_status(error: GatewayError) -> grpc.Status:
+    """The status a caller receives: code, message and details, plus
+    ``grpc-retry-pushback-ms`` when a retry should wait, so that gRPC's own
+    client-side retry honours the same delay as the RetryInfo detail."""
+    status = rpc_status.to_status(to_rpc_status(error))
+    if error.retry_after is not None:
+        pushback = ("grpc-retry-pushback-ms", str(max(int(error.retry_after * 1000), 0)))
+        status = status._replace(trailing_metadata=(*status.trailing_metadata, pushback))
+    return status
+
+
 async def abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
-    await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+    await context.abort_with_status(grpc_status(error))
 
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
