@@ -18,9 +18,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc
 from tests.faultproxy import FaultProxy
-from tests.support import ServerProcess, V, call_error, pg_fetch
+from tests.support import (
+    ServerProcess,
+    V,
+    call_error,
+    create_postgres_database,
+    drop_postgres_database,
+    pg_fetch,
+)
 
 pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def own_dsn() -> Iterator[str]:
+    """A database of this module's own: connection counts are this module's alone."""
+    dsn = create_postgres_database()
+    yield dsn
+    drop_postgres_database(dsn)
+
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -52,15 +68,15 @@ class Outage:
 
 
 @pytest.fixture(scope="module")
-def outage(tmp_path_factory: pytest.TempPathFactory, postgres_dsn: str) -> Iterator[Outage]:
+def outage(tmp_path_factory: pytest.TempPathFactory, own_dsn: str) -> Iterator[Outage]:
     """A gateway whose database ``pg`` is reached through a fault proxy, and a
     SQLite database ``lite`` that has nothing to do with it."""
-    parts = urlsplit(postgres_dsn)
+    parts = urlsplit(own_dsn)
     workdir = tmp_path_factory.mktemp("outage")
     with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
         config = f"""
 [databases.pg]
-dsn = "{proxy.dsn(postgres_dsn)}"
+dsn = "{proxy.dsn(own_dsn)}"
 connect_timeout = 1
 pool = {{ min_size = 1, max_size = {MAX_SIZE}, acquire_timeout = 2 }}
 breaker = {{ open_time = 1, max_open_time = 2 }}
@@ -76,7 +92,7 @@ dsn = "sqlite://{workdir / "lite.sqlite3"}"
                     server,
                     database_service_pb2_grpc.DatabaseServiceStub(channel),
                     health_pb2_grpc.HealthStub(channel),
-                    postgres_dsn,
+                    own_dsn,
                 )
         finally:
             server.stop()
