@@ -71,6 +71,66 @@ class PoolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """Retries of failures on the way to the database (DESIGN §5). Durations are
+    seconds; the wait before attempt n+1 is uniform in
+    ``[0, min(max_backoff, initial_backoff * 2**(n-1))]`` (full jitter)."""
+
+    max_attempts: int = 3
+    initial_backoff: float = 0.05
+    max_backoff: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.max_attempts >= 1, "max_attempts", f"must be >= 1, got {self.max_attempts}")
+        for name in ("initial_backoff", "max_backoff"):
+            value = getattr(self, name)
+            _require(value > 0, name, f"must be a positive number of seconds, got {value}")
+        _require(
+            self.max_backoff >= self.initial_backoff,
+            "max_backoff",
+            f"must be at least initial_backoff ({self.initial_backoff}), got {self.max_backoff}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """The circuit breaker of one database endpoint. Durations are seconds.
+
+    It opens after ``failure_threshold`` consecutive infrastructure failures,
+    or when at least ``min_calls`` calls in the last ``window`` seconds failed
+    at a rate of ``failure_rate`` or more. It stays open ``open_time``, doubled
+    after every failed probe up to ``max_open_time``; half-open lets
+    ``half_open_probes`` calls through.
+    """
+
+    failure_threshold: int = 5
+    failure_rate: float = 0.5
+    window: float = 10.0
+    min_calls: int = 20
+    open_time: float = 5.0
+    max_open_time: float = 60.0
+    half_open_probes: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("failure_threshold", "min_calls", "half_open_probes"):
+            value = getattr(self, name)
+            _require(value >= 1, name, f"must be >= 1, got {value}")
+        _require(
+            0 < self.failure_rate <= 1,
+            "failure_rate",
+            f"must be a fraction in (0, 1], got {self.failure_rate}",
+        )
+        for name in ("window", "open_time", "max_open_time"):
+            value = getattr(self, name)
+            _require(value > 0, name, f"must be a positive number of seconds, got {value}")
+        _require(
+            self.max_open_time >= self.open_time,
+            "max_open_time",
+            f"must be at least open_time ({self.open_time}), got {self.max_open_time}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     """One configured database."""
 
@@ -78,6 +138,8 @@ class DatabaseConfig:
     dsn: str
     engine: Engine
     pool: PoolSettings = field(default_factory=PoolSettings)
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
     statement_timeout: float = 30.0
     connect_timeout: float = 5.0
 
@@ -294,7 +356,17 @@ def _parse(raw: Mapping[str, Any], source: str) -> Config:
 
 def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -> DatabaseConfig:
     _check_keys(
-        table, {"dsn", "password_file", "pool", "statement_timeout", "connect_timeout"}, key
+        table,
+        {
+            "dsn",
+            "password_file",
+            "pool",
+            "retry",
+            "breaker",
+            "statement_timeout",
+            "connect_timeout",
+        },
+        key,
     )
     _require("dsn" in table, f"{key}.dsn", "is required")
     dsn = table["dsn"]
@@ -311,12 +383,19 @@ def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -
         raise _KeyError(f"{key}.dsn", str(exc)) from None
     if "password_file" in table:
         dsn = _with_password_file(dsn, table["password_file"], f"{key}.password_file", base)
-    pool_raw = table.get("pool", {})
-    _require(isinstance(pool_raw, dict), f"{key}.pool", "must be a table")
-    pool = _dataclass_from(PoolSettings, pool_raw, f"{key}.pool")
+    sections = {
+        section: _dataclass_from(
+            cls, _table(table, section, f"{key}.{section}"), f"{key}.{section}"
+        )
+        for section, cls in (
+            ("pool", PoolSettings),
+            ("retry", RetrySettings),
+            ("breaker", BreakerSettings),
+        )
+    }
     rest = {k: v for k, v in table.items() if k in ("statement_timeout", "connect_timeout")}
     db: DatabaseConfig = _dataclass_from(
-        DatabaseConfig, rest, key, name=name, dsn=dsn, engine=engine, pool=pool
+        DatabaseConfig, rest, key, name=name, dsn=dsn, engine=engine, **sections
     )
     _require(db.statement_timeout > 0, f"{key}.statement_timeout", "must be positive")
     _require(db.connect_timeout > 0, f"{key}.connect_timeout", "must be positive")

@@ -104,9 +104,15 @@ class GatewayError(Exception):
     ``message`` is shown to the caller as is: for database errors it is the
     database's own message. Nothing here may carry a traceback or a parameter
     value the caller did not send.
+
+    ``sent`` says whether the statement may have reached the database. It is
+    True unless the code raising the error knows nothing was sent (no
+    connection could be opened, the pool gave none, the connection was found
+    dead before the statement was written): only then is a write safe to retry
+    without the caller's say-so.
     """
 
-    __slots__ = ("field_violations", "message", "metadata", "reason", "retry_after")
+    __slots__ = ("field_violations", "message", "metadata", "reason", "retry_after", "sent")
 
     def __init__(
         self,
@@ -116,6 +122,7 @@ class GatewayError(Exception):
         metadata: Mapping[str, str | int | None] | None = None,
         retry_after: float | None = None,
         field_violations: Sequence[tuple[str, str]] = (),
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -125,6 +132,7 @@ class GatewayError(Exception):
         }
         self.retry_after = retry_after
         self.field_violations = list(field_violations)
+        self.sent = sent
 
     @property
     def code(self) -> grpc.StatusCode:
@@ -142,8 +150,14 @@ class GatewayError(Exception):
                 self.metadata[key] = str(value)
         return self
 
+    def not_sent(self) -> GatewayError:
+        """Marks the error as raised before anything reached the database; returns ``self``."""
+        self.sent = False
+        return self
+
     def __repr__(self) -> str:
-        return f"GatewayError({self.reason.value}, {self.message!r}, {self.metadata!r})"
+        sent = "" if self.sent else ", not sent"
+        return f"GatewayError({self.reason.value}, {self.message!r}, {self.metadata!r}{sent})"
 
 
 def invalid_request(field: str, problem: str) -> GatewayError:

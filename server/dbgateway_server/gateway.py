@@ -1,8 +1,10 @@
 """The gateway core: the database registry, routing, deadlines and health.
 
 Servicers call :class:`Gateway`; it finds the :class:`Database`, checks the
-statement, checks a connection out of the pool within the caller's deadline,
-and lets the backend run the SQL.
+statement and runs it: through the database's circuit breaker, under the retry
+policy (:mod:`.resilience.retry`), on a connection checked out of the pool
+within the caller's deadline, with the rest of that deadline (capped by the
+database's ``statement_timeout``) as the statement's timeout.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from dbgateway.v1 import value_pb2
 
@@ -21,14 +24,16 @@ from .backends.base import Backend, DriverConnection, ExecResult, ResultSet
 from .config import Config, DatabaseConfig
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
+from .resilience.breaker import CircuitBreaker, CircuitState
+from .resilience.retry import CallKind, run_with_retries
 from .statements import check_statement
 
 log = logging.getLogger(__name__)
 
-#: How often a database that is down is tried again in the background.
-RECOVERY_INTERVAL = 2.0
-
+#: Called with (database name, serving) whenever a database's health changes.
 HealthListener = Callable[[str, bool], None]
+
+T = TypeVar("T")
 
 
 class Deadline:
@@ -72,26 +77,44 @@ class Outcome:
 
 
 class Database:
-    """One configured database: its backend, its pool and its health."""
+    """One configured database: its backend, pool, circuit breaker and health.
+
+    Health is the circuit: SERVING while it is closed, NOT_SERVING while it is
+    open or half-open. A database that is down at start begins with an open
+    circuit; from then on a background probe tries it whenever a probe is due,
+    so it recovers without traffic.
+    """
 
     def __init__(self, config: DatabaseConfig, backend: Backend, listener: HealthListener) -> None:
         self.config = config
         self.name = config.name
         self.backend = backend
         self.pool = ConnectionPool(config.name, backend.connect, config.pool)
+        self.breaker = CircuitBreaker(config.name, config.breaker, on_change=self._on_circuit)
         self._listener = listener
-        self.serving = False
-        self._recovery: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def engine(self) -> str:
         return str(self.config.engine)
 
-    def _set_serving(self, serving: bool) -> None:
-        if serving != self.serving:
-            self.serving = serving
-            log.info("database %s is %s", self.name, "SERVING" if serving else "NOT_SERVING")
-        self._listener(self.name, serving)
+    @property
+    def circuit_state(self) -> CircuitState:
+        return self.breaker.state
+
+    @property
+    def serving(self) -> bool:
+        return self.breaker.state is CircuitState.CLOSED
+
+    def _on_circuit(self, old: CircuitState, new: CircuitState, why: str) -> None:
+        if (old is CircuitState.CLOSED) != (new is CircuitState.CLOSED):
+            self._listener(self.name, self.serving)
+        idle = self._prober is None or self._prober.done()
+        if new is CircuitState.OPEN and not self._closing and idle:
+            self._prober = asyncio.get_running_loop().create_task(
+                self._probe_until_closed(), name=f"probe-{self.name}"
+            )
 
     async def start(self) -> None:
         """Opens the pool; a database that is down is reported, not fatal."""
@@ -106,8 +129,7 @@ class Database:
                 self.config.redacted_dsn,
                 exc.message,
             )
-            self._set_serving(False)
-            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+            self.breaker.trip(f"unreachable at start: {exc.message}")
             return
         log.info(
             "database %s: %s %s at %s",
@@ -116,43 +138,95 @@ class Database:
             self.backend.server_version,
             self.config.redacted_dsn,
         )
-        self._set_serving(True)
 
-    async def _recover(self) -> None:
-        while True:
-            await asyncio.sleep(RECOVERY_INTERVAL)
+    async def _probe_until_closed(self) -> None:
+        """Sends a probe whenever one is due until the circuit closes."""
+        while self.breaker.state is not CircuitState.CLOSED:
+            await asyncio.sleep(self.breaker.retry_after())
             try:
-                async with self.pool.connection(self.config.connect_timeout) as conn:
-                    await conn.ping(self.config.connect_timeout)
+                probe = self.breaker.allow()
             except GatewayError:
+                # A caller's probe is in flight; look again shortly.
+                await asyncio.sleep(min(self.config.breaker.open_time, 0.5))
                 continue
-            log.info("database %s answered again", self.name)
-            self._set_serving(True)
-            return
+            error: BaseException | None = None
+            try:
+                await self._ping_fresh()
+            except (GatewayError, TimeoutError, OSError) as exc:
+                error = exc
+                if not isinstance(exc, GatewayError):
+                    error = GatewayError(Reason.DATABASE_UNAVAILABLE, str(exc) or repr(exc))
+            except BaseException as exc:
+                self.breaker.record(exc, probe=probe)
+                raise
+            self.breaker.record(error, probe=probe)
+
+    async def _ping_fresh(self) -> None:
+        """Opens a new connection and pings it: the pool's connections may be
+        dead with the outage, and a probe must test the endpoint itself."""
+        limit = self.config.connect_timeout
+        conn = await asyncio.wait_for(self.backend.connect(), limit)
+        try:
+            await conn.ping(limit)
+        finally:
+            await conn.close()
 
     @contextlib.asynccontextmanager
     async def connection(self, deadline: Deadline) -> AsyncIterator[DriverConnection]:
         left = deadline.remaining()
         if left is not None and left <= 0:
-            raise GatewayError(Reason.STATEMENT_TIMEOUT, "the call's deadline had already passed")
+            raise GatewayError(
+                Reason.STATEMENT_TIMEOUT, "the call's deadline had already passed", sent=False
+            )
         async with self.pool.connection(deadline.bounded(self.config.pool.acquire_timeout)) as conn:
             yield conn
 
     async def run(
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
     ) -> Outcome:
+        """Runs one statement outside a transaction: through the circuit
+        breaker, with the retry policy, within the caller's deadline."""
         started = time.monotonic()
         check_statement(sql)
+
+        async def attempt() -> ResultSet | ExecResult:
+            return await self.guarded(lambda: self._run_once(sql, params, options, write=write))
+
+        try:
+            result, attempts = await run_with_retries(
+                attempt,
+                kind=CallKind.of(write=write, idempotent=options.idempotent),
+                settings=self.config.retry,
+                remaining=options.deadline.remaining,
+                what=f"database {self.name}",
+            )
+        except GatewayError as exc:
+            raise exc.with_metadata(database=self.name, engine=self.engine) from None
+        return Outcome(result=result, elapsed=time.monotonic() - started, attempts=attempts)
+
+    async def guarded(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Runs one attempt through the circuit breaker: refused at once while
+        the circuit is open, and its outcome counted."""
+        probe = self.breaker.allow()
+        try:
+            result = await call()
+        except BaseException as exc:
+            self.breaker.record(exc, probe=probe)
+            raise
+        self.breaker.record(None, probe=probe)
+        return result
+
+    async def _run_once(
+        self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
+    ) -> ResultSet | ExecResult:
         timeout = 0.0
         try:
             async with self.connection(options.deadline) as conn:
                 timeout = options.deadline.bounded(self.config.statement_timeout)
                 async with asyncio.timeout(timeout):
-                    result: ResultSet | ExecResult
                     if write:
-                        result = await conn.execute(sql, params)
-                    else:
-                        result = await conn.query(sql, params, max_rows=options.max_rows)
+                        return await conn.execute(sql, params)
+                    return await conn.query(sql, params, max_rows=options.max_rows)
         except TimeoutError:
             raise GatewayError(
                 Reason.STATEMENT_TIMEOUT,
@@ -160,13 +234,13 @@ class Database:
                 "(the call's deadline or the database's statement_timeout)",
                 metadata={"database": self.name, "engine": self.engine},
             ) from None
-        except GatewayError as exc:
-            raise exc.with_metadata(database=self.name, engine=self.engine) from None
-        return Outcome(result=result, elapsed=time.monotonic() - started)
 
     async def close(self) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
+        self._closing = True
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
         await self.pool.close()
         await self.backend.close()
 
@@ -189,6 +263,11 @@ class Gateway:
         await asyncio.gather(*(db.start() for db in self.databases.values()))
 
     async def close(self) -> None:
+        """Shuts the core down; the one place shutdown happens. Called after the
+        server stopped taking calls and in-flight ones finished or were
+        cancelled: open transactions are rolled back (their connections come
+        back to the pools rolled back or are discarded), then every database's
+        background probe stops and its pool closes."""
         await asyncio.gather(*(db.close() for db in self.databases.values()))
 
     def database(self, name: str) -> Database:

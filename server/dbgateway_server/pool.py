@@ -13,7 +13,12 @@ statistics and hygiene rules for PostgreSQL, MySQL and SQLite.
   fails: a pooled connection must never carry one caller's state to the next.
 - Connections older than ``max_lifetime`` or idle longer than
   ``max_idle_time`` are closed; one idle longer than ``validate_after_idle`` is
-  pinged before it is handed out.
+  pinged before it is handed out. A connection found dead on checkout is
+  replaced before use (``dead_on_checkout_total``): the caller never sees it.
+- Everything ``acquire`` does (waiting, opening, validating) fits in the time
+  it is given, which the core bounds by the caller's deadline. Errors raised
+  here are marked as not sent: nothing of the caller's statement reached the
+  database, so the retry policy may try again.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ log = logging.getLogger(__name__)
 RESET_TIMEOUT = 5.0
 #: How long a ping on checkout may take.
 VALIDATION_TIMEOUT = 2.0
+#: How long closing waits for checked-out connections to come back.
+CLOSE_GRACE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,7 @@ class PoolStats:
     created_total: int
     closed_total: int
     acquire_timeouts_total: int
+    dead_on_checkout_total: int
 
 
 class _Holder:
@@ -88,6 +96,8 @@ class ConnectionPool:
         self._created_total = 0
         self._closed_total = 0
         self._acquire_timeouts_total = 0
+        self._dead_on_checkout_total = 0
+        self._returned = asyncio.Event()  # set whenever a checked-out connection comes back
         self._maintenance: asyncio.Task[None] | None = None
 
     @property
@@ -107,6 +117,7 @@ class ConnectionPool:
             created_total=self._created_total,
             closed_total=self._closed_total,
             acquire_timeouts_total=self._acquire_timeouts_total,
+            dead_on_checkout_total=self._dead_on_checkout_total,
         )
 
     async def start(self) -> None:
@@ -137,17 +148,23 @@ class ConnectionPool:
 
     async def _acquire(self, wait: float) -> _Holder:
         if self._closed:
-            raise GatewayError(Reason.DATABASE_UNAVAILABLE, f"database {self.name!r} is closing")
+            raise GatewayError(
+                Reason.DATABASE_UNAVAILABLE, f"database {self.name!r} is closing", sent=False
+            )
         deadline = self._clock() + max(wait, 0.0)
-        while True:
-            holder = await self._checkout(deadline)
-            if holder is None:
-                holder = await self._open()
-                self._acquired_total += 1
-                return holder
-            if await self._usable(holder):
-                self._acquired_total += 1
-                return holder
+        try:
+            while True:
+                holder = await self._checkout(deadline)
+                if holder is None:
+                    holder = await self._open(deadline)
+                    self._acquired_total += 1
+                    return holder
+                if await self._usable(holder, deadline):
+                    self._acquired_total += 1
+                    return holder
+        except GatewayError as exc:
+            exc.not_sent()
+            raise
 
     async def _checkout(self, deadline: float) -> _Holder | None:
         """An idle holder, or None when the caller may open a new connection."""
@@ -168,6 +185,8 @@ class ConnectionPool:
             self._acquire_timeouts_total += 1
             raise self._exhausted(f"no connection became free within {budget:.3g}s") from None
         except BaseException:
+            # Cancelled (or the pool closed) while waiting: whatever was handed
+            # over goes to the next caller. On success the caller owns it.
             self._abandon(waiter)
             raise
 
@@ -196,9 +215,21 @@ class ConnectionPool:
             retry_after=0.1,
         )
 
-    async def _open(self) -> _Holder:
+    async def _open(self, deadline: float | None = None) -> _Holder:
+        budget = None if deadline is None else max(deadline - self._clock(), 0.0)
         try:
-            conn = await self._connect()
+            conn = await asyncio.wait_for(self._connect(), budget)
+        except TimeoutError:
+            # The backend gives up after connect_timeout on its own: this is
+            # the caller's time running out first.
+            self._size -= 1
+            self._wake_for_slot()
+            raise GatewayError(
+                Reason.STATEMENT_TIMEOUT,
+                f"no connection to database {self.name!r} could be opened within "
+                f"{budget:.3g}s (the call's deadline or the pool's acquire_timeout)",
+                metadata={"database": self.name},
+            ) from None
         except BaseException:
             self._size -= 1
             self._wake_for_slot()
@@ -208,34 +239,47 @@ class ConnectionPool:
         self._created_total += 1
         return holder
 
-    async def _usable(self, holder: _Holder) -> bool:
+    async def _usable(self, holder: _Holder, deadline: float) -> bool:
         now = self._clock()
         conn = holder.conn
-        if conn.is_closed() or now - holder.created_at >= self._settings.max_lifetime:
+        if now - holder.created_at >= self._settings.max_lifetime:
+            await self._discard(holder)
+            return False
+        if conn.is_closed():
+            self._dead_on_checkout_total += 1
+            log.info("pool %s: replaced a connection found closed on checkout", self.name)
             await self._discard(holder)
             return False
         if now - holder.released_at >= self._settings.validate_after_idle:
+            limit = min(VALIDATION_TIMEOUT, max(deadline - now, 0.0))
             try:
-                await conn.ping(VALIDATION_TIMEOUT)
+                await conn.ping(limit)
             except (GatewayError, TimeoutError, OSError):
-                log.info("pool %s: dropped a connection that failed validation", self.name)
+                self._dead_on_checkout_total += 1
+                log.info("pool %s: replaced a connection that failed validation", self.name)
                 await self._discard(holder)
                 return False
+            except BaseException:
+                await self._discard(holder)
+                raise
         return True
 
     async def _release(self, holder: _Holder, *, reusable: bool) -> None:
-        conn = holder.conn
-        if reusable and not conn.is_closed() and conn.in_transaction():
-            # Never hand on a connection inside someone's transaction.
-            try:
-                await asyncio.wait_for(conn.rollback(), RESET_TIMEOUT)
-            except (GatewayError, TimeoutError, OSError, asyncio.CancelledError):
-                reusable = False
-        if not reusable or conn.is_closed() or self._closed:
-            await self._discard(holder)
-            return
-        holder.released_at = self._clock()
-        self._put_back(holder)
+        try:
+            conn = holder.conn
+            if reusable and not conn.is_closed() and conn.in_transaction():
+                # Never hand on a connection inside someone's transaction.
+                try:
+                    await asyncio.wait_for(conn.rollback(), RESET_TIMEOUT)
+                except (GatewayError, TimeoutError, OSError, asyncio.CancelledError):
+                    reusable = False
+            if not reusable or conn.is_closed() or self._closed:
+                await self._discard(holder)
+                return
+            holder.released_at = self._clock()
+            self._put_back(holder)
+        finally:
+            self._returned.set()
 
     def _put_back(self, holder: _Holder) -> None:
         while self._waiters:
@@ -284,8 +328,9 @@ class ConnectionPool:
             with contextlib.suppress(GatewayError, OSError, TimeoutError):
                 await self._fill_to_min()
 
-    async def close(self) -> None:
-        """Closes idle connections now and in-use ones as they come back."""
+    async def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Closes idle connections now and in-use ones as they come back, waiting
+        at most ``grace`` seconds for them; any still out after that are dropped."""
         self._closed = True
         if self._maintenance is not None:
             self._maintenance.cancel()
@@ -294,7 +339,11 @@ class ConnectionPool:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(
-                    GatewayError(Reason.DATABASE_UNAVAILABLE, f"database {self.name!r} is closing")
+                    GatewayError(
+                        Reason.DATABASE_UNAVAILABLE,
+                        f"database {self.name!r} is closing",
+                        sent=False,
+                    )
                 )
         self._waiters.clear()
         idle, self._idle = list(self._idle), collections.deque()
@@ -303,3 +352,11 @@ class ConnectionPool:
             self._size -= 1
             self._closed_total += 1
             await holder.conn.close()
+        deadline = self._clock() + grace
+        while self._holders and self._clock() < deadline:
+            self._returned.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._returned.wait(), deadline - self._clock())
+        for holder in list(self._holders.values()):
+            log.warning("pool %s: dropping a connection still in use at close", self.name)
+            await self._discard(holder)

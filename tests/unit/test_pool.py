@@ -293,3 +293,31 @@ async def test_a_waiter_that_gives_up_passes_a_late_connection_on():
     assert pool.stats().idle == 1
     async with pool.connection(0.1) as conn:
         assert conn is opened[0]
+
+
+async def test_pool_errors_are_marked_not_sent():
+    pool, _ = make_pool(max_size=1, max_waiting=0)
+    async with pool.connection(1):
+        with pytest.raises(GatewayError) as info:
+            async with pool.connection(1):
+                pass
+    assert info.value.reason is Reason.POOL_EXHAUSTED
+    assert not info.value.sent  # nothing reached the database: safe to retry anything
+
+
+async def test_opening_a_connection_never_outlasts_the_wait():
+    async def slow_connect() -> DriverConnection:
+        await asyncio.sleep(5)
+        raise AssertionError("unreachable")
+
+    pool = ConnectionPool("t", slow_connect, PoolSettings(min_size=0))
+
+    async def use() -> None:
+        async with pool.connection(0.1):
+            pass
+
+    with pytest.raises(GatewayError) as info:
+        await asyncio.wait_for(use(), 2)
+    assert info.value.reason is Reason.STATEMENT_TIMEOUT
+    assert not info.value.sent
+    assert pool.stats().size == 0

@@ -79,8 +79,11 @@ class MySQLConnection(DriverConnection):
                 try:
                     await cur.execute(statement)
                 except asyncio.CancelledError:
+                    # The statement goes on running on the server unless killed;
+                    # the caller's answer must not wait for that, so it happens
+                    # in the background, and this connection is never reused.
                     self._broken = True
-                    await self._backend.kill_query(self._conn.thread_id())
+                    self._backend.kill_query_soon(self._conn.thread_id())
                     raise
                 rows = await (cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall())
             return cur, list(rows or ()), cur.rowcount, cur.lastrowid
@@ -164,7 +167,12 @@ class MySQLConnection(DriverConnection):
         return bool(self._conn.server_status & _SERVER_STATUS_IN_TRANS)
 
     def is_closed(self) -> bool:
-        return self._broken or self._conn.closed
+        if self._broken or self._conn.closed:
+            return True
+        # aiomysql notices a connection the server (or the network) closed only
+        # when it next reads; the stream reader already knows.
+        reader = self._conn._reader
+        return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
     async def ping(self, limit: float) -> None:
         with translate_errors(self._database):
@@ -186,6 +194,7 @@ class MySQLBackend(Backend):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._address = mysql_address(self.config.dsn)
+        self._kills: set[asyncio.Task[None]] = set()
 
     async def _open(self) -> Any:
         a = self._address
@@ -220,6 +229,19 @@ class MySQLBackend(Backend):
                 raise error from exc
         self.server_version = conn.get_server_info()
         return MySQLConnection(conn, self)
+
+    def kill_query_soon(self, thread_id: int) -> None:
+        """Starts :meth:`kill_query` in the background."""
+        task = asyncio.get_running_loop().create_task(
+            self.kill_query(thread_id), name=f"kill-query-{thread_id}"
+        )
+        self._kills.add(task)
+        task.add_done_callback(self._kills.discard)
+
+    async def close(self) -> None:
+        """Lets KILL QUERY requests in flight finish (each is bounded in time)."""
+        if self._kills:
+            await asyncio.gather(*self._kills, return_exceptions=True)
 
     async def kill_query(self, thread_id: int) -> None:
         """Stops a running statement from a second connection (MySQL has no

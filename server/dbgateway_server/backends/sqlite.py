@@ -169,7 +169,14 @@ class SQLiteConnection(DriverConnection):
 
     async def ping(self, limit: float) -> None:
         with translate_errors(self._database):
-            await asyncio.wait_for(self._conn.execute("SELECT 1"), limit)
+            await asyncio.wait_for(self._ping(), limit)
+
+    async def _ping(self) -> None:
+        # The cursor must be exhausted and closed: a statement left un-reset
+        # keeps SQLite's "running statements" count above zero, and then one
+        # interrupt() would fail every later statement on this connection.
+        async with self._conn.execute("SELECT 1") as cur:
+            await cur.fetchall()
 
     async def close(self) -> None:
         self._release_write_lock()
@@ -232,7 +239,8 @@ class SQLiteBackend(Backend):
             conn = await pending
             try:
                 if not memory:
-                    await conn.execute("PRAGMA journal_mode = WAL")
+                    async with conn.execute("PRAGMA journal_mode = WAL") as cur:
+                        await cur.fetchall()  # it answers a row: finish the statement
                 await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 await conn.execute("PRAGMA foreign_keys = ON")
             except BaseException:

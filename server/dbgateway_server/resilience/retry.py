@@ -1,0 +1,155 @@
+"""The retry policy (DESIGN §5), applied at one layer only: ``Database.run``.
+
+What may be retried depends on what the database may already have done:
+
+====================================  =====================================
+failure                               retried
+====================================  =====================================
+nothing reached the database          always (every kind of call), up to
+(connect refused or timed out,        ``max_attempts``
+``GatewayError.sent`` is False)
+connection lost mid-flight            a read: once; a write: only when the
+                                      caller marked it ``idempotent``, once
+serialization failure / deadlock      a whole transaction (``TRANSACTION``)
+COMMIT outcome unknown, SQL errors,   never
+timeouts, pool exhausted, circuit
+open
+====================================  =====================================
+
+Waits use full jitter (uniform in ``[0, min(max_backoff, initial_backoff *
+2**(n-1))]``) and never outlast the caller's deadline: an attempt whose wait
+would pass it is not made.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
+from tenacity.stop import stop_base
+
+from ..config import RetrySettings
+from ..errors import GatewayError, Reason
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CallKind(StrEnum):
+    """What a call does to the database, which decides what may be retried."""
+
+    READ = "read"
+    WRITE = "write"
+    IDEMPOTENT_WRITE = "idempotent_write"
+    TRANSACTION = "transaction"  # a whole transaction, from BEGIN to COMMIT
+
+    @classmethod
+    def of(cls, *, write: bool, idempotent: bool) -> CallKind:
+        if not write:
+            return cls.READ
+        return cls.IDEMPOTENT_WRITE if idempotent else cls.WRITE
+
+
+#: Failures after which a whole transaction is run again.
+_TRANSACTION_CONFLICTS = frozenset({Reason.SERIALIZATION_FAILURE, Reason.DEADLOCK})
+#: How many connection losses mid-flight a read (or idempotent write) survives.
+MAX_LOSSES_IN_FLIGHT = 1
+
+
+def retryable(error: BaseException, kind: CallKind, *, losses_before: int) -> bool:
+    """True when a call of ``kind`` that failed with ``error`` may be tried again;
+    ``losses_before`` counts the connections it already lost mid-flight."""
+    if not isinstance(error, GatewayError):
+        return False  # cancellation, timeouts of our own, bugs
+    if error.reason is Reason.COMMIT_OUTCOME_UNKNOWN:
+        return False
+    if kind is CallKind.TRANSACTION and error.reason in _TRANSACTION_CONFLICTS:
+        return True
+    if not error.is_infrastructure:
+        return False
+    if not error.sent:
+        return True
+    if kind in (CallKind.WRITE, CallKind.TRANSACTION):
+        # The database may have done it; only the caller knows if twice is fine.
+        return False
+    return losses_before < MAX_LOSSES_IN_FLIGHT
+
+
+@dataclass(slots=True)
+class _Retryable:
+    """tenacity's ``retry`` predicate, counting the losses of one call."""
+
+    kind: CallKind
+    losses: int = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        outcome = state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        error = outcome.exception()
+        if error is None:
+            return False
+        ok = retryable(error, self.kind, losses_before=self.losses)
+        if isinstance(error, GatewayError) and error.is_infrastructure and error.sent:
+            self.losses += 1
+        return ok
+
+
+class _Deadline(stop_base):
+    """tenacity's ``stop``: no attempt whose wait would outlast the deadline."""
+
+    def __init__(self, remaining: Callable[[], float | None]) -> None:
+        self.remaining = remaining
+
+    def __call__(self, state: RetryCallState) -> bool:
+        left = self.remaining()
+        return left is not None and left <= state.upcoming_sleep
+
+
+async def run_with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    kind: CallKind,
+    settings: RetrySettings,
+    remaining: Callable[[], float | None],
+    what: str = "call",
+) -> tuple[T, int]:
+    """Runs ``attempt`` until it succeeds or may not be retried; returns its
+    result and the number of attempts. The last failure is raised as is, with
+    the attempt count in its metadata."""
+    attempts = 0
+
+    async def once() -> T:
+        nonlocal attempts
+        attempts += 1
+        return await attempt()
+
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.info(
+            "%s: attempt %d failed (%s); retrying in %.3fs",
+            what,
+            state.attempt_number,
+            error,
+            state.upcoming_sleep,
+        )
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(settings.max_attempts) | _Deadline(remaining),
+        wait=wait_random_exponential(multiplier=settings.initial_backoff, max=settings.max_backoff),
+        retry=_Retryable(kind),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    try:
+        result: T = await retrying(once)
+    except GatewayError as exc:
+        if attempts > 1:
+            exc.with_metadata(attempts=attempts)
+        raise
+    return result, attempts

@@ -1,0 +1,130 @@
+"""SIGTERM drains: health turns NOT_SERVING at once, new calls are refused,
+in-flight calls finish within ``shutdown_grace``, pools close, exit status 0.
+
+Open transactions being rolled back at drain is not covered here: the
+transactions table is not on this branch (``Gateway.close`` is where it goes).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from dbgateway.v1 import database_service_pb2 as pb
+from dbgateway.v1 import database_service_pb2_grpc
+from tests.support import (
+    ServerProcess,
+    V,
+    create_postgres_database,
+    drop_postgres_database,
+    pg_fetch,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def own_dsn() -> Iterator[str]:
+    """A database of this module's own: connection counts are this module's alone."""
+    dsn = create_postgres_database()
+    yield dsn
+    drop_postgres_database(dsn)
+
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def start(workdir: Path, dsn: str, grace: float) -> ServerProcess:
+    config = f"""
+[server]
+shutdown_grace = {grace}
+
+[databases.pg]
+dsn = "{dsn}"
+pool = {{ min_size = 2, max_size = 4 }}
+"""
+    return ServerProcess(workdir, config=config).start()
+
+
+def gateway_backends(dsn: str, marker: str = "") -> int:
+    name = urlsplit(dsn).path.lstrip("/")
+    where = f"AND query LIKE '%{marker}%' AND pid <> pg_backend_pid()" if marker else ""
+    rows = pg_fetch(
+        dsn,
+        "SELECT count(*) AS n FROM pg_stat_activity "
+        f"WHERE application_name = 'dbgateway' AND datname = '{name}' {where}",
+    )
+    return int(rows[0]["n"])
+
+
+def test_sigterm_lets_the_in_flight_call_finish_and_exits_zero(tmp_path, own_dsn):
+    server = start(tmp_path, own_dsn, grace=10)
+    assert server.process is not None
+    with server.channel() as channel:
+        db = database_service_pb2_grpc.DatabaseServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
+        db.Query(pb.QueryRequest(database="pg", sql="SELECT 1"), timeout=5)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(
+                db.Query,
+                pb.QueryRequest(database="pg", sql="SELECT 7 AS n FROM pg_sleep(1.5)"),
+                timeout=20,
+            )
+            time.sleep(0.3)
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            assert next(watch).status == NOT_SERVING
+            assert time.monotonic() - signalled < 1.0
+            watch.cancel()
+            with pytest.raises(grpc.RpcError) as info:
+                db.Query(pb.QueryRequest(database="pg", sql="SELECT 1"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            reply = slow.result(20)
+        assert reply.rows[0].values[0] == V.of(int_value=7)
+    assert server.process.wait(20) == 0
+    assert "draining" in server.log()
+    assert gateway_backends(own_dsn) == 0  # every pooled connection closed
+
+
+def test_calls_outliving_the_grace_period_are_cancelled_on_the_database(tmp_path, own_dsn):
+    server = start(tmp_path, own_dsn, grace=1)
+    assert server.process is not None
+    marker = uuid.uuid4().hex
+    with server.channel() as channel:
+        db = database_service_pb2_grpc.DatabaseServiceStub(channel)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(
+                db.Query,
+                pb.QueryRequest(database="pg", sql=f"SELECT pg_sleep(30), '{marker}'"),
+                timeout=60,
+            )
+            time.sleep(0.5)
+            assert gateway_backends(own_dsn, marker) == 1
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.RpcError):
+                stuck.result(20)
+    assert server.process.wait(20) == 0
+    assert time.monotonic() - signalled < 8
+    time.sleep(0.5)
+    assert gateway_backends(own_dsn, marker) == 0
+    assert gateway_backends(own_dsn) == 0
+
+
+def test_sigint_drains_too(tmp_path, own_dsn):
+    server = start(tmp_path, own_dsn, grace=5)
+    assert server.process is not None
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(20) == 0
+    assert "stopped" in server.log()
