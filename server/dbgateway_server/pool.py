@@ -164,10 +164,12 @@ class ConnectionPool:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout=budget)
         except TimeoutError:
+            self._abandon(waiter)
             self._acquire_timeouts_total += 1
             raise self._exhausted(f"no connection became free within {budget:.3g}s") from None
-        finally:
+        except BaseException:
             self._abandon(waiter)
+            raise
 
     def _abandon(self, waiter: asyncio.Future[_Holder | None]) -> None:
         with contextlib.suppress(ValueError):
