@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
 from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
 
 ENGINE = "sqlite"
+_INSERT = re.compile(r"\s*(?:INSERT|REPLACE)\b", re.IGNORECASE)
 BUSY_TIMEOUT_MS = 5000
 
 
@@ -110,7 +112,9 @@ class SQLiteConnection(DriverConnection):
             columns, rows, rowcount, lastrowid = await self._run(sql, params, 0)
         return ExecResult(
             rows_affected=max(rowcount, 0),
-            last_insert_id=lastrowid if lastrowid else None,
+            # sqlite3 reports the connection's last inserted rowid after any
+            # statement (an UPDATE, a SELECT); only an insert's is this statement's.
+            last_insert_id=lastrowid if lastrowid and _INSERT.match(sql) else None,
             columns=columns,
             rows=convert_rows(rows, [from_python] * len(columns)),
         )
