@@ -157,6 +157,8 @@ class Transaction:
         return min(self.last_used + self.idle_timeout, self.started_at + MAX_LIFETIME)
 
     def _check_usable(self) -> None:
+        if not self.ended and self._conn.is_closed():
+            self.lost = self.ended = True
         if self.lost:
             raise GatewayError(
                 Reason.TRANSACTION_EXPIRED,

@@ -16,7 +16,7 @@ from tests.integration.transactions_support import (
     eventually,
     open_transactions,
 )
-from tests.support import V, call_error, unique_name
+from tests.support import V, call_error, pg_fetch, unique_name
 
 
 def make_table(db, database: str) -> str:
@@ -212,3 +212,61 @@ def test_execute_batch_inside_a_transaction_that_fails_leaves_it_as_before(db):
     assert count(db, "pg", table, transaction_id=tx) == 1
     db.Commit(pb.CommitRequest(transaction_id=tx))
     assert count(db, "pg", table) == 1
+
+
+def test_transaction_whose_connection_was_lost_is_aborted_not_committed(db, postgres_dsn):
+    table = make_table(db, "pg")
+    tx = begin(db, "pg")
+    insert(db, "pg", table, 1, tx)
+    pid = (
+        db.Query(pb.QueryRequest(sql="SELECT pg_backend_pid()", transaction_id=tx))
+        .rows[0]
+        .values[0]
+        .int_value
+    )
+    pg_fetch(postgres_dsn, f"SELECT pg_terminate_backend({pid})")
+    time.sleep(0.1)  # the gateway's connection reads the server's goodbye
+    err = fail(db.Commit, pb.CommitRequest(transaction_id=tx))
+    assert err.code == grpc.StatusCode.ABORTED
+    assert err.reason == "TRANSACTION_EXPIRED"
+    assert count(db, "pg", table) == 0
+
+
+def test_connection_lost_while_commit_runs_is_unknown_outcome(db, postgres_dsn):
+    table = make_table(db, "pg")
+    # A deferred constraint trigger makes COMMIT itself take a second.
+    db.Execute(
+        pb.ExecuteRequest(
+            database="pg",
+            sql=f"CREATE FUNCTION {table}_slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(1); RETURN NULL; END $$",
+        )
+    )
+    db.Execute(
+        pb.ExecuteRequest(
+            database="pg",
+            sql=f"CREATE CONSTRAINT TRIGGER {table}_at_commit AFTER INSERT ON {table} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {table}_slow()",
+        )
+    )
+    tx = begin(db, "pg")
+    insert(db, "pg", table, 1, tx)
+    committing = db.Commit.future(pb.CommitRequest(transaction_id=tx))
+    name = postgres_dsn.rsplit("/", 1)[-1]
+
+    def commit_running() -> bool:
+        found = pg_fetch(
+            postgres_dsn,
+            f"SELECT pid FROM pg_stat_activity WHERE datname = '{name}' "
+            "AND state = 'active' AND query = 'COMMIT'",
+        )
+        return bool(found) and bool(
+            pg_fetch(postgres_dsn, f"SELECT pg_terminate_backend({found[0][0]})")
+        )
+
+    assert eventually(commit_running, within=1.0)
+    with pytest.raises(grpc.RpcError) as info:
+        committing.result()
+    err = call_error(info.value)
+    assert err.code == grpc.StatusCode.UNKNOWN
+    assert err.reason == "COMMIT_OUTCOME_UNKNOWN"
