@@ -526,6 +526,8 @@ class TransactionTable:
         for tx in open_now:
             self._remember(tx.id, "the server shut down")
         await asyncio.gather(*(tx.close() for tx in open_now), return_exceptions=True)
+        if open_now:
+            log.info("rolled back %d open transaction(s) at shutdown", len(open_now))
 
 
 def _short(transaction_id: str) -> str:
