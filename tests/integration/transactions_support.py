@@ -69,6 +69,9 @@ def open_transactions(database: str, dsn: str) -> int:
         )
         return int(rows[0][0])
     name = dsn.rsplit("/", 1)[-1]
+    # InnoDB refreshes its information_schema.innodb_trx cache only when it
+    # was not read for 100 ms: reading it more often keeps showing the past.
+    time.sleep(0.12)
     rows = mysql_fetch(
         dsn,
         "SELECT count(*) FROM information_schema.innodb_trx t "

@@ -27,7 +27,7 @@ def test_unknown_isolation_level_is_invalid_argument():
 
 
 def test_only_serialization_failures_and_deadlocks_are_retried_whole():
-    assert RETRYABLE == {Reason.SERIALIZATION_FAILURE, Reason.DEADLOCK}
+    assert {Reason.SERIALIZATION_FAILURE, Reason.DEADLOCK} == RETRYABLE
     assert Reason.COMMIT_OUTCOME_UNKNOWN not in RETRYABLE
 
 
