@@ -4,7 +4,9 @@ Servicers call :class:`Gateway`; it finds the :class:`Database`, checks the
 statement and runs it: through the database's circuit breaker, under the retry
 policy (:mod:`.resilience.retry`), on a connection checked out of the pool
 within the caller's deadline, with the rest of that deadline (capped by the
-database's ``statement_timeout``) as the statement's timeout.
+database's ``statement_timeout``) as the statement's timeout. Transactions
+(:mod:`.transactions`) hold a connection across calls; the gateway owns the
+table of handle-based ones.
 """
 
 from __future__ import annotations
@@ -13,20 +15,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from dbgateway.v1 import value_pb2
 
 from .backends import backend_for
-from .backends.base import Backend, DriverConnection, ExecResult, ResultSet
+from .backends.base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
 from .config import Config, DatabaseConfig
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
 from .resilience.breaker import CircuitBreaker, CircuitState
 from .resilience.retry import CallKind, run_with_retries
 from .statements import check_statement
+from .transactions import (
+    StatementCall,
+    Transaction,
+    TransactionTable,
+    execute_batch_atomically,
+    run_atomically,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +81,16 @@ class Outcome:
     """What a statement RPC returns, plus how it ran."""
 
     result: ResultSet | ExecResult
+    elapsed: float
+    attempts: int = 1
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What ExecuteBatch returns; ``rows_affected`` is None when the engine's
+    bulk path does not report it."""
+
+    rows_affected: int | None
     elapsed: float
     attempts: int = 1
 
@@ -219,21 +238,43 @@ class Database:
     async def _run_once(
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
     ) -> ResultSet | ExecResult:
-        timeout = 0.0
-        try:
+        with self.reporting_errors():
             async with self.connection(options.deadline) as conn:
-                timeout = options.deadline.bounded(self.config.statement_timeout)
-                async with asyncio.timeout(timeout):
-                    if write:
-                        return await conn.execute(sql, params)
-                    return await conn.query(sql, params, max_rows=options.max_rows)
+                return await self.statement(conn, sql, params, options, write=write)
+
+    async def statement(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        *,
+        write: bool,
+    ) -> ResultSet | ExecResult:
+        """Runs one statement on a checked-out connection within the caller's
+        deadline, capped by the database's statement_timeout. An expired
+        timeout raises TimeoutError (the pool decides what that means for the
+        connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT."""
+        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+            if write:
+                return await conn.execute(sql, params)
+            return await conn.query(sql, params, max_rows=options.max_rows)
+
+    @contextlib.contextmanager
+    def reporting_errors(self) -> Iterator[None]:
+        """Names this database in every error, and reports an expired
+        statement timeout as STATEMENT_TIMEOUT."""
+        try:
+            yield
         except TimeoutError:
             raise GatewayError(
                 Reason.STATEMENT_TIMEOUT,
-                f"statement cancelled after {max(timeout, 0):.3g}s "
-                "(the call's deadline or the database's statement_timeout)",
+                "statement cancelled: the call's deadline or the database's "
+                f"statement_timeout ({self.config.statement_timeout:.3g}s) passed",
                 metadata={"database": self.name, "engine": self.engine},
             ) from None
+        except GatewayError as exc:
+            raise exc.with_metadata(database=self.name, engine=self.engine) from None
 
     async def close(self) -> None:
         self._closing = True
@@ -255,12 +296,14 @@ class Gateway:
             name: Database(db, backend_for(db), self._notify)
             for name, db in config.databases.items()
         }
+        self.transactions = TransactionTable()
 
     def _notify(self, name: str, serving: bool) -> None:
         self._listener(name, serving)
 
     async def start(self) -> None:
         await asyncio.gather(*(db.start() for db in self.databases.values()))
+        self.transactions.start()
 
     async def close(self) -> None:
         """Shuts the core down; the one place shutdown happens. Called after the
@@ -268,6 +311,7 @@ class Gateway:
         cancelled: open transactions are rolled back (their connections come
         back to the pools rolled back or are discarded), then every database's
         background probe stops and its pool closes."""
+        await self.transactions.close()
         await asyncio.gather(*(db.close() for db in self.databases.values()))
 
     def database(self, name: str) -> Database:
@@ -290,14 +334,94 @@ class Gateway:
             ) from None
 
     async def query(
-        self, database: str, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+        self,
+        database: str,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        transaction_id: str = "",
     ) -> Outcome:
+        if transaction_id:
+            return await self._in_transaction(transaction_id, database, sql, params, options, False)
         return await self.database(database).run(sql, params, options, write=False)
 
     async def execute(
-        self, database: str, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+        self,
+        database: str,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        transaction_id: str = "",
     ) -> Outcome:
+        if transaction_id:
+            return await self._in_transaction(transaction_id, database, sql, params, options, True)
         return await self.database(database).run(sql, params, options, write=True)
+
+    async def _in_transaction(
+        self,
+        transaction_id: str,
+        database: str,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        write: bool,
+    ) -> Outcome:
+        started = time.monotonic()
+        async with self.transactions.use(transaction_id, database) as tx:
+            result = await tx.run(StatementCall(sql, params, options), write=write)
+        return Outcome(result=result, elapsed=time.monotonic() - started)
+
+    async def execute_batch(
+        self,
+        database: str,
+        sql: str,
+        param_sets: Sequence[Sequence[value_pb2.Value]],
+        options: CallOptions,
+        transaction_id: str = "",
+    ) -> BatchOutcome:
+        started = time.monotonic()
+        if transaction_id:
+            async with self.transactions.use(transaction_id, database) as tx:
+                rows = await tx.execute_batch(sql, param_sets, options)
+        else:
+            rows = await execute_batch_atomically(self.database(database), sql, param_sets, options)
+        return BatchOutcome(rows_affected=rows, elapsed=time.monotonic() - started)
+
+    async def run_transaction(
+        self,
+        database: str,
+        statements: Sequence[StatementCall],
+        mode: TransactionMode,
+        deadline: Deadline,
+        max_attempts: int,
+    ) -> tuple[list[ResultSet | ExecResult], int]:
+        return await run_atomically(
+            self.database(database), statements, mode, deadline, max_attempts
+        )
+
+    async def open_transaction(
+        self, database: str, mode: TransactionMode, deadline: Deadline
+    ) -> Transaction:
+        """A transaction for one caller that keeps it to itself (the stream);
+        the caller must close it."""
+        return await Transaction.begin(self.database(database), mode, deadline)
+
+    async def begin(
+        self,
+        database: str,
+        mode: TransactionMode,
+        deadline: Deadline,
+        idle_timeout: float | None,
+    ) -> Transaction:
+        """A handle-based transaction, kept in the table until committed,
+        rolled back or expired."""
+        return await self.transactions.begin(self.database(database), mode, deadline, idle_timeout)
+
+    async def commit(self, transaction_id: str, database: str, deadline: Deadline) -> None:
+        await self.transactions.commit(transaction_id, database, deadline)
+
+    async def rollback(self, transaction_id: str, database: str) -> None:
+        await self.transactions.rollback(transaction_id, database)
 
     @property
     def names(self) -> Mapping[str, Database]:

@@ -352,11 +352,14 @@ class ConnectionPool:
             self._size -= 1
             self._closed_total += 1
             await holder.conn.close()
-        deadline = self._clock() + grace
-        while self._holders and self._clock() < deadline:
+        # A real wait, so the loop's clock rather than the injectable one
+        # (which only ages connections).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._holders and loop.time() < deadline:
             self._returned.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._returned.wait(), deadline - self._clock())
+                await asyncio.wait_for(self._returned.wait(), deadline - loop.time())
         for holder in list(self._holders.values()):
             log.warning("pool %s: dropping a connection still in use at close", self.name)
             await self._discard(holder)

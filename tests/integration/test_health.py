@@ -33,7 +33,8 @@ def test_a_database_down_at_start_is_not_serving_and_the_others_work(health, db)
     assert status(health, "db/down") == NOT_SERVING
     err = fail(db.Query, pb.QueryRequest(database="down", sql="SELECT 1"))
     assert err.code == grpc.StatusCode.UNAVAILABLE
-    assert err.reason == "DATABASE_UNAVAILABLE"
+    assert err.reason == "CIRCUIT_OPEN"  # down since start: its circuit is open
+    assert err.retry_delay is not None
     assert err.metadata["database"] == "down"
     for name in ("pg", "mysql", "lite"):
         assert db.Query(pb.QueryRequest(database=name, sql="SELECT 1")).rows

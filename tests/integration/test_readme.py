@@ -19,7 +19,7 @@ from tests.support import BIN, ROOT, ServerProcess
 
 README_ADDRESS = "127.0.0.1:50051"
 #: Output fields that differ from run to run.
-VOLATILE_KEYS = {"elapsed"}
+VOLATILE_KEYS = {"elapsed", "transaction_id", "expire_time"}
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
@@ -74,6 +74,8 @@ def test_readme_has_grpcurl_examples():
     assert any("DatabaseService/Execute" in c for c in commands)
     assert any("grpc.health.v1.Health/Check" in c for c in commands)
     assert any(" list" in c for c in commands)
+    assert any("/BeginTransaction" in c and "/Commit" in c for c in commands)
+    assert any("DatabaseService/Transaction " in c for c in commands)
 
 
 def test_every_readme_grpcurl_example_gives_the_output_shown(readme_server: ServerProcess):

@@ -202,3 +202,18 @@ def test_status_carries_error_info_retry_info_and_bad_request():
     assert retry.retry_delay.ToMilliseconds() == 250
     assert status.details[2].Unpack(bad)
     assert bad.field_violations[0].field == "params[0]"
+
+
+def test_short_waits_are_pushed_back_to_grpc_retries_long_ones_are_not_retried():
+    from dbgateway_server.service.calls import grpc_status
+
+    pool = dict(
+        grpc_status(GatewayError(Reason.POOL_EXHAUSTED, "busy", retry_after=0.1)).trailing_metadata
+    )
+    assert pool["grpc-retry-pushback-ms"] == "100"
+    circuit = dict(
+        grpc_status(GatewayError(Reason.CIRCUIT_OPEN, "open", retry_after=5.0)).trailing_metadata
+    )
+    assert circuit["grpc-retry-pushback-ms"] == "-1"  # gRFC A6: do not retry transparently
+    plain = dict(grpc_status(GatewayError(Reason.SQL_ERROR, "syntax")).trailing_metadata)
+    assert "grpc-retry-pushback-ms" not in plain

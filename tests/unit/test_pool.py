@@ -28,6 +28,9 @@ class FakeConnection(DriverConnection):
     async def execute(self, sql, params):  # pragma: no cover - unused
         raise NotImplementedError
 
+    async def execute_many(self, sql, param_sets):  # pragma: no cover - unused
+        raise NotImplementedError
+
     async def begin(self, mode) -> None:
         self.transaction = True
 
@@ -240,7 +243,7 @@ async def test_closing_fails_waiters_with_unavailable():
     async with pool.connection(1):
         waiter = asyncio.create_task(pool.connection(5).__aenter__())
         await asyncio.sleep(0.01)
-        await pool.close()
+        await pool.close(grace=0.1)
         with pytest.raises(GatewayError) as info:
             await waiter
     assert info.value.reason is Reason.DATABASE_UNAVAILABLE

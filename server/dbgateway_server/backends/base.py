@@ -73,6 +73,14 @@ class DriverConnection(ABC):
         """Runs ``sql`` and reports rows affected, last insert id and RETURNING rows."""
 
     @abstractmethod
+    async def execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        """Runs ``sql`` once per parameter set through the driver's bulk path and
+        returns the total rows affected, or None when the driver does not say.
+        Atomicity is the caller's business (it wraps this in a transaction)."""
+
+    @abstractmethod
     async def begin(self, mode: TransactionMode) -> None:
         """Starts a transaction on this connection."""
 

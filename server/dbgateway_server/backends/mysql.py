@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import aiomysql
+import aiomysql.cursors
 import pymysql
 import pymysql.err
 
@@ -73,6 +74,11 @@ class MySQLConnection(DriverConnection):
         self, sql: str, params: Sequence[value_pb2.Value], max_rows: int
     ) -> tuple[Any, list[Any], int, int | None]:
         statement = self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
+        return await self._run_bound(statement, max_rows)
+
+    async def _run_bound(
+        self, statement: str, max_rows: int = 0
+    ) -> tuple[Any, list[Any], int, int | None]:
         cur = await self._conn.cursor()
         try:
             with translate_errors(self._database):
@@ -144,6 +150,33 @@ class MySQLConnection(DriverConnection):
             columns=columns,
             rows=convert_rows(rows, converters),
         )
+
+    async def execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        # aiomysql's executemany, with our own parameter binding (see _bind):
+        # INSERT ... VALUES (...) becomes multi-row INSERTs of at most
+        # max_stmt_length bytes; anything else runs once per parameter set.
+        args = [MYSQL_PARAMS.decode_all(params) for params in param_sets]
+        match = aiomysql.cursors.RE_INSERT_VALUES.match(sql)
+        if match is None:
+            total = 0
+            for row in args:
+                _, _, rowcount, _ = await self._run_bound(self._bind(sql, row) if row else sql)
+                total += max(rowcount, 0)
+            return total
+        prefix, values, postfix = match.group(1) % (), match.group(2).rstrip(), match.group(3)
+        limit = aiomysql.cursors.Cursor.max_stmt_length
+        total, chunk = 0, ""
+        for row in args:
+            value = self._bind(values, row)
+            if chunk and len(chunk) + len(value) + len(postfix) + 1 > limit:
+                total += max((await self._run_bound(chunk + postfix))[2], 0)
+                chunk = ""
+            chunk = f"{chunk},{value}" if chunk else prefix + value
+        if chunk:
+            total += max((await self._run_bound(chunk + postfix))[2], 0)
+        return total
 
     async def _simple(self, sql: str) -> None:
         with translate_errors(self._database):

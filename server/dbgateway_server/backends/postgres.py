@@ -168,6 +168,14 @@ class PostgresConnection(DriverConnection):
             rows=convert_rows(records, converters),
         )
 
+    async def execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        args = [POSTGRES_PARAMS.decode_all(params) for params in param_sets]
+        with translate_errors(self._database):
+            await self._conn.executemany(sql, args)
+        return None  # asyncpg's pipelined executemany drops the command tags
+
     async def begin(self, mode: TransactionMode) -> None:
         parts = ["BEGIN"]
         if mode.isolation is not None:
@@ -181,7 +189,16 @@ class PostgresConnection(DriverConnection):
 
     async def commit(self) -> None:
         with translate_errors(self._database):
-            await self._conn.execute("COMMIT")
+            status = await self._conn.execute("COMMIT")
+        if status == "ROLLBACK":
+            # PostgreSQL answers COMMIT of a failed transaction with a rollback,
+            # not an error; the caller must not believe its writes were kept.
+            raise GatewayError(
+                Reason.INVALID_TRANSACTION_STATE,
+                "the transaction was rolled back, not committed: a statement in it had "
+                "failed (ROLLBACK TO SAVEPOINT after an error keeps a transaction usable)",
+                metadata={"sqlstate": "25P02", "engine": ENGINE, "database": self._database},
+            )
 
     async def rollback(self) -> None:
         with translate_errors(self._database):

@@ -119,6 +119,22 @@ class SQLiteConnection(DriverConnection):
             rows=convert_rows(rows, [from_python] * len(columns)),
         )
 
+    async def execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        args = [SQLITE_PARAMS.decode_all(params) for params in param_sets]
+        async with self._backend.write_lock(self):
+            with translate_errors(self._database):
+                try:
+                    cur = await self._conn.executemany(sql, args)
+                except asyncio.CancelledError:
+                    self._conn._conn.interrupt()
+                    raise
+                try:
+                    return max(cur.rowcount, 0)
+                finally:
+                    await cur.close()
+
     async def begin(self, mode: TransactionMode) -> None:
         if mode.isolation is not None and mode.isolation.name != "SERIALIZABLE":
             raise GatewayError(

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,14 +16,16 @@ from grpc_status import rpc_status
 
 from dbgateway.v1 import database_service_pb2 as pb
 
+from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
-from ..gateway import CallOptions, Deadline, Outcome
+from ..gateway import BatchOutcome, CallOptions, Deadline, Outcome
 
 log = logging.getLogger("dbgateway_server.service")
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
+StreamHandler = Callable[[Any, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]
 
 #: Longest SQL text accepted (bytes of UTF-8).
 MAX_SQL_LENGTH = 1_000_000
@@ -36,13 +38,23 @@ def request_id(context: grpc.aio.ServicerContext) -> str:
     return uuid.uuid4().hex
 
 
+#: Longest wait a client's transparent gRPC retry is told to make (see below).
+TRANSPARENT_RETRY_LIMIT = 1.0
+
+
 def grpc_status(error: GatewayError) -> grpc.Status:
     """The status a caller receives: code, message and details, plus
-    ``grpc-retry-pushback-ms`` when a retry should wait, so that gRPC's own
-    client-side retry honours the same delay as the RetryInfo detail."""
+    ``grpc-retry-pushback-ms`` when the error says when to retry. A short wait
+    (a saturated pool) is worth a transparent retry by the client's gRPC retry
+    policy, so it is told to wait that long. A long one (an open circuit) is
+    not: a transport that slept through it would turn a fast UNAVAILABLE into
+    DEADLINE_EXCEEDED, so it is told not to retry (a negative pushback, gRFC A6)
+    and the caller decides from the RetryInfo detail."""
     status = rpc_status.to_status(to_rpc_status(error))
     if error.retry_after is not None:
-        pushback = ("grpc-retry-pushback-ms", str(max(int(error.retry_after * 1000), 0)))
+        delay = error.retry_after
+        millis = max(int(delay * 1000), 0) if delay <= TRANSPARENT_RETRY_LIMIT else -1
+        pushback = ("grpc-retry-pushback-ms", str(millis))
         status = status._replace(trailing_metadata=(*status.trailing_metadata, pushback))
     return status
 
@@ -65,17 +77,38 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception:
-            rid = request_id(context)
-            log.exception("unexpected error in %s (request id %s)", handler.__name__, rid)
-            await abort(
-                context,
-                GatewayError(
-                    Reason.INTERNAL,
-                    f"internal error; the server log has the details under request id {rid}",
-                    metadata={"request_id": rid},
-                ),
-            )
+            await abort(context, _internal_error(context, handler.__name__))
         raise AssertionError("abort returned")  # pragma: no cover
+
+    return wrapper
+
+
+def _internal_error(context: grpc.aio.ServicerContext, where: str) -> GatewayError:
+    rid = request_id(context)
+    log.exception("unexpected error in %s (request id %s)", where, rid)
+    return GatewayError(
+        Reason.INTERNAL,
+        f"internal error; the server log has the details under request id {rid}",
+        metadata={"request_id": rid},
+    )
+
+
+def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Request, Response]:
+    """:func:`rpc` for servicer methods that stream their responses."""
+
+    @functools.wraps(handler)
+    async def wrapper(
+        self: Any, request: Request, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Response]:
+        try:
+            async for response in handler(self, request, context):
+                yield response
+        except GatewayError as exc:
+            await abort(context, exc)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            await abort(context, _internal_error(context, handler.__name__))
 
     return wrapper
 
@@ -83,10 +116,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
 def call_options(options: pb.RequestOptions, context: grpc.aio.ServicerContext) -> CallOptions:
     timeout: float | None = None
     if options.HasField("timeout"):
-        t = options.timeout
-        if t.seconds < 0 or t.nanos < 0 or (t.seconds == 0 and t.nanos == 0):
-            raise invalid_request("options.timeout", "must be positive")
-        timeout = t.seconds + t.nanos / 1e9
+        timeout = duration_seconds("options.timeout", options.timeout)
     return CallOptions(
         deadline=Deadline.sooner(context.time_remaining(), timeout),
         max_rows=options.max_rows,
@@ -102,7 +132,53 @@ def check_sql(sql: str) -> None:
         raise invalid_request("sql", f"longer than {MAX_SQL_LENGTH} characters")
 
 
-def stats(outcome: Outcome, rows: int) -> pb.ExecutionStats:
+def stats(outcome: Outcome | BatchOutcome, rows: int) -> pb.ExecutionStats:
     elapsed = duration_pb2.Duration()
     elapsed.FromNanoseconds(int(outcome.elapsed * 1e9))
     return pb.ExecutionStats(elapsed=elapsed, rows=rows, attempts=outcome.attempts)
+
+
+def duration_seconds(field: str, value: duration_pb2.Duration) -> float:
+    if value.seconds < 0 or value.nanos < 0 or (value.seconds == 0 and value.nanos == 0):
+        raise invalid_request(field, "must be positive")
+    return value.seconds + value.nanos / 1e9
+
+
+_ISOLATION: dict[int, IsolationLevel | None] = {
+    pb.ISOLATION_LEVEL_UNSPECIFIED: None,
+    pb.ISOLATION_LEVEL_READ_UNCOMMITTED: IsolationLevel.READ_UNCOMMITTED,
+    pb.ISOLATION_LEVEL_READ_COMMITTED: IsolationLevel.READ_COMMITTED,
+    pb.ISOLATION_LEVEL_REPEATABLE_READ: IsolationLevel.REPEATABLE_READ,
+    pb.ISOLATION_LEVEL_SERIALIZABLE: IsolationLevel.SERIALIZABLE,
+}
+
+
+def transaction_mode(options: pb.TransactionOptions) -> TransactionMode:
+    """The options every transaction RPC shares; the backend refuses what its
+    engine cannot give (UNIMPLEMENTED)."""
+    if options.isolation not in _ISOLATION:
+        raise invalid_request("options.isolation", f"unknown isolation level {options.isolation}")
+    return TransactionMode(
+        isolation=_ISOLATION[options.isolation],
+        read_only=options.read_only,
+        deferrable=options.deferrable,
+    )
+
+
+def statement_result(result: ResultSet | ExecResult) -> pb.StatementResult:
+    """The one place a statement's result becomes a StatementResult."""
+    if isinstance(result, ResultSet):
+        return pb.StatementResult(
+            columns=result.columns, rows=result.rows, truncated=result.truncated
+        )
+    reply = pb.StatementResult(
+        columns=result.columns, rows=result.rows, rows_affected=result.rows_affected
+    )
+    if result.last_insert_id is not None:
+        reply.last_insert_id = result.last_insert_id
+    return reply
+
+
+def statement_error(error: GatewayError) -> pb.StatementResult:
+    """A failed statement, reported in-band with the details a unary call would carry."""
+    return pb.StatementResult(error=to_rpc_status(error))

@@ -10,9 +10,10 @@ from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 from ..backends.base import ExecResult, ResultSet
 from ..gateway import Gateway
 from .calls import call_options, check_sql, rpc, stats
+from .transactions import TransactionRpcs
 
 
-class DatabaseServicer(pb_grpc.DatabaseServiceServicer):
+class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
@@ -22,7 +23,9 @@ class DatabaseServicer(pb_grpc.DatabaseServiceServicer):
     ) -> pb.QueryResponse:
         check_sql(request.sql)
         options = call_options(request.options, context)
-        outcome = await self._gateway.query(request.database, request.sql, request.params, options)
+        outcome = await self._gateway.query(
+            request.database, request.sql, request.params, options, request.transaction_id
+        )
         result = outcome.result
         assert isinstance(result, ResultSet)
         return pb.QueryResponse(
@@ -39,7 +42,7 @@ class DatabaseServicer(pb_grpc.DatabaseServiceServicer):
         check_sql(request.sql)
         options = call_options(request.options, context)
         outcome = await self._gateway.execute(
-            request.database, request.sql, request.params, options
+            request.database, request.sql, request.params, options, request.transaction_id
         )
         result = outcome.result
         assert isinstance(result, ExecResult)

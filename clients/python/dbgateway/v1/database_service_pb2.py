@@ -24,27 +24,75 @@ _sym_db = _symbol_database.Default()
 
 from dbgateway.v1 import value_pb2 as dbgateway_dot_v1_dot_value__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#dbgateway/v1/database_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x18\x64\x62gateway/v1/value.proto\x1a\x1egoogle/protobuf/duration.proto\"o\n\x0eRequestOptions\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x0b\n\x03tag\x18\x04 \x01(\t\"\\\n\x0e\x45xecutionStats\x12*\n\x07\x65lapsed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\x81\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\x97\x01\n\rQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\"\x83\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\xcd\x01\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x04 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12+\n\x05stats\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x11\n\x0f_last_insert_id2\x9b\x01\n\x0f\x44\x61tabaseService\x12@\n\x05Query\x12\x1a.dbgateway.v1.QueryRequest\x1a\x1b.dbgateway.v1.QueryResponse\x12\x46\n\x07\x45xecute\x12\x1c.dbgateway.v1.ExecuteRequest\x1a\x1d.dbgateway.v1.ExecuteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#dbgateway/v1/database_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x18\x64\x62gateway/v1/value.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"o\n\x0eRequestOptions\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x0b\n\x03tag\x18\x04 \x01(\t\"\\\n\x0e\x45xecutionStats\x12*\n\x07\x65lapsed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\x99\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\x97\x01\n\rQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\"\x9b\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xcd\x01\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x04 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12+\n\x05stats\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x11\n\x0f_last_insert_id\"/\n\x08ParamSet\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.dbgateway.v1.Value\"\xa7\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12*\n\nparam_sets\x18\x03 \x03(\x0b\x32\x16.dbgateway.v1.ParamSet\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"q\n\x14\x45xecuteBatchResponse\x12\x1a\n\rrows_affected\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x10\n\x0e_rows_affected\"\x9d\x01\n\x12TransactionOptions\x12/\n\tisolation\x18\x01 \x01(\x0e\x32\x1c.dbgateway.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x12\n\ndeferrable\x18\x03 \x01(\x08\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\xd6\x01\n\x0fStatementResult\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x11\n\x0f_last_insert_id\"\x9f\x01\n\x15RunTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12+\n\nstatements\x18\x02 \x03(\x0b\x32\x17.dbgateway.v1.Statement\x12\x31\n\x07options\x18\x03 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\"Z\n\x16RunTransactionResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dbgateway.v1.StatementResult\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"\xe3\x02\n\x12TransactionRequest\x12\x37\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32&.dbgateway.v1.TransactionRequest.BeginH\x00\x12,\n\tstatement\x18\x02 \x01(\x0b\x32\x17.dbgateway.v1.StatementH\x00\x12\x39\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\'.dbgateway.v1.TransactionRequest.CommitH\x00\x12=\n\x08rollback\x18\x04 \x01(\x0b\x32).dbgateway.v1.TransactionRequest.RollbackH\x00\x1aL\n\x05\x42\x65gin\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x1a\x08\n\x06\x43ommit\x1a\n\n\x08RollbackB\x08\n\x06\x61\x63tion\"\xcc\x02\n\x13TransactionResponse\x12\x38\n\x05\x62\x65gun\x18\x01 \x01(\x0b\x32\'.dbgateway.v1.TransactionResponse.BegunH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.dbgateway.v1.StatementResultH\x00\x12@\n\tcommitted\x18\x03 \x01(\x0b\x32+.dbgateway.v1.TransactionResponse.CommittedH\x00\x12\x43\n\x0brolled_back\x18\x04 \x01(\x0b\x32,.dbgateway.v1.TransactionResponse.RolledBackH\x00\x1a\x1f\n\x05\x42\x65gun\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x1a\x0b\n\tCommitted\x1a\x0c\n\nRolledBackB\x07\n\x05\x65vent\"^\n\x17\x42\x65ginTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\"c\n\x18\x42\x65ginTransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x10\n\x0e\x43ommitResponse\";\n\x0fRollbackRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x12\n\x10RollbackResponse*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32\x9a\x05\n\x0f\x44\x61tabaseService\x12@\n\x05Query\x12\x1a.dbgateway.v1.QueryRequest\x1a\x1b.dbgateway.v1.QueryResponse\x12\x46\n\x07\x45xecute\x12\x1c.dbgateway.v1.ExecuteRequest\x1a\x1d.dbgateway.v1.ExecuteResponse\x12U\n\x0c\x45xecuteBatch\x12!.dbgateway.v1.ExecuteBatchRequest\x1a\".dbgateway.v1.ExecuteBatchResponse\x12[\n\x0eRunTransaction\x12#.dbgateway.v1.RunTransactionRequest\x1a$.dbgateway.v1.RunTransactionResponse\x12V\n\x0bTransaction\x12 .dbgateway.v1.TransactionRequest\x1a!.dbgateway.v1.TransactionResponse(\x01\x30\x01\x12\x61\n\x10\x42\x65ginTransaction\x12%.dbgateway.v1.BeginTransactionRequest\x1a&.dbgateway.v1.BeginTransactionResponse\x12\x43\n\x06\x43ommit\x12\x1b.dbgateway.v1.CommitRequest\x1a\x1c.dbgateway.v1.CommitResponse\x12I\n\x08Rollback\x12\x1d.dbgateway.v1.RollbackRequest\x1a\x1e.dbgateway.v1.RollbackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dbgateway.v1.database_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUESTOPTIONS']._serialized_start=111
-  _globals['_REQUESTOPTIONS']._serialized_end=222
-  _globals['_EXECUTIONSTATS']._serialized_start=224
-  _globals['_EXECUTIONSTATS']._serialized_end=316
-  _globals['_QUERYREQUEST']._serialized_start=319
-  _globals['_QUERYREQUEST']._serialized_end=448
-  _globals['_QUERYRESPONSE']._serialized_start=451
-  _globals['_QUERYRESPONSE']._serialized_end=602
-  _globals['_EXECUTEREQUEST']._serialized_start=605
-  _globals['_EXECUTEREQUEST']._serialized_end=736
-  _globals['_EXECUTERESPONSE']._serialized_start=739
-  _globals['_EXECUTERESPONSE']._serialized_end=944
-  _globals['_DATABASESERVICE']._serialized_start=947
-  _globals['_DATABASESERVICE']._serialized_end=1102
+  _globals['_ISOLATIONLEVEL']._serialized_start=3176
+  _globals['_ISOLATIONLEVEL']._serialized_end=3370
+  _globals['_REQUESTOPTIONS']._serialized_start=169
+  _globals['_REQUESTOPTIONS']._serialized_end=280
+  _globals['_EXECUTIONSTATS']._serialized_start=282
+  _globals['_EXECUTIONSTATS']._serialized_end=374
+  _globals['_QUERYREQUEST']._serialized_start=377
+  _globals['_QUERYREQUEST']._serialized_end=530
+  _globals['_QUERYRESPONSE']._serialized_start=533
+  _globals['_QUERYRESPONSE']._serialized_end=684
+  _globals['_EXECUTEREQUEST']._serialized_start=687
+  _globals['_EXECUTEREQUEST']._serialized_end=842
+  _globals['_EXECUTERESPONSE']._serialized_start=845
+  _globals['_EXECUTERESPONSE']._serialized_end=1050
+  _globals['_PARAMSET']._serialized_start=1052
+  _globals['_PARAMSET']._serialized_end=1099
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=1102
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=1269
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=1271
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1384
+  _globals['_TRANSACTIONOPTIONS']._serialized_start=1387
+  _globals['_TRANSACTIONOPTIONS']._serialized_end=1544
+  _globals['_STATEMENT']._serialized_start=1546
+  _globals['_STATEMENT']._serialized_end=1654
+  _globals['_STATEMENTRESULT']._serialized_start=1657
+  _globals['_STATEMENTRESULT']._serialized_end=1871
+  _globals['_RUNTRANSACTIONREQUEST']._serialized_start=1874
+  _globals['_RUNTRANSACTIONREQUEST']._serialized_end=2033
+  _globals['_RUNTRANSACTIONRESPONSE']._serialized_start=2035
+  _globals['_RUNTRANSACTIONRESPONSE']._serialized_end=2125
+  _globals['_TRANSACTIONREQUEST']._serialized_start=2128
+  _globals['_TRANSACTIONREQUEST']._serialized_end=2483
+  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_start=2375
+  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_end=2451
+  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_start=2453
+  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_end=2461
+  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_start=2463
+  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_end=2473
+  _globals['_TRANSACTIONRESPONSE']._serialized_start=2486
+  _globals['_TRANSACTIONRESPONSE']._serialized_end=2818
+  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_start=2751
+  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_end=2782
+  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_start=2784
+  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_end=2795
+  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_start=2797
+  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_end=2809
+  _globals['_BEGINTRANSACTIONREQUEST']._serialized_start=2820
+  _globals['_BEGINTRANSACTIONREQUEST']._serialized_end=2914
+  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_start=2916
+  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_end=3015
+  _globals['_COMMITREQUEST']._serialized_start=3017
+  _globals['_COMMITREQUEST']._serialized_end=3074
+  _globals['_COMMITRESPONSE']._serialized_start=3076
+  _globals['_COMMITRESPONSE']._serialized_end=3092
+  _globals['_ROLLBACKREQUEST']._serialized_start=3094
+  _globals['_ROLLBACKREQUEST']._serialized_end=3153
+  _globals['_ROLLBACKRESPONSE']._serialized_start=3155
+  _globals['_ROLLBACKRESPONSE']._serialized_end=3173
+  _globals['_DATABASESERVICE']._serialized_start=3373
+  _globals['_DATABASESERVICE']._serialized_end=4039
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,36 @@ class DatabaseServiceStub:
                 request_serializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteRequest.SerializeToString,
                 response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteResponse.FromString,
                 _registered_method=True)
+        self.ExecuteBatch = channel.unary_unary(
+                '/dbgateway.v1.DatabaseService/ExecuteBatch',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteBatchRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteBatchResponse.FromString,
+                _registered_method=True)
+        self.RunTransaction = channel.unary_unary(
+                '/dbgateway.v1.DatabaseService/RunTransaction',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.RunTransactionRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.RunTransactionResponse.FromString,
+                _registered_method=True)
+        self.Transaction = channel.stream_stream(
+                '/dbgateway.v1.DatabaseService/Transaction',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.TransactionRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.TransactionResponse.FromString,
+                _registered_method=True)
+        self.BeginTransaction = channel.unary_unary(
+                '/dbgateway.v1.DatabaseService/BeginTransaction',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.BeginTransactionRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.BeginTransactionResponse.FromString,
+                _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/dbgateway.v1.DatabaseService/Commit',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.CommitRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.CommitResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/dbgateway.v1.DatabaseService/Rollback',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackResponse.FromString,
+                _registered_method=True)
 
 
 class DatabaseServiceServicer:
@@ -65,6 +95,54 @@ class DatabaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteBatch(self, request, context):
+        """Runs one statement once per parameter set, atomically, through the
+        drivers' bulk paths (bulk inserts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunTransaction(self, request, context):
+        """Runs a list of statements atomically in one transaction. The whole
+        transaction is retried on serialization failure or deadlock.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Transaction(self, request_iterator, context):
+        """An interactive transaction: `begin`, then statements, then `commit` or
+        `rollback`. Statement errors come back in-band and the stream stays
+        usable. The stream ending, being cancelled or passing its deadline
+        without `commit` rolls the transaction back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginTransaction(self, request, context):
+        """Opens a handle-based transaction for stateless callers; pass its
+        `transaction_id` to Query, Execute and ExecuteBatch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commit(self, request, context):
+        """Commits a handle-based transaction.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Rolls back a handle-based transaction; an unknown id is not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatabaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +155,36 @@ def add_DatabaseServiceServicer_to_server(servicer, server):
                     servicer.Execute,
                     request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteRequest.FromString,
                     response_serializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteResponse.SerializeToString,
+            ),
+            'ExecuteBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteBatch,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteBatchRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.ExecuteBatchResponse.SerializeToString,
+            ),
+            'RunTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunTransaction,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.RunTransactionRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.RunTransactionResponse.SerializeToString,
+            ),
+            'Transaction': grpc.stream_stream_rpc_method_handler(
+                    servicer.Transaction,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.TransactionRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.TransactionResponse.SerializeToString,
+            ),
+            'BeginTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginTransaction,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.BeginTransactionRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.BeginTransactionResponse.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.CommitRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.CommitResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +242,168 @@ class DatabaseService:
             '/dbgateway.v1.DatabaseService/Execute',
             dbgateway_dot_v1_dot_database__service__pb2.ExecuteRequest.SerializeToString,
             dbgateway_dot_v1_dot_database__service__pb2.ExecuteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/ExecuteBatch',
+            dbgateway_dot_v1_dot_database__service__pb2.ExecuteBatchRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.ExecuteBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/RunTransaction',
+            dbgateway_dot_v1_dot_database__service__pb2.RunTransactionRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.RunTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transaction(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dbgateway.v1.DatabaseService/Transaction',
+            dbgateway_dot_v1_dot_database__service__pb2.TransactionRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.TransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/BeginTransaction',
+            dbgateway_dot_v1_dot_database__service__pb2.BeginTransactionRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.BeginTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/Commit',
+            dbgateway_dot_v1_dot_database__service__pb2.CommitRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.CommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/Rollback',
+            dbgateway_dot_v1_dot_database__service__pb2.RollbackRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.RollbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

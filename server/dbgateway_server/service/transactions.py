@@ -1,0 +1,184 @@
+"""The transaction RPCs of ``dbgateway.v1.DatabaseService``: the interactive
+``Transaction`` stream, handle-based ``BeginTransaction`` / ``Commit`` /
+``Rollback``, ``RunTransaction`` and ``ExecuteBatch``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from dbgateway.v1 import database_service_pb2 as pb
+
+from ..errors import GatewayError, Reason, invalid_request
+from ..gateway import Deadline, Gateway
+from ..transactions import StatementCall, Transaction
+from .calls import (
+    call_options,
+    check_sql,
+    duration_seconds,
+    rpc,
+    rpc_stream,
+    statement_error,
+    statement_result,
+    stats,
+    transaction_mode,
+)
+
+
+def _misuse(message: str) -> GatewayError:
+    return GatewayError(Reason.INVALID_TRANSACTION_STATE, message)
+
+
+def _statement(
+    statement: pb.Statement, field: str, context: grpc.aio.ServicerContext
+) -> StatementCall:
+    try:
+        check_sql(statement.sql)
+    except GatewayError as exc:
+        raise invalid_request(f"{field}.sql", exc.field_violations[0][1]) from None
+    return StatementCall(statement.sql, statement.params, call_options(statement.options, context))
+
+
+class TransactionRpcs:
+    """Mixed into the DatabaseService servicer."""
+
+    _gateway: Gateway
+
+    @rpc_stream
+    async def Transaction(
+        self,
+        request_iterator: AsyncIterator[pb.TransactionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.TransactionResponse]:
+        tx: Transaction | None = None
+        try:
+            async for request in request_iterator:
+                action = request.WhichOneof("action")
+                if action == "begin":
+                    if tx is not None:
+                        raise _misuse("begin: the transaction has already begun")
+                    options = request.begin.options
+                    if options.HasField("idle_timeout"):
+                        raise invalid_request(
+                            "begin.options.idle_timeout",
+                            "applies to BeginTransaction; the stream's own deadline bounds "
+                            "a Transaction stream",
+                        )
+                    tx = await self._gateway.open_transaction(
+                        request.begin.database,
+                        transaction_mode(options),
+                        Deadline(context.time_remaining()),
+                    )
+                    yield pb.TransactionResponse(
+                        begun=pb.TransactionResponse.Begun(transaction_id=tx.id)
+                    )
+                    continue
+                if action is None:
+                    raise invalid_request(
+                        "action", "must be one of begin, statement, commit, rollback"
+                    )
+                if tx is None:
+                    raise _misuse(f"{action}: the first message of a stream must be begin")
+                if action == "statement":
+                    call = _statement(request.statement, "statement", context)
+                    try:
+                        result = await tx.run(call, write=not call.options.max_rows)
+                    except GatewayError as exc:
+                        if tx.lost:
+                            raise  # nothing more can run: end the stream with it
+                        yield pb.TransactionResponse(result=statement_error(exc))
+                        continue
+                    yield pb.TransactionResponse(result=statement_result(result))
+                elif action == "commit":
+                    await tx.commit(Deadline(context.time_remaining()))
+                    yield pb.TransactionResponse(committed=pb.TransactionResponse.Committed())
+                    return
+                else:
+                    await tx.close()
+                    yield pb.TransactionResponse(rolled_back=pb.TransactionResponse.RolledBack())
+                    return
+            if tx is not None:
+                # The caller closed its side without committing.
+                await tx.close()
+                yield pb.TransactionResponse(rolled_back=pb.TransactionResponse.RolledBack())
+        finally:
+            # Cancelled, past its deadline, or failed: roll back, return the connection.
+            if tx is not None:
+                await tx.close()
+
+    @rpc
+    async def BeginTransaction(
+        self, request: pb.BeginTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BeginTransactionResponse:
+        idle_timeout = None
+        if request.options.HasField("idle_timeout"):
+            idle_timeout = duration_seconds("options.idle_timeout", request.options.idle_timeout)
+        tx = await self._gateway.begin(
+            request.database,
+            transaction_mode(request.options),
+            Deadline(context.time_remaining()),
+            idle_timeout,
+        )
+        expire_time = timestamp_pb2.Timestamp()
+        expire_time.FromDatetime(
+            dt.datetime.now(dt.UTC) + dt.timedelta(seconds=tx.expires_at() - time.monotonic())
+        )
+        return pb.BeginTransactionResponse(transaction_id=tx.id, expire_time=expire_time)
+
+    @rpc
+    async def Commit(
+        self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CommitResponse:
+        await self._gateway.commit(
+            request.transaction_id, request.database, Deadline(context.time_remaining())
+        )
+        return pb.CommitResponse()
+
+    @rpc
+    async def Rollback(
+        self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RollbackResponse:
+        await self._gateway.rollback(request.transaction_id, request.database)
+        return pb.RollbackResponse()
+
+    @rpc
+    async def RunTransaction(
+        self, request: pb.RunTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunTransactionResponse:
+        if not request.statements:
+            raise invalid_request("statements", "must not be empty")
+        calls = [
+            _statement(s, f"statements[{i}]", context) for i, s in enumerate(request.statements)
+        ]
+        results, attempts = await self._gateway.run_transaction(
+            request.database,
+            calls,
+            transaction_mode(request.options),
+            Deadline(context.time_remaining()),
+            request.max_attempts,
+        )
+        return pb.RunTransactionResponse(
+            results=[statement_result(r) for r in results], attempts=attempts
+        )
+
+    @rpc
+    async def ExecuteBatch(
+        self, request: pb.ExecuteBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExecuteBatchResponse:
+        check_sql(request.sql)
+        options = call_options(request.options, context)
+        outcome = await self._gateway.execute_batch(
+            request.database,
+            request.sql,
+            [s.params for s in request.param_sets],
+            options,
+            request.transaction_id,
+        )
+        reply = pb.ExecuteBatchResponse(stats=stats(outcome, 0))
+        if outcome.rows_affected is not None:
+            reply.rows_affected = outcome.rows_affected
+        return reply
