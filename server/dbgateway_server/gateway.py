@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from dbgateway.v1 import value_pb2
 
 from .backends import backend_for
-from .backends.base import Backend, DriverConnection, ExecResult, ResultSet
+from .backends.base import Backend, DriverConnection, ExecResult, ResultSet, RowStream
 from .config import Config, DatabaseConfig
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
+from .results import ResultLimits, RowChunker
 from .statements import check_statement
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,46 @@ class Outcome:
     result: ResultSet | ExecResult
     elapsed: float
     attempts: int = 1
+
+
+class ResultStream:
+    """A streamed read in progress: its columns, then its rows in chunks of
+    bounded encoded size, each fetched only when the previous one was taken."""
+
+    __slots__ = ("_chunker", "_fetch_timeout", "_rows", "started")
+
+    def __init__(
+        self,
+        rows: RowStream,
+        chunker: RowChunker,
+        fetch_timeout: Callable[[], float],
+        started: float,
+    ) -> None:
+        self._rows = rows
+        self._chunker = chunker
+        self._fetch_timeout = fetch_timeout
+        self.started = started
+
+    @property
+    def columns(self) -> list[value_pb2.Column]:
+        return self._rows.columns
+
+    @property
+    def rows(self) -> int:
+        """Rows handed out so far."""
+        return self._chunker.rows_seen
+
+    @property
+    def truncated(self) -> bool:
+        """The caller's ``max_rows`` cut the result short."""
+        return self._chunker.truncated
+
+    def chunks(self) -> AsyncIterator[list[value_pb2.Row]]:
+        return self._chunker.chunks(self._fetch)
+
+    async def _fetch(self, n: int) -> list[value_pb2.Row]:
+        async with asyncio.timeout(self._fetch_timeout()):
+            return await self._rows.fetch(n)
 
 
 class Database:
@@ -152,17 +193,57 @@ class Database:
                     if write:
                         result = await conn.execute(sql, params)
                     else:
-                        result = await conn.query(sql, params, max_rows=options.max_rows)
+                        result = await conn.query(sql, params, limits=self.limits(options))
         except TimeoutError:
-            raise GatewayError(
-                Reason.STATEMENT_TIMEOUT,
-                f"statement cancelled after {max(timeout, 0):.3g}s "
-                "(the call's deadline or the database's statement_timeout)",
-                metadata={"database": self.name, "engine": self.engine},
-            ) from None
+            raise self._timed_out(timeout) from None
         except GatewayError as exc:
             raise exc.with_metadata(database=self.name, engine=self.engine) from None
         return Outcome(result=result, elapsed=time.monotonic() - started)
+
+    def limits(self, options: CallOptions) -> ResultLimits:
+        return ResultLimits(
+            max_rows=options.max_rows,
+            max_result_rows=self.config.max_result_rows,
+            max_result_bytes=self.config.max_result_bytes,
+        )
+
+    def _timed_out(self, timeout: float) -> GatewayError:
+        return GatewayError(
+            Reason.STATEMENT_TIMEOUT,
+            f"statement cancelled after {max(timeout, 0):.3g}s "
+            "(the call's deadline or the database's statement_timeout)",
+            metadata={"database": self.name, "engine": self.engine},
+        )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+    ) -> AsyncIterator[ResultStream]:
+        """A read streamed through a server-side cursor for the duration of
+        the block. The deadline bounds the whole stream; ``statement_timeout``
+        bounds each wait on the database (the open, and every fetch), since a
+        stream may rightly run for longer than any one statement should."""
+        started = time.monotonic()
+        check_statement(sql)
+        timeout = 0.0
+        try:
+            async with (
+                self.connection(options.deadline) as conn,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                timeout = options.deadline.bounded(self.config.statement_timeout)
+                async with asyncio.timeout(timeout):
+                    rows = await stack.enter_async_context(conn.stream(sql, params))
+
+                def fetch_timeout() -> float:
+                    return options.deadline.bounded(self.config.statement_timeout)
+
+                chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
+                yield ResultStream(rows, chunker, fetch_timeout, started)
+        except TimeoutError:
+            raise self._timed_out(timeout) from None
+        except GatewayError as exc:
+            raise exc.with_metadata(database=self.name, engine=self.engine) from None
 
     async def close(self) -> None:
         if self._recovery is not None:
@@ -219,6 +300,11 @@ class Gateway:
         self, database: str, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
     ) -> Outcome:
         return await self.database(database).run(sql, params, options, write=True)
+
+    def stream(
+        self, database: str, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+    ) -> contextlib.AbstractAsyncContextManager[ResultStream]:
+        return self.database(database).stream(sql, params, options)
 
     @property
     def names(self) -> Mapping[str, Database]:

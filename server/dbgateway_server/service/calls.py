@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -95,3 +96,10 @@ def stats(outcome: Outcome, rows: int) -> pb.ExecutionStats:
     elapsed = duration_pb2.Duration()
     elapsed.FromNanoseconds(int(outcome.elapsed * 1e9))
     return pb.ExecutionStats(elapsed=elapsed, rows=rows, attempts=outcome.attempts)
+
+
+def elapsed_since(started: float) -> duration_pb2.Duration:
+    """The time from ``started`` (``time.monotonic()``) until now."""
+    elapsed = duration_pb2.Duration()
+    elapsed.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+    return elapsed
