@@ -5,8 +5,7 @@ connection back."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import grpc
@@ -14,17 +13,9 @@ import pytest
 
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
-from tests.support import (
-    ServerProcess,
-    V,
-    call_error,
-    create_mysql_database,
-    create_postgres_database,
-    drop_mysql_database,
-    drop_postgres_database,
-    mysql_fetch,
-    pg_fetch,
-)
+from tests.integration.conftest import SMALL_CHUNK, SMALL_POOL
+from tests.integration.rows import ENGINES, wide
+from tests.support import call_error, mysql_fetch, pg_fetch
 
 MiB = 1024 * 1024
 
@@ -52,67 +43,6 @@ ENDLESS = {
     "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s) "
     "SELECT n, printf('%100s', 'x') AS pad FROM s",
 }
-
-#: SQL producing ``n`` rows of about ``width`` bytes each, per engine.
-WIDE = {
-    "pg": "SELECT g, repeat('x', $1::int) AS pad FROM generate_series(1, $2::int) AS g",
-    "mysql": "SELECT CAST(seq AS SIGNED) AS n, repeat('x', %s) AS pad FROM seq_1_to_100000 WHERE seq <= %s",
-    "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100000) "
-    "SELECT n, printf('%' || ? || 's', 'x') AS pad FROM s WHERE n <= ?",
-}
-ENGINES = list(WIDE)
-
-SMALL_CHUNK = 16 * 1024
-SMALL_POOL = 2
-
-
-def wide(database: str, width: int, rows: int) -> pb.QueryRequest:
-    return pb.QueryRequest(
-        database=database,
-        sql=WIDE[database],
-        params=[V.of(int_value=width), V.of(int_value=rows)],
-    )
-
-
-@pytest.fixture(scope="module")
-def tight_databases() -> Iterator[tuple[str, str]]:
-    """PostgreSQL and MariaDB databases of their own, so that their sessions
-    are the tight server's alone."""
-    postgres_dsn, mysql_dsn = create_postgres_database(), create_mysql_database()
-    yield postgres_dsn, mysql_dsn
-    drop_postgres_database(postgres_dsn)
-    drop_mysql_database(mysql_dsn)
-
-
-@pytest.fixture(scope="module")
-def tight_server(
-    tmp_path_factory: pytest.TempPathFactory, tight_databases: tuple[str, str]
-) -> Iterator[ServerProcess]:
-    """A gateway with small pools, small result caps and small stream chunks,
-    so that limits and leaks show with little data."""
-    postgres_dsn, mysql_dsn = tight_databases
-    workdir = tmp_path_factory.mktemp("tight")
-    settings = (
-        f"pool = {{ min_size = 1, max_size = {SMALL_POOL}, acquire_timeout = 5 }}\n"
-        f"max_result_rows = 1000\nmax_result_bytes = 65536\nstream_chunk_bytes = {SMALL_CHUNK}\n"
-    )
-    config = "".join(
-        f'[databases.{name}]\ndsn = "{dsn}"\n{settings}\n'
-        for name, dsn in (
-            ("pg", postgres_dsn),
-            ("mysql", mysql_dsn),
-            ("lite", f"sqlite://{Path(workdir) / 'tight.sqlite3'}"),
-        )
-    )
-    proc = ServerProcess(workdir, config=config).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def tight(tight_server: ServerProcess) -> Iterator[pb_grpc.DatabaseServiceStub]:
-    with tight_server.channel() as channel:
-        yield pb_grpc.DatabaseServiceStub(channel)
 
 
 def wait_until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
