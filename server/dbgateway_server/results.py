@@ -36,6 +36,8 @@ def framed_size(size: int) -> int:
         return size + 3
     if size < 0x200000:
         return size + 4
+    if size < 0x10000000:
+        return size + 5
     return size + 6
 
 
@@ -144,11 +146,25 @@ class RowChunker:
     one fetch is about one chunk. A single row larger than the target travels
     alone; one too large for any message fails the stream."""
 
-    __slots__ = ("_chunk_bytes", "_max_rows", "_row_bytes", "rows_seen", "truncated")
+    __slots__ = (
+        "_chunk_bytes",
+        "_max_rows",
+        "_message_limit",
+        "_row_bytes",
+        "rows_seen",
+        "truncated",
+    )
 
-    def __init__(self, chunk_bytes: int, max_rows: int = 0) -> None:
+    def __init__(
+        self,
+        chunk_bytes: int,
+        max_rows: int = 0,
+        *,
+        message_limit: int = STREAM_MESSAGE_LIMIT_BYTES - 1024,
+    ) -> None:
         self._chunk_bytes = chunk_bytes
         self._max_rows = max_rows
+        self._message_limit = message_limit
         self._row_bytes = 0  # encoded bytes of the rows seen, for the average
         self.rows_seen = 0
         self.truncated = False
@@ -167,12 +183,10 @@ class RowChunker:
         return want
 
     async def chunks(
-        self,
-        fetch: Callable[[int], Awaitable[list[value_pb2.Row]]],
-        *,
-        limit: int = STREAM_MESSAGE_LIMIT_BYTES - 1024,
+        self, fetch: Callable[[int], Awaitable[list[value_pb2.Row]]]
     ) -> AsyncIterator[list[value_pb2.Row]]:
         """Chunks of the rows ``fetch(n)`` returns (an empty list ends them)."""
+        limit = self._message_limit
         pending: list[value_pb2.Row] = []
         pending_bytes = 0
         target = self._chunk_bytes
