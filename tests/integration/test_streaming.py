@@ -239,3 +239,41 @@ def test_cancelled_sqlite_stream_returns_its_connection(tight):
     # A write still gets through: the cancelled reads hold nothing open.
     tight.Execute(pb.ExecuteRequest(database="lite", sql="CREATE TABLE IF NOT EXISTS t (x)"))
     tight.Execute(pb.ExecuteRequest(database="lite", sql="INSERT INTO t VALUES (1)"))
+
+
+# -- Limits and deadlines ---------------------------------------------------------
+
+SLOW = {
+    "pg": "SELECT pg_sleep(30) AS slept",
+    "mysql": "SELECT SLEEP(30) AS slept",
+    "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s) "
+    "SELECT count(*) AS slept FROM s",
+}
+
+
+@pytest.mark.parametrize("database", ENGINES)
+def test_stream_row_too_large_for_a_message_fails_with_result_too_large(db, database):
+    # 5 MB in one row: over gRPC's default 4 MiB message limit, which every
+    # stream message stays under.
+    messages = db.StreamQuery(wide(database, 5_000_000, 1))
+    assert [c.name for c in next(messages).columns] == ["n", "pad"]
+    with pytest.raises(grpc.RpcError) as info:
+        list(messages)
+    err = call_error(info.value)
+    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.reason == "RESULT_TOO_LARGE"
+    assert db.Query(pb.QueryRequest(database=database, sql="SELECT 1 AS one")).rows
+
+
+@pytest.mark.parametrize("database", ENGINES)
+def test_stream_timeout_stops_a_slow_query(tight, database):
+    request = pb.QueryRequest(database=database, sql=SLOW[database])
+    request.options.timeout.FromMilliseconds(300)
+    with pytest.raises(grpc.RpcError) as info:
+        list(tight.StreamQuery(request))
+    err = call_error(info.value)
+    assert err.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.reason == "STATEMENT_TIMEOUT"
+    for _ in range(SMALL_POOL + 1):
+        reply = tight.Query(pb.QueryRequest(database=database, sql="SELECT 1 AS one"))
+        assert reply.rows[0].values[0].int_value == 1

@@ -150,14 +150,17 @@ class MySQLConnection(DriverConnection):
             with translate_errors(self._database):
                 await self._execute(cur, statement)
         except BaseException:
-            await cur.close()  # the server answered with an error: nothing is pending
+            if not self._broken:
+                # The server answered with an error: nothing is pending.
+                with contextlib.suppress(Exception):
+                    await cur.close()
             raise
         columns, converters = self._describe(cur)
         rows = _MySQLRows(self, cur, columns, converters)
         try:
             yield rows
         except asyncio.CancelledError:
-            if not rows.exhausted:
+            if not rows.exhausted and not self._broken:
                 await self._interrupt()
             raise
         finally:
@@ -249,7 +252,13 @@ class _MySQLRows(RowStream):
         if self.exhausted:
             return []
         with translate_errors(self._connection._database):
-            records = await self._cursor.fetchmany(n)
+            try:
+                records = await self._cursor.fetchmany(n)
+            except asyncio.CancelledError:
+                # Cut off mid-packet (a cancel, a timeout): nothing more can
+                # be read from this connection.
+                await self._connection._interrupt()
+                raise
         if len(records) < n:
             self.exhausted = True
         return convert_rows(records, self._converters)

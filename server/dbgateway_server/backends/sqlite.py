@@ -173,7 +173,7 @@ class SQLiteConnection(DriverConnection):
 
     async def ping(self, limit: float) -> None:
         with translate_errors(self._database):
-            await asyncio.wait_for(self._conn.execute("SELECT 1"), limit)
+            await asyncio.wait_for(_run_to_end(self._conn, "SELECT 1"), limit)
 
     async def close(self) -> None:
         self._release_write_lock()
@@ -187,6 +187,14 @@ class SQLiteConnection(DriverConnection):
         if not self._closed:
             self._closed = True
             asyncio.get_running_loop().create_task(self._conn.close())
+
+
+async def _run_to_end(conn: aiosqlite.Connection, sql: str) -> None:
+    """Runs a statement and resets it. A statement left holding a row counts
+    as running for SQLite, and while any does, an interrupt() goes on
+    interrupting every later statement of the connection."""
+    cur = await conn.execute(sql)
+    await cur.close()
 
 
 def _columns(cur: aiosqlite.Cursor) -> list[value_pb2.Column]:
@@ -263,9 +271,9 @@ class SQLiteBackend(Backend):
             conn = await pending
             try:
                 if not memory:
-                    await conn.execute("PRAGMA journal_mode = WAL")
-                await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                await conn.execute("PRAGMA foreign_keys = ON")
+                    await _run_to_end(conn, "PRAGMA journal_mode = WAL")
+                await _run_to_end(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await _run_to_end(conn, "PRAGMA foreign_keys = ON")
             except BaseException:
                 await conn.close()
                 raise
