@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from dbgateway.v1 import database_service_pb2, database_service_pb2_grpc
 
-from .config import Config
+from .config import MAX_MESSAGE_BYTES, Config
 from .gateway import Gateway
 from .service.database import DatabaseServicer
 
@@ -23,10 +23,16 @@ DATABASE_SERVICE = database_service_pb2.DESCRIPTOR.services_by_name["DatabaseSer
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-#: Server channel options. Clients may ping every 10 s, also between calls, so
-#: long-lived idle channels survive NATs and load balancers.
+#: Server channel options. Requests stay within gRPC's default 4 MiB. Responses
+#: may reach MAX_MESSAGE_BYTES: a unary result is capped by its database's
+#: max_result_bytes, which config validation keeps below that (a client reading
+#: large unary results sets grpc.max_receive_message_length to
+#: MAX_MESSAGE_BYTES); StreamQuery messages always stay under 4 MiB. Clients may
+#: ping every 10 s, also between calls, so long-lived idle channels survive NATs
+#: and load balancers.
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 60_000),
     ("grpc.keepalive_timeout_ms", 20_000),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),

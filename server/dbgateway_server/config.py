@@ -21,6 +21,17 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_SQLITE_FILE = "dbgateway.sqlite3"
 DEFAULT_DATABASE = "default"
 
+MiB = 1024 * 1024
+#: The largest message the server sends (``grpc.max_send_message_length``). A
+#: client that wants every unary result the server may give must accept this
+#: much (``grpc.max_receive_message_length``); gRPC's default is 4 MiB.
+MAX_MESSAGE_BYTES = 32 * MiB
+#: Room in a response for columns, stats and framing besides the rows.
+RESPONSE_OVERHEAD_BYTES = 1 * MiB
+#: Every StreamQuery message stays under gRPC's default receive limit, so any
+#: client with default settings (grpcurl included) can read any stream.
+STREAM_MESSAGE_LIMIT_BYTES = 4 * MiB
+
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -142,6 +153,33 @@ class DatabaseConfig:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     statement_timeout: float = 30.0
     connect_timeout: float = 5.0
+    #: A unary Query fails with RESULT_TOO_LARGE beyond this many rows ...
+    max_result_rows: int = 100_000
+    #: ... or this many bytes of encoded rows.
+    max_result_bytes: int = 16 * MiB
+    #: The encoded size a StreamQuery row chunk stays under.
+    stream_chunk_bytes: int = 1 * MiB
+
+    def __post_init__(self) -> None:
+        _require(
+            self.max_result_rows >= 1,
+            "max_result_rows",
+            f"must be at least 1, got {self.max_result_rows}",
+        )
+        limit = MAX_MESSAGE_BYTES - RESPONSE_OVERHEAD_BYTES
+        _require(
+            1024 <= self.max_result_bytes <= limit,
+            "max_result_bytes",
+            f"must be between 1024 and {limit} (the server's {MAX_MESSAGE_BYTES // MiB} MiB "
+            f"message limit less room for columns), got {self.max_result_bytes}",
+        )
+        limit = STREAM_MESSAGE_LIMIT_BYTES - RESPONSE_OVERHEAD_BYTES
+        _require(
+            1024 <= self.stream_chunk_bytes <= limit,
+            "stream_chunk_bytes",
+            f"must be between 1024 and {limit} (gRPC's default 4 MiB message limit "
+            f"less room for framing), got {self.stream_chunk_bytes}",
+        )
 
     @property
     def redacted_dsn(self) -> str:
@@ -354,19 +392,18 @@ def _parse(raw: Mapping[str, Any], source: str) -> Config:
     return Config(server=server, databases=databases)
 
 
+_DATABASE_SETTINGS = (
+    "statement_timeout",
+    "connect_timeout",
+    "max_result_rows",
+    "max_result_bytes",
+    "stream_chunk_bytes",
+)
+
+
 def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -> DatabaseConfig:
     _check_keys(
-        table,
-        {
-            "dsn",
-            "password_file",
-            "pool",
-            "retry",
-            "breaker",
-            "statement_timeout",
-            "connect_timeout",
-        },
-        key,
+        table, {"dsn", "password_file", "pool", "retry", "breaker", *_DATABASE_SETTINGS}, key
     )
     _require("dsn" in table, f"{key}.dsn", "is required")
     dsn = table["dsn"]
@@ -393,7 +430,7 @@ def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -
             ("breaker", BreakerSettings),
         )
     }
-    rest = {k: v for k, v in table.items() if k in ("statement_timeout", "connect_timeout")}
+    rest = {k: v for k, v in table.items() if k in _DATABASE_SETTINGS}
     db: DatabaseConfig = _dataclass_from(
         DatabaseConfig, rest, key, name=name, dsn=dsn, engine=engine, **sections
     )

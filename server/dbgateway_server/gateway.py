@@ -22,12 +22,20 @@ from typing import TypeVar
 from dbgateway.v1 import value_pb2
 
 from .backends import backend_for
-from .backends.base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+from .backends.base import (
+    Backend,
+    DriverConnection,
+    ExecResult,
+    ResultSet,
+    RowStream,
+    TransactionMode,
+)
 from .config import Config, DatabaseConfig
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
 from .resilience.breaker import CircuitBreaker, CircuitState
 from .resilience.retry import CallKind, run_with_retries
+from .results import ResultLimits, RowChunker
 from .statements import check_statement
 from .transactions import (
     StatementCall,
@@ -93,6 +101,46 @@ class BatchOutcome:
     rows_affected: int | None
     elapsed: float
     attempts: int = 1
+
+
+class ResultStream:
+    """A streamed read in progress: its columns, then its rows in chunks of
+    bounded encoded size, each fetched only when the previous one was taken."""
+
+    __slots__ = ("_chunker", "_fetch_timeout", "_rows", "started")
+
+    def __init__(
+        self,
+        rows: RowStream,
+        chunker: RowChunker,
+        fetch_timeout: Callable[[], float],
+        started: float,
+    ) -> None:
+        self._rows = rows
+        self._chunker = chunker
+        self._fetch_timeout = fetch_timeout
+        self.started = started
+
+    @property
+    def columns(self) -> list[value_pb2.Column]:
+        return self._rows.columns
+
+    @property
+    def rows(self) -> int:
+        """Rows handed out so far."""
+        return self._chunker.rows_seen
+
+    @property
+    def truncated(self) -> bool:
+        """The caller's ``max_rows`` cut the result short."""
+        return self._chunker.truncated
+
+    def chunks(self) -> AsyncIterator[list[value_pb2.Row]]:
+        return self._chunker.chunks(self._fetch)
+
+    async def _fetch(self, n: int) -> list[value_pb2.Row]:
+        async with asyncio.timeout(self._fetch_timeout()):
+            return await self._rows.fetch(n)
 
 
 class Database:
@@ -258,7 +306,7 @@ class Database:
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
             if write:
                 return await conn.execute(sql, params)
-            return await conn.query(sql, params, max_rows=options.max_rows)
+            return await conn.query(sql, params, limits=self.limits(options))
 
     @contextlib.contextmanager
     def reporting_errors(self) -> Iterator[None]:
@@ -275,6 +323,52 @@ class Database:
             ) from None
         except GatewayError as exc:
             raise exc.with_metadata(database=self.name, engine=self.engine) from None
+
+    def limits(self, options: CallOptions) -> ResultLimits:
+        return ResultLimits(
+            max_rows=options.max_rows,
+            max_result_rows=self.config.max_result_rows,
+            max_result_bytes=self.config.max_result_bytes,
+        )
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+    ) -> AsyncIterator[ResultStream]:
+        """A read streamed through a server-side cursor, on a pooled
+        connection, for the duration of the block (see :meth:`open_stream`)."""
+        started = time.monotonic()
+        check_statement(sql)
+        with self.reporting_errors():
+            async with (
+                self.connection(options.deadline) as conn,
+                self.open_stream(conn, sql, params, options, started) as rows,
+            ):
+                yield rows
+
+    @contextlib.asynccontextmanager
+    async def open_stream(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        started: float,
+    ) -> AsyncIterator[ResultStream]:
+        """Streams a read on ``conn``. The deadline bounds the whole stream;
+        ``statement_timeout`` bounds each wait on the database (the open, and
+        every fetch), since a stream may rightly run for longer than any one
+        statement should. Timeouts surface as TimeoutError, for
+        :meth:`reporting_errors`."""
+
+        def fetch_timeout() -> float:
+            return options.deadline.bounded(self.config.statement_timeout)
+
+        async with contextlib.AsyncExitStack() as stack:
+            async with asyncio.timeout(fetch_timeout()):
+                rows = await stack.enter_async_context(conn.stream(sql, params))
+            chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
+            yield ResultStream(rows, chunker, fetch_timeout, started)
 
     async def close(self) -> None:
         self._closing = True
@@ -422,6 +516,27 @@ class Gateway:
 
     async def rollback(self, transaction_id: str, database: str) -> None:
         await self.transactions.rollback(transaction_id, database)
+
+    @contextlib.asynccontextmanager
+    async def stream(
+        self,
+        database: str,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        transaction_id: str = "",
+    ) -> AsyncIterator[ResultStream]:
+        """A streamed read, inside the handle-based transaction when one is
+        named (which stays busy until the stream ends)."""
+        if transaction_id:
+            async with (
+                self.transactions.use(transaction_id, database) as tx,
+                tx.stream(StatementCall(sql, params, options)) as rows,
+            ):
+                yield rows
+            return
+        async with self.database(database).stream(sql, params, options) as rows:
+            yield rows
 
     @property
     def names(self) -> Mapping[str, Database]:

@@ -45,7 +45,7 @@ from .errors import GatewayError, Reason, invalid_request
 from .statements import check_statement
 
 if TYPE_CHECKING:
-    from .gateway import CallOptions, Database, Deadline
+    from .gateway import CallOptions, Database, Deadline, ResultStream
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,17 @@ class Transaction:
             return await self.database.statement(
                 self._conn, call.sql, call.params, call.options, write=write
             )
+
+    @contextlib.asynccontextmanager
+    async def stream(self, call: StatementCall) -> AsyncIterator[ResultStream]:
+        """A streamed read inside the transaction, on its connection."""
+        self._check_usable()
+        check_statement(call.sql, in_transaction=True)
+        with self.database.reporting_errors(), self._watching_connection():
+            async with self.database.open_stream(
+                self._conn, call.sql, call.params, call.options, time.monotonic()
+            ) as rows:
+                yield rows
 
     async def execute_batch(
         self,

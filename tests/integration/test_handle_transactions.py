@@ -270,3 +270,25 @@ def test_connection_lost_while_commit_runs_is_unknown_outcome(db, postgres_dsn):
     err = call_error(info.value)
     assert err.code == grpc.StatusCode.UNKNOWN
     assert err.reason == "COMMIT_OUTCOME_UNKNOWN"
+
+
+@pytest.mark.parametrize("database", ENGINES)
+def test_stream_query_reads_inside_the_transaction(db, database):
+    table = make_table(db, database)
+    tx = begin(db, database)
+    insert(db, database, table, 1, tx)
+    insert(db, database, table, 2, tx)
+    inside = list(
+        db.StreamQuery(
+            pb.QueryRequest(
+                database=database, sql=f"SELECT id FROM {table} ORDER BY id", transaction_id=tx
+            )
+        )
+    )
+    assert [r.values[0].int_value for m in inside for r in m.rows] == [1, 2]
+    outside = list(
+        db.StreamQuery(pb.QueryRequest(database=database, sql=f"SELECT id FROM {table}"))
+    )
+    assert [r for m in outside for r in m.rows] == []  # not committed yet
+    db.Commit(pb.CommitRequest(transaction_id=tx))
+    assert count(db, database, table) == 2

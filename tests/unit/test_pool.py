@@ -31,6 +31,9 @@ class FakeConnection(DriverConnection):
     async def execute_many(self, sql, param_sets):  # pragma: no cover - unused
         raise NotImplementedError
 
+    def stream(self, sql, params):  # pragma: no cover - unused
+        raise NotImplementedError
+
     async def begin(self, mode) -> None:
         self.transaction = True
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dbgateway.v1 import value_pb2
 
 from ..config import DatabaseConfig
+from ..results import ResultLimits
 
 
 class IsolationLevel(StrEnum):
@@ -50,6 +52,18 @@ class ExecResult:
     rows: list[value_pb2.Row] = field(default_factory=list)
 
 
+class RowStream(ABC):
+    """An open server-side cursor: its columns are known, its rows are fetched
+    on demand, so only what was fetched is in memory."""
+
+    columns: list[value_pb2.Column]
+
+    @abstractmethod
+    async def fetch(self, n: int) -> list[value_pb2.Row]:
+        """The next rows (at most ``n``), converted; empty once the result is
+        exhausted."""
+
+
 class DriverConnection(ABC):
     """One open connection to a database."""
 
@@ -64,9 +78,24 @@ class DriverConnection(ABC):
         sql: str,
         params: Sequence[value_pb2.Value],
         *,
-        max_rows: int,
+        limits: ResultLimits,
     ) -> ResultSet:
-        """Runs ``sql`` and returns at most ``max_rows`` rows (0: all)."""
+        """Runs ``sql`` and returns its rows within ``limits``: truncated at the
+        caller's ``max_rows``, RESULT_TOO_LARGE beyond the database's caps.
+        Fetches at most ``limits.fetch_rows`` rows from the database."""
+
+    @abstractmethod
+    def stream(
+        self, sql: str, params: Sequence[value_pb2.Value]
+    ) -> AbstractAsyncContextManager[RowStream]:
+        """Runs the read ``sql`` through a server-side cursor, for the duration
+        of the block. Inside an open transaction the cursor belongs to it;
+        otherwise the engine gives the cursor whatever it needs (PostgreSQL:
+        a read-only transaction, ended with the block).
+
+        Leaving the block before the rows are exhausted (an error, a cancel, a
+        caller that stopped reading) stops the statement on the database; the
+        connection is then reusable unless ``is_closed()`` says otherwise."""
 
     @abstractmethod
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:

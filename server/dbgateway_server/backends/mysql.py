@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import aiomysql
@@ -17,10 +17,14 @@ from dbgateway.v1 import value_pb2
 
 from ..config import mysql_address
 from ..errors import GatewayError, Reason, invalid_request, reason_for_mysql_errno
-from ..values import MYSQL_PARAMS, Column, convert_rows, mysql_column
-from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+from ..results import ResultLimits, read_result
+from ..values import MYSQL_PARAMS, Column, Converter, convert_rows, mysql_column
+from .base import Backend, DriverConnection, ExecResult, ResultSet, RowStream, TransactionMode
 
 ENGINE = "mysql"
+#: Rows an abandoned unbuffered result may still be read to keep its
+#: connection; beyond that the statement is killed and the connection dropped.
+DRAIN_ROWS = 1000
 log = logging.getLogger(__name__)
 
 
@@ -71,30 +75,34 @@ class MySQLConnection(DriverConnection):
         self._broken = False
 
     async def _run(
-        self, sql: str, params: Sequence[value_pb2.Value], max_rows: int
+        self, sql: str, params: Sequence[value_pb2.Value]
     ) -> tuple[Any, list[Any], int, int | None]:
         statement = self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
-        return await self._run_bound(statement, max_rows)
+        return await self._run_bound(statement)
 
-    async def _run_bound(
-        self, statement: str, max_rows: int = 0
-    ) -> tuple[Any, list[Any], int, int | None]:
+    async def _run_bound(self, statement: str) -> tuple[Any, list[Any], int, int | None]:
         cur = await self._conn.cursor()
         try:
             with translate_errors(self._database):
-                try:
-                    await cur.execute(statement)
-                except asyncio.CancelledError:
-                    # The statement goes on running on the server unless killed;
-                    # the caller's answer must not wait for that, so it happens
-                    # in the background, and this connection is never reused.
-                    self._broken = True
-                    self._backend.kill_query_soon(self._conn.thread_id())
-                    raise
-                rows = await (cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall())
+                await self._execute(cur, statement)
+                rows = await cur.fetchall()
             return cur, list(rows or ()), cur.rowcount, cur.lastrowid
         finally:
             await cur.close()
+
+    async def _execute(self, cur: Any, statement: str) -> None:
+        try:
+            await cur.execute(statement)
+        except asyncio.CancelledError:
+            await self._interrupt()
+            raise
+
+    async def _interrupt(self) -> None:
+        """Stops the running statement; the protocol state is unknown
+        afterwards, so the connection is marked for discarding. The KILL runs
+        in the background: the caller's answer must not wait for it."""
+        self._broken = True
+        self._backend.kill_query_soon(self._conn.thread_id())
 
     def _bind(self, sql: str, args: Sequence[Any]) -> str:
         """Interpolates escaped parameters into ``%s`` placeholders, as PyMySQL
@@ -132,17 +140,57 @@ class MySQLConnection(DriverConnection):
         sql: str,
         params: Sequence[value_pb2.Value],
         *,
-        max_rows: int,
+        limits: ResultLimits,
     ) -> ResultSet:
-        cur, rows, _, _ = await self._run(sql, params, max_rows)
+        # Unbuffered, so that a result beyond the caps is never read whole.
+        async with self.stream(sql, params) as stream:
+            rows, truncated = await read_result(stream, limits)
+        return ResultSet(stream.columns, rows, truncated)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
+        statement = self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
+        cur = await self._conn.cursor(aiomysql.SSCursor)
+        try:
+            with translate_errors(self._database):
+                await self._execute(cur, statement)
+        except BaseException:
+            if not self._broken:
+                # The server answered with an error: nothing is pending.
+                with contextlib.suppress(Exception):
+                    await cur.close()
+            raise
         columns, converters = self._describe(cur)
-        truncated = bool(max_rows) and len(rows) > max_rows
-        if truncated:
-            rows = rows[:max_rows]
-        return ResultSet(columns, convert_rows(rows, converters), truncated)
+        rows = _MySQLRows(self, cur, columns, converters)
+        try:
+            yield rows
+        except asyncio.CancelledError:
+            if not rows.exhausted and not self._broken:
+                await self._interrupt()
+            raise
+        finally:
+            if not rows.exhausted and not self._broken:
+                await self._abandon(rows)
+            if not self._broken:
+                try:
+                    await cur.close()
+                except Exception:
+                    self._broken = True
+
+    async def _abandon(self, rows: _MySQLRows) -> None:
+        """The caller stopped reading an unbuffered result. The rest must be
+        read before the connection can run anything else: a short rest is read
+        and dropped, a long one is killed (and the connection with it)."""
+        try:
+            await rows.fetch(DRAIN_ROWS)
+            if rows.exhausted:
+                return
+        except GatewayError:
+            pass
+        await self._interrupt()
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
-        cur, rows, rowcount, lastrowid = await self._run(sql, params, 0)
+        cur, rows, rowcount, lastrowid = await self._run(sql, params)
         columns, converters = self._describe(cur)
         return ExecResult(
             rows_affected=max(rowcount, 0),
@@ -219,6 +267,38 @@ class MySQLConnection(DriverConnection):
 
     def terminate(self) -> None:
         self._conn.close()
+
+
+class _MySQLRows(RowStream):
+    __slots__ = ("_connection", "_converters", "_cursor", "columns", "exhausted")
+
+    def __init__(
+        self,
+        connection: MySQLConnection,
+        cursor: Any,
+        columns: list[value_pb2.Column],
+        converters: list[Converter],
+    ) -> None:
+        self._connection = connection
+        self._cursor = cursor
+        self.columns = columns
+        self._converters = converters
+        self.exhausted = not columns  # a statement without a result set
+
+    async def fetch(self, n: int) -> list[value_pb2.Row]:
+        if self.exhausted:
+            return []
+        with translate_errors(self._connection._database):
+            try:
+                records = await self._cursor.fetchmany(n)
+            except asyncio.CancelledError:
+                # Cut off mid-packet (a cancel, a timeout): nothing more can
+                # be read from this connection.
+                await self._connection._interrupt()
+                raise
+        if len(records) < n:
+            self.exhausted = True
+        return convert_rows(records, self._converters)
 
 
 class MySQLBackend(Backend):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -13,8 +13,9 @@ import asyncpg.exceptions._base as pgbase
 from dbgateway.v1 import value_pb2
 
 from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
+from ..results import ResultLimits, collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
-from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+from .base import Backend, DriverConnection, ExecResult, ResultSet, RowStream, TransactionMode
 
 ENGINE = "postgresql"
 
@@ -120,17 +121,16 @@ class PostgresConnection(DriverConnection):
             converters.append(pg_converter(attr.type.name, attr.type.kind))
         return columns, converters
 
-    async def _run(self, sql: str, params: Sequence[value_pb2.Value], max_rows: int) -> Any:
+    async def _run(self, sql: str, params: Sequence[value_pb2.Value], limit: int) -> Any:
+        """Runs ``sql`` and fetches at most ``limit`` rows (0: all). A limit
+        needs no cursor or transaction: Execute with a row count on the
+        unnamed portal, as asyncpg's own fetchrow() does."""
         args = POSTGRES_PARAMS.decode_all(params)
         for attempt in (1, 2):
             try:
                 stmt = await self._prepare(sql, len(args))
-                if max_rows:
-                    if self._conn.is_in_transaction():
-                        records = await (await stmt.cursor(*args)).fetch(max_rows + 1)
-                    else:
-                        async with self._conn.transaction():
-                            records = await (await stmt.cursor(*args)).fetch(max_rows + 1)
+                if limit:
+                    records = await stmt._PreparedStatement__bind_execute(args, limit, None)
                 else:
                     records = await stmt.fetch(*args)
                 return stmt, records
@@ -147,15 +147,59 @@ class PostgresConnection(DriverConnection):
         sql: str,
         params: Sequence[value_pb2.Value],
         *,
-        max_rows: int,
+        limits: ResultLimits,
     ) -> ResultSet:
         with translate_errors(self._database):
-            stmt, records = await self._run(sql, params, max_rows)
+            stmt, records = await self._run(sql, params, limits.fetch_rows)
             columns, converters = self._describe(stmt)
-        truncated = bool(max_rows) and len(records) > max_rows
-        if truncated:
-            records = records[:max_rows]
-        return ResultSet(columns, convert_rows(records, converters), truncated)
+        rows, truncated = collect_rows(records, converters, limits)
+        return ResultSet(columns, rows, truncated)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
+        args = POSTGRES_PARAMS.decode_all(params)
+        # A cursor lives in a transaction: the caller's, or our own read-only one.
+        own = None if self._conn.is_in_transaction() else self._conn.transaction(readonly=True)
+        with translate_errors(self._database):
+            if own is not None:
+                await own.start()
+            try:
+                stmt = await self._prepare(sql, len(args))
+                columns, converters = self._describe(stmt)
+                cursor = await stmt.cursor(*args)
+            except BaseException:
+                if own is not None:
+                    await self._end_quietly(own)
+                raise
+        rows = _PostgresRows(cursor, columns, converters, self._database)
+        try:
+            yield rows
+        except BaseException:
+            # A cancel mid-fetch was already sent to the server by asyncpg;
+            # rolling back closes the portal. Inside the caller's transaction
+            # the portal is closed and the transaction left to its owner.
+            if own is not None:
+                await self._end_quietly(own)
+            else:
+                await self._close_quietly(cursor)
+            raise
+        with translate_errors(self._database):
+            if own is not None:
+                await own.commit()
+            elif not rows.exhausted:
+                await cursor._close_portal(None)
+
+    @staticmethod
+    async def _end_quietly(transaction: Any) -> None:
+        # Should the rollback fail, the pool finds the connection still in a
+        # transaction (or closed) and rolls back or discards it.
+        with contextlib.suppress(Exception):
+            await transaction.rollback()
+
+    @staticmethod
+    async def _close_quietly(cursor: Any) -> None:
+        with contextlib.suppress(Exception):
+            await cursor._close_portal(None)
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
         with translate_errors(self._database):
@@ -222,6 +266,32 @@ class PostgresConnection(DriverConnection):
 
     def terminate(self) -> None:
         self._conn.terminate()
+
+
+class _PostgresRows(RowStream):
+    __slots__ = ("_converters", "_cursor", "_database", "columns", "exhausted")
+
+    def __init__(
+        self,
+        cursor: Any,
+        columns: list[value_pb2.Column],
+        converters: list[Converter],
+        database: str,
+    ) -> None:
+        self._cursor = cursor
+        self.columns = columns
+        self._converters = converters
+        self._database = database
+        self.exhausted = False
+
+    async def fetch(self, n: int) -> list[value_pb2.Row]:
+        if self.exhausted:
+            return []
+        with translate_errors(self._database):
+            records = await self._cursor.fetch(n)
+        if len(records) < n:
+            self.exhausted = True
+        return convert_rows(records, self._converters)
 
 
 def _interval_identity(value: Any) -> Any:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -15,10 +15,12 @@ from dbgateway.v1 import value_pb2
 
 from ..config import sqlite_path
 from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error_name
+from ..results import ResultLimits, read_result
 from ..statements import first_keyword
 from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
-from .base import Backend, DriverConnection, ExecResult, ResultSet, TransactionMode
+from .base import Backend, DriverConnection, ExecResult, ResultSet, RowStream, TransactionMode
 
+T = TypeVar("T")
 ENGINE = "sqlite"
 BUSY_TIMEOUT_MS = 5000
 
@@ -70,45 +72,51 @@ class SQLiteConnection(DriverConnection):
         self._holds_write_lock = False
 
     async def _run(
-        self, sql: str, params: Sequence[value_pb2.Value], max_rows: int
+        self, sql: str, params: Sequence[value_pb2.Value]
     ) -> tuple[list[value_pb2.Column], list[Any], int, int | None]:
         args = SQLITE_PARAMS.decode_all(params)
         with translate_errors(self._database):
+            cur = await self._interruptible(self._conn.execute(sql, args))
             try:
-                cur = await self._conn.execute(sql, args)
-                try:
-                    rows = list(await (cur.fetchmany(max_rows + 1) if max_rows else cur.fetchall()))
-                    description = cur.description or ()
-                    return (
-                        [Column(name=d[0], db_type="") for d in description],
-                        rows,
-                        cur.rowcount,
-                        cur.lastrowid,
-                    )
-                finally:
-                    await cur.close()
-            except asyncio.CancelledError:
-                # The statement runs on aiosqlite's thread: stop it there.
-                self._conn._conn.interrupt()
-                raise
+                rows = list(await self._interruptible(cur.fetchall()))
+                return _columns(cur), rows, cur.rowcount, cur.lastrowid
+            finally:
+                await cur.close()
+
+    async def _interruptible(self, step: Awaitable[T]) -> T:
+        try:
+            return await step
+        except asyncio.CancelledError:
+            # The statement runs on aiosqlite's thread: stop it there.
+            self._conn._conn.interrupt()
+            raise
 
     async def query(
         self,
         sql: str,
         params: Sequence[value_pb2.Value],
         *,
-        max_rows: int,
+        limits: ResultLimits,
     ) -> ResultSet:
-        columns, rows, _, _ = await self._run(sql, params, max_rows)
-        truncated = bool(max_rows) and len(rows) > max_rows
-        if truncated:
-            rows = rows[:max_rows]
-        # SQLite is dynamically typed: each value is converted by its own type.
-        return ResultSet(columns, convert_rows(rows, [from_python] * len(columns)), truncated)
+        async with self.stream(sql, params) as stream:
+            rows, truncated = await read_result(stream, limits)
+        return ResultSet(stream.columns, rows, truncated)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
+        args = SQLITE_PARAMS.decode_all(params)
+        with translate_errors(self._database):
+            cur = await self._interruptible(self._conn.execute(sql, args))
+        try:
+            yield _SQLiteRows(self, cur)
+        finally:
+            # Resets the statement: a read stopped early holds nothing.
+            with contextlib.suppress(Exception):
+                await cur.close()
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
         async with self._backend.write_lock(self):
-            columns, rows, rowcount, lastrowid = await self._run(sql, params, 0)
+            columns, rows, rowcount, lastrowid = await self._run(sql, params)
         # sqlite3 reports the connection's last insert rowid after any
         # statement; only an INSERT or REPLACE inserted it.
         inserted = first_keyword(sql) in ("INSERT", "REPLACE")
@@ -185,14 +193,7 @@ class SQLiteConnection(DriverConnection):
 
     async def ping(self, limit: float) -> None:
         with translate_errors(self._database):
-            await asyncio.wait_for(self._ping(), limit)
-
-    async def _ping(self) -> None:
-        # The cursor must be exhausted and closed: a statement left un-reset
-        # keeps SQLite's "running statements" count above zero, and then one
-        # interrupt() would fail every later statement on this connection.
-        async with self._conn.execute("SELECT 1") as cur:
-            await cur.fetchall()
+            await asyncio.wait_for(_run_to_end(self._conn, "SELECT 1"), limit)
 
     async def close(self) -> None:
         self._release_write_lock()
@@ -206,6 +207,41 @@ class SQLiteConnection(DriverConnection):
         if not self._closed:
             self._closed = True
             asyncio.get_running_loop().create_task(self._conn.close())
+
+
+async def _run_to_end(conn: aiosqlite.Connection, sql: str) -> None:
+    """Runs a statement and resets it. A statement left holding a row counts
+    as running for SQLite, and while any does, an interrupt() goes on
+    interrupting every later statement of the connection."""
+    cur = await conn.execute(sql)
+    await cur.close()
+
+
+def _columns(cur: aiosqlite.Cursor) -> list[value_pb2.Column]:
+    # SQLite is dynamically typed: a column has no type, each value has its own.
+    return [Column(name=d[0], db_type="") for d in cur.description or ()]
+
+
+class _SQLiteRows(RowStream):
+    __slots__ = ("_connection", "_converters", "_cursor", "columns", "exhausted")
+
+    def __init__(self, connection: SQLiteConnection, cursor: aiosqlite.Cursor) -> None:
+        self._connection = connection
+        self._cursor = cursor
+        self.columns = _columns(cursor)
+        # Each value is converted by its own Python type.
+        self._converters = [from_python] * len(self.columns)
+        self.exhausted = not self.columns
+
+    async def fetch(self, n: int) -> list[value_pb2.Row]:
+        if self.exhausted:
+            return []
+        conn = self._connection
+        with translate_errors(conn._database):
+            records = list(await conn._interruptible(self._cursor.fetchmany(n)))
+        if len(records) < n:
+            self.exhausted = True
+        return convert_rows(records, self._converters)
 
 
 class SQLiteBackend(Backend):
@@ -255,10 +291,9 @@ class SQLiteBackend(Backend):
             conn = await pending
             try:
                 if not memory:
-                    async with conn.execute("PRAGMA journal_mode = WAL") as cur:
-                        await cur.fetchall()  # it answers a row: finish the statement
-                await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                await conn.execute("PRAGMA foreign_keys = ON")
+                    await _run_to_end(conn, "PRAGMA journal_mode = WAL")
+                await _run_to_end(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                await _run_to_end(conn, "PRAGMA foreign_keys = ON")
             except BaseException:
                 await conn.close()
                 raise

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -182,3 +183,10 @@ def statement_result(result: ResultSet | ExecResult) -> pb.StatementResult:
 def statement_error(error: GatewayError) -> pb.StatementResult:
     """A failed statement, reported in-band with the details a unary call would carry."""
     return pb.StatementResult(error=to_rpc_status(error))
+
+
+def elapsed_since(started: float) -> duration_pb2.Duration:
+    """The time from ``started`` (``time.monotonic()``) until now."""
+    elapsed = duration_pb2.Duration()
+    elapsed.FromNanoseconds(int((time.monotonic() - started) * 1e9))
+    return elapsed

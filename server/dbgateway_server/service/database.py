@@ -9,7 +9,7 @@ from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 
 from ..backends.base import ExecResult, ResultSet
 from ..gateway import Gateway
-from .calls import call_options, check_sql, rpc, stats
+from .calls import call_options, check_sql, elapsed_since, rpc, stats
 from .transactions import TransactionRpcs
 
 
@@ -55,3 +55,27 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
         if result.last_insert_id is not None:
             response.last_insert_id = result.last_insert_id
         return response
+
+    @rpc
+    async def StreamQuery(
+        self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        check_sql(request.sql)
+        options = call_options(request.options, context)
+        # Each write waits until gRPC has taken the message (flow control), so
+        # a slow reader holds back the next fetch; a cancel lands in an await
+        # inside the block, whose exit stops the query on the database.
+        async with self._gateway.stream(
+            request.database, request.sql, request.params, options, request.transaction_id
+        ) as result:
+            await context.write(pb.StreamQueryResponse(columns=result.columns))
+            async for chunk in result.chunks():
+                await context.write(pb.StreamQueryResponse(rows=chunk))
+        await context.write(
+            pb.StreamQueryResponse(
+                truncated=result.truncated,
+                stats=pb.ExecutionStats(
+                    elapsed=elapsed_since(result.started), rows=result.rows, attempts=1
+                ),
+            )
+        )

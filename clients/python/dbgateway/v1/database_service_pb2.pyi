@@ -275,3 +275,15 @@ class RollbackRequest(_message.Message):
 class RollbackResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StreamQueryResponse(_message.Message):
+    __slots__ = ("columns", "rows", "truncated", "stats")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedCompositeFieldContainer[_value_pb2.Column]
+    rows: _containers.RepeatedCompositeFieldContainer[_value_pb2.Row]
+    truncated: bool
+    stats: ExecutionStats
+    def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ...) -> None: ...

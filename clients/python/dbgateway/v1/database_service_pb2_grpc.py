@@ -75,6 +75,11 @@ class DatabaseServiceStub:
                 request_serializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackRequest.SerializeToString,
                 response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackResponse.FromString,
                 _registered_method=True)
+        self.StreamQuery = channel.unary_stream(
+                '/dbgateway.v1.DatabaseService/StreamQuery',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.FromString,
+                _registered_method=True)
 
 
 class DatabaseServiceServicer:
@@ -83,6 +88,8 @@ class DatabaseServiceServicer:
 
     def Query(self, request, context):
         """Runs a read and returns its rows.
+        (Its request is shared with StreamQuery.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +150,25 @@ class DatabaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamQuery(self, request, context):
+        """Runs a read of any size and streams its rows: the first message carries
+        `columns`, then messages carry `rows` in order, in chunks whose encoded
+        size stays under the database's `stream_chunk_bytes` (and always under
+        gRPC's default 4 MiB message limit); the last message carries `stats`
+        (and `truncated` when `options.max_rows` cut the result short). The rows
+        come from a server-side cursor: the server holds one chunk at a time, and
+        a slow reader slows the read on the database. Cancelling the call stops
+        the query on the database.
+
+        It takes Query's own request, so that whatever a caller can say to Query
+        it can say to StreamQuery, and switching between them is one word.
+        buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatabaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +211,11 @@ def add_DatabaseServiceServicer_to_server(servicer, server):
                     servicer.Rollback,
                     request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackRequest.FromString,
                     response_serializer=dbgateway_dot_v1_dot_database__service__pb2.RollbackResponse.SerializeToString,
+            ),
+            'StreamQuery': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamQuery,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +435,33 @@ class DatabaseService:
             '/dbgateway.v1.DatabaseService/Rollback',
             dbgateway_dot_v1_dot_database__service__pb2.RollbackRequest.SerializeToString,
             dbgateway_dot_v1_dot_database__service__pb2.RollbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamQuery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/StreamQuery',
+            dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.FromString,
             options,
             channel_credentials,
             insecure,

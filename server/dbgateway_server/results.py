@@ -1,0 +1,218 @@
+"""How big a result may get: the caps on unary results, and the byte-bounded
+chunks of a streamed one.
+
+Both count the encoded size of each ``Row`` as it is converted, so neither
+ever holds more than its bound (plus one fetch) in memory, whatever the
+database would return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dbgateway.v1 import value_pb2
+
+from .config import STREAM_MESSAGE_LIMIT_BYTES
+from .errors import GatewayError, Reason
+from .values import Converter, convert_rows
+
+if TYPE_CHECKING:
+    from .backends.base import RowStream
+
+#: Rows fetched by the first fetch of a stream, before any row size is known.
+FIRST_FETCH_ROWS = 256
+#: Rows fetched at most at once (a stream of tiny rows needs no bigger batches).
+MAX_FETCH_ROWS = 8192
+
+
+def framed_size(size: int) -> int:
+    """Bytes a message of ``size`` bytes takes as one element of a repeated
+    field: a one-byte tag, the varint length, the message."""
+    if size < 0x80:
+        return size + 2
+    if size < 0x4000:
+        return size + 3
+    if size < 0x200000:
+        return size + 4
+    if size < 0x10000000:
+        return size + 5
+    return size + 6
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLimits:
+    """What a unary result may hold.
+
+    ``max_rows`` is the caller's own limit: beyond it the result is truncated
+    (and says so). ``max_result_rows`` and ``max_result_bytes`` are the
+    database's caps: beyond them the call fails with RESULT_TOO_LARGE, because
+    a silently cut result would look complete.
+    """
+
+    max_rows: int = 0
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 16 * 1024 * 1024
+
+    @property
+    def fetch_rows(self) -> int:
+        """How many rows to fetch at most: one more than the first limit that
+        applies, which tells "exactly at the limit" from "more"."""
+        if self.max_rows and self.max_rows <= self.max_result_rows:
+            return self.max_rows + 1
+        return self.max_result_rows + 1
+
+
+def too_large(why: str) -> GatewayError:
+    return GatewayError(
+        Reason.RESULT_TOO_LARGE,
+        f"the result is too large for a unary Query: {why}; read it with StreamQuery, "
+        "or set options.max_rows to take only the first rows",
+    )
+
+
+class ResultCollector:
+    """Gathers converted rows into a unary result while enforcing
+    :class:`ResultLimits`; backends feed it what they fetched until it says
+    it has enough."""
+
+    __slots__ = ("_budget", "_limits", "rows", "truncated")
+
+    def __init__(self, limits: ResultLimits) -> None:
+        self._limits = limits
+        self._budget = limits.max_result_bytes
+        self.rows: list[value_pb2.Row] = []
+        self.truncated = False
+
+    def wanted(self) -> int:
+        """How many more rows to fetch at most."""
+        return self._limits.fetch_rows - len(self.rows)
+
+    def add(self, batch: Sequence[value_pb2.Row]) -> bool:
+        """Takes ``batch``; False once no more rows are wanted."""
+        limits = self._limits
+        rows = self.rows
+        caller_limit = limits.max_rows if limits.max_rows <= limits.max_result_rows else 0
+        for row in batch:
+            if caller_limit and len(rows) == caller_limit:
+                self.truncated = True
+                return False
+            if len(rows) == limits.max_result_rows:
+                raise too_large(f"more than max_result_rows={limits.max_result_rows} rows")
+            self._budget -= framed_size(row.ByteSize())
+            if self._budget < 0:
+                raise too_large(
+                    f"its rows take more than max_result_bytes={limits.max_result_bytes} "
+                    f"bytes (at row {len(rows) + 1})"
+                )
+            rows.append(row)
+        return True
+
+
+#: Rows a unary read fetches at once, so that the byte cap is checked as the
+#: result grows rather than after all of it has arrived.
+UNARY_FETCH_ROWS = 1000
+
+
+async def read_result(stream: RowStream, limits: ResultLimits) -> tuple[list[value_pb2.Row], bool]:
+    """The rows (and whether they were truncated) of a unary result read from
+    an open cursor, within ``limits``."""
+    collector = ResultCollector(limits)
+    while True:
+        batch = await stream.fetch(min(collector.wanted(), UNARY_FETCH_ROWS))
+        if not batch or not collector.add(batch):
+            break
+    return collector.rows, collector.truncated
+
+
+def collect_rows(
+    records: Sequence[Sequence[Any]], converters: Sequence[Converter], limits: ResultLimits
+) -> tuple[list[value_pb2.Row], bool]:
+    """A unary result from rows the driver already fetched (at most
+    ``limits.fetch_rows`` of them), converted a slice at a time so the byte
+    cap stops the conversion early."""
+    collector = ResultCollector(limits)
+    for start in range(0, len(records), UNARY_FETCH_ROWS):
+        batch = convert_rows(records[start : start + UNARY_FETCH_ROWS], converters)
+        if not collector.add(batch):
+            break
+    return collector.rows, collector.truncated
+
+
+class RowChunker:
+    """Cuts a stream of rows into chunks whose encoded size stays under
+    ``chunk_bytes``, and sizes each fetch from the rows seen so far so that
+    one fetch is about one chunk. A single row larger than the target travels
+    alone; one too large for any message fails the stream."""
+
+    __slots__ = (
+        "_chunk_bytes",
+        "_max_rows",
+        "_message_limit",
+        "_row_bytes",
+        "rows_seen",
+        "truncated",
+    )
+
+    def __init__(
+        self,
+        chunk_bytes: int,
+        max_rows: int = 0,
+        *,
+        message_limit: int = STREAM_MESSAGE_LIMIT_BYTES - 1024,
+    ) -> None:
+        self._chunk_bytes = chunk_bytes
+        self._max_rows = max_rows
+        self._message_limit = message_limit
+        self._row_bytes = 0  # encoded bytes of the rows seen, for the average
+        self.rows_seen = 0
+        self.truncated = False
+
+    def next_fetch(self, pending_bytes: int) -> int:
+        """How many rows the next fetch should ask for."""
+        if self.rows_seen:
+            average = max(self._row_bytes // self.rows_seen, 1)
+            want = max((self._chunk_bytes - pending_bytes) // average, 1)
+            want = min(want, MAX_FETCH_ROWS)
+        else:
+            want = FIRST_FETCH_ROWS
+        if self._max_rows:
+            # One beyond the caller's limit, to know whether it truncated.
+            want = min(want, self._max_rows - self.rows_seen + 1)
+        return want
+
+    async def chunks(
+        self, fetch: Callable[[int], Awaitable[list[value_pb2.Row]]]
+    ) -> AsyncIterator[list[value_pb2.Row]]:
+        """Chunks of the rows ``fetch(n)`` returns (an empty list ends them)."""
+        limit = self._message_limit
+        pending: list[value_pb2.Row] = []
+        pending_bytes = 0
+        target = self._chunk_bytes
+        while True:
+            batch = await fetch(self.next_fetch(pending_bytes))
+            if not batch:
+                break
+            for row in batch:
+                if self._max_rows and self.rows_seen == self._max_rows:
+                    self.truncated = True
+                    break
+                size = framed_size(row.ByteSize())
+                if size > limit:
+                    raise GatewayError(
+                        Reason.RESULT_TOO_LARGE,
+                        f"row {self.rows_seen + 1} takes {size} bytes, more than a "
+                        f"StreamQuery message may carry ({limit})",
+                    )
+                if pending and pending_bytes + size > target:
+                    yield pending
+                    pending, pending_bytes = [], 0
+                pending.append(row)
+                pending_bytes += size
+                self._row_bytes += size
+                self.rows_seen += 1
+            if self.truncated:
+                break
+        if pending:
+            yield pending
