@@ -62,6 +62,20 @@ class CallOptions:
     tag: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class OpenTransaction:
+    """A transaction in the transactions table, as operators see it."""
+
+    #: The table's own key; used to tell transactions apart, never logged.
+    key: str
+    database: str
+    #: Seconds since it began.
+    age: float
+    tag: str = ""
+    #: The request id of the call that began it.
+    request_id: str = ""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a statement RPC returns, plus how it ran."""
@@ -219,6 +233,10 @@ class Gateway:
         self, database: str, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
     ) -> Outcome:
         return await self.database(database).run(sql, params, options, write=True)
+
+    def open_transactions(self) -> Sequence[OpenTransaction]:
+        """The transactions open right now (none until the transactions table lands)."""
+        return ()
 
     @property
     def names(self) -> Mapping[str, Database]:

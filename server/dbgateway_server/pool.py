@@ -89,6 +89,8 @@ class ConnectionPool:
         self._closed_total = 0
         self._acquire_timeouts_total = 0
         self._maintenance: asyncio.Task[None] | None = None
+        #: Told how many seconds each checkout waited (given up ones included).
+        self.acquire_observer: Callable[[float], None] | None = None
 
     @property
     def settings(self) -> PoolSettings:
@@ -121,7 +123,12 @@ class ConnectionPool:
     async def connection(self, wait: float) -> AsyncIterator[DriverConnection]:
         """Checks a connection out for the duration of the block, waiting at most
         ``wait`` seconds for one."""
-        holder = await self._acquire(wait)
+        started = self._clock()
+        try:
+            holder = await self._acquire(wait)
+        finally:
+            if self.acquire_observer is not None:
+                self.acquire_observer(self._clock() - started)
         reusable = False
         try:
             yield holder.conn
