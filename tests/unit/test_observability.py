@@ -223,7 +223,7 @@ def test_long_transactions_are_logged_as_warnings_without_their_key(caplog):
     fields = getattr(record, FIELDS)
     assert (fields["database"], fields["request_id"], fields["age_s"]) == (
         "pg",
-        "rq-secret-handle",
+        "rq-7",
         45,
     )
 
