@@ -19,7 +19,7 @@ from tests.support import BIN, ROOT, ServerProcess
 
 README_ADDRESS = "127.0.0.1:50051"
 #: Output fields that differ from run to run.
-VOLATILE_KEYS = {"elapsed"}
+VOLATILE_KEYS = {"elapsed", "server_version", "acquired_total"}
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 

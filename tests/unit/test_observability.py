@@ -6,6 +6,7 @@ import asyncio
 import enum
 import json
 import logging
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -325,3 +326,21 @@ def test_the_databases_table_has_one_aligned_row_per_database():
     ]
     assert lines[2].split()[:5] == ["x", "sqlite", "-", "unspecified", "unspecified"]
     assert lines[1].index("postgresql") == lines[2].index("sqlite") == lines[0].index("ENGINE")
+
+
+# -- deploy/ -----------------------------------------------------------------------
+
+
+def test_every_metric_the_dashboard_and_scrape_example_use_is_exported():
+    from tests.support import ROOT
+
+    obs = observability("pg")
+    obs.retried("pg", "DATABASE_UNAVAILABLE")
+    obs.end(obs.begin("Query", request_id="r", database="pg"))
+    exported = set(re.findall(r"^(dbgateway_\w+)", obs.metrics.exposition().decode(), re.M))
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = set(re.findall(r"dbgateway_\w+", " ".join(exprs)))
+    used |= set(re.findall(r"dbgateway_\w+", (ROOT / "deploy" / "prometheus.yml").read_text()))
+    assert used
+    assert used <= exported, used - exported
