@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -394,3 +395,43 @@ dsn = "sqlite://{tmp_path / "lite.sqlite3"}"
     assert isinstance(access["duration_ms"], float)
     assert any("dbgateway listening on" in r.get("message", "") for r in records)
     assert SECRET not in server.log()
+
+
+def test_healthz_turns_503_while_the_server_drains(tmp_path, postgres_dsn: str):
+    config = f"""
+[server]
+metrics_listen = "127.0.0.1:0"
+shutdown_grace = 60
+
+[databases.pg]
+dsn = "{postgres_dsn}"
+"""
+    server = ServerProcess(tmp_path, config=config).start()
+    ops = Operated(server)
+    try:
+        assert ops.http("/healthz") == (200, "ok\n")
+        with AdvisoryLock(postgres_dsn, LOCK_KEY + 1):
+            in_flight = ops.db.Query.future(
+                pb.QueryRequest(
+                    sql="SELECT pg_advisory_xact_lock($1)", params=[V.of(int_value=LOCK_KEY + 1)]
+                ),
+                timeout=60,
+            )
+            eventually(
+                lambda: (
+                    sample(
+                        ops.metrics(), "dbgateway_pool_connections", database="pg", state="in_use"
+                    )
+                    == 1
+                ),
+                "the call holds a connection",
+            )
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            assert eventually(lambda: ops.http("/healthz")[0] == 503, "healthz says draining")
+            assert ops.http("/healthz") == (503, "draining\n")
+        assert len(in_flight.result().rows) == 1  # the in-flight call finished
+        assert server.process.wait(30) == 0
+    finally:
+        ops.channel.close()
+        server.stop()
