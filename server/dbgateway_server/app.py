@@ -11,15 +11,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dbgateway.v1 import database_service_pb2, database_service_pb2_grpc
+from dbgateway.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    database_service_pb2,
+    database_service_pb2_grpc,
+)
 
 from .config import MAX_MESSAGE_BYTES, Config
 from .gateway import Gateway
+from .observability import Observability
+from .service.admin import AdminServicer
 from .service.database import DatabaseServicer
 
 log = logging.getLogger(__name__)
 
 DATABASE_SERVICE = database_service_pb2.DESCRIPTOR.services_by_name["DatabaseService"].full_name
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -57,16 +65,23 @@ class GatewayServer:
         self.config = config
         self.health = health.aio.HealthServicer()
         self.gateway = Gateway(config, listener=self._on_database_health)
+        self._stopped = asyncio.Event()
+        self.observability = Observability(
+            config.server, self.gateway, serving=lambda: not self._stopped.is_set()
+        )
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            DatabaseServicer(self.gateway), self.server
+            DatabaseServicer(self.gateway, self.observability), self.server
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            AdminServicer(self.gateway, self.observability), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (DATABASE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (DATABASE_SERVICE, ADMIN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self.server,
         )
         self.port = 0
-        self._stopped = asyncio.Event()
 
     def _on_database_health(self, name: str, serving: bool) -> None:
         asyncio.get_running_loop().create_task(
@@ -83,6 +98,8 @@ class GatewayServer:
             await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
         await self.health.set("", SERVING)
         await self.health.set(DATABASE_SERVICE, SERVING)
+        await self.health.set(ADMIN_SERVICE, SERVING)
+        await self.observability.start()
         await self.server.start()
         host = listen.rpartition(":")[0]
         log.info("dbgateway listening on %s:%d", host, self.port)
@@ -97,6 +114,7 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
+        await self.observability.close()
         log.info("stopped")
 
     async def wait(self) -> None:

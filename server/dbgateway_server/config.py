@@ -187,10 +187,33 @@ class DatabaseConfig:
         return redact_dsn(self.dsn)
 
 
+LOG_FORMATS = ("text", "json")
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
     shutdown_grace: float = 10.0
+    #: HOST:PORT of the Prometheus ``/metrics`` and ``/healthz`` endpoint; empty: off.
+    metrics_listen: str = ""
+    #: ``text`` (one human-readable line per record) or ``json`` (one object per line).
+    log_format: str = "text"
+    #: Statements slower than this many seconds are logged with their SQL text.
+    slow_query_threshold: float = 1.0
+    #: Transactions open longer than this many seconds are warned about.
+    long_transaction_threshold: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.metrics_listen:
+            _validate_listen(self.metrics_listen, "metrics_listen")
+        _require(
+            self.log_format in LOG_FORMATS,
+            "log_format",
+            f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
+        )
+        for name in ("slow_query_threshold", "long_transaction_threshold"):
+            value = getattr(self, name)
+            _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 
 
 @dataclass(frozen=True, slots=True)

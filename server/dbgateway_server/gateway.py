@@ -84,6 +84,20 @@ class CallOptions:
     tag: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class OpenTransaction:
+    """A transaction in the transactions table, as operators see it."""
+
+    #: The table's own key; used to tell transactions apart, never logged.
+    key: str
+    database: str
+    #: Seconds since it began.
+    age: float
+    tag: str = ""
+    #: The request id of the call that began it.
+    request_id: str = ""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a statement RPC returns, plus how it ran."""
@@ -537,6 +551,14 @@ class Gateway:
             return
         async with self.database(database).stream(sql, params, options) as rows:
             yield rows
+
+    def open_transactions(self) -> Sequence[OpenTransaction]:
+        """The handle-based transactions open right now, oldest first."""
+        now = time.monotonic()
+        return [
+            OpenTransaction(key=tx.id, database=tx.database.name, age=now - tx.started_at)
+            for tx in sorted(self.transactions.open(), key=lambda t: t.started_at)
+        ]
 
     @property
     def names(self) -> Mapping[str, Database]:

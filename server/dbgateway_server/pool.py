@@ -99,6 +99,8 @@ class ConnectionPool:
         self._dead_on_checkout_total = 0
         self._returned = asyncio.Event()  # set whenever a checked-out connection comes back
         self._maintenance: asyncio.Task[None] | None = None
+        #: Told how many seconds each checkout waited (given up ones included).
+        self.acquire_observer: Callable[[float], None] | None = None
 
     @property
     def settings(self) -> PoolSettings:
@@ -132,7 +134,12 @@ class ConnectionPool:
     async def connection(self, wait: float) -> AsyncIterator[DriverConnection]:
         """Checks a connection out for the duration of the block, waiting at most
         ``wait`` seconds for one."""
-        holder = await self._acquire(wait)
+        started = self._clock()
+        try:
+            holder = await self._acquire(wait)
+        finally:
+            if self.acquire_observer is not None:
+                self.acquire_observer(self._clock() - started)
         reusable = False
         try:
             yield holder.conn

@@ -397,6 +397,10 @@ class TransactionTable:
         self._ended: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
         self._reaper: asyncio.Task[None] | None = None
 
+    def open(self) -> list[Transaction]:
+        """The transactions open right now."""
+        return list(self._open.values())
+
     def __len__(self) -> int:
         return len(self._open)
 

@@ -19,7 +19,7 @@ from tests.support import BIN, ROOT, ServerProcess
 
 README_ADDRESS = "127.0.0.1:50051"
 #: Output fields that differ from run to run.
-VOLATILE_KEYS = {"elapsed", "transaction_id", "expire_time"}
+VOLATILE_KEYS = {"elapsed", "transaction_id", "expire_time", "server_version", "acquired_total"}
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 

@@ -20,6 +20,7 @@ from dbgateway.v1 import database_service_pb2 as pb
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Outcome
+from ..observability import REQUEST_ID_HEADER, Call, Observability
 
 log = logging.getLogger("dbgateway_server.service")
 
@@ -34,7 +35,7 @@ MAX_SQL_LENGTH = 1_000_000
 
 def request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and value:
+        if key == REQUEST_ID_HEADER and value:
             return str(value)[:128]
     return uuid.uuid4().hex
 
@@ -64,28 +65,69 @@ async def abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
     await context.abort_with_status(grpc_status(error))
 
 
+def begin_call(
+    observability: Observability, method: str, request: Any, context: grpc.aio.ServicerContext
+) -> Call:
+    """Starts observing a call from what any statement request carries
+    (``database``, ``sql``, ``params``, ``options.tag``; absent ones stay empty)."""
+    return observability.begin(
+        method,
+        request_id=request_id(context),
+        database=getattr(request, "database", None),
+        tag=getattr(getattr(request, "options", None), "tag", ""),
+        sql=getattr(request, "sql", ""),
+        params=len(getattr(request, "params", ())),
+    )
+
+
+def record_response(call: Call, response: Any) -> None:
+    """Takes rows and attempts from a response's ``stats``, when it has them."""
+    stats = getattr(response, "stats", None)
+    if stats is not None:
+        call.rows = getattr(stats, "rows", 0)
+        call.attempts = getattr(stats, "attempts", 0) or 1
+
+
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     """Wraps a servicer method: a GatewayError becomes its status with details;
     anything unexpected is logged with a request id and answered INTERNAL with
-    that id, never with a traceback."""
+    that id, never with a traceback. Every call is observed (metrics, access
+    log, slow-query log) and its request id echoed in ``x-request-id``; the
+    servicer provides ``self.observability``."""
+    method = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
+        observability: Observability = self.observability
+        call = begin_call(observability, method, request, context)
         try:
-            return await handler(self, request, context)
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
+            response = await handler(self, request, context)
+            record_response(call, response)
+            return response
         except GatewayError as exc:
+            call.failed(exc.code, exc.reason)
             await abort(context, exc)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise
+        except grpc.aio.AbortError:
+            call.failed(grpc.StatusCode.UNKNOWN)
             raise
         except Exception:
-            await abort(context, _internal_error(context, handler.__name__))
+            error = _internal_error(call.request_id, method)
+            call.failed(error.code, error.reason)
+            await abort(context, error)
+        finally:
+            observability.end(call)
         raise AssertionError("abort returned")  # pragma: no cover
 
     return wrapper
 
 
-def _internal_error(context: grpc.aio.ServicerContext, where: str) -> GatewayError:
-    rid = request_id(context)
+def _internal_error(rid: str, where: str) -> GatewayError:
+    """Logs the exception being handled under a request id; the caller gets
+    only that id."""
     log.exception("unexpected error in %s (request id %s)", where, rid)
     return GatewayError(
         Reason.INTERNAL,
@@ -96,20 +138,33 @@ def _internal_error(context: grpc.aio.ServicerContext, where: str) -> GatewayErr
 
 def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Request, Response]:
     """:func:`rpc` for servicer methods that stream their responses."""
+    method = handler.__name__
 
     @functools.wraps(handler)
     async def wrapper(
         self: Any, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Response]:
+        observability: Observability = self.observability
+        call = begin_call(observability, method, request, context)
         try:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
             async for response in handler(self, request, context):
                 yield response
         except GatewayError as exc:
+            call.failed(exc.code, exc.reason)
             await abort(context, exc)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except asyncio.CancelledError:
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise
+        except grpc.aio.AbortError:
+            call.failed(grpc.StatusCode.UNKNOWN)
             raise
         except Exception:
-            await abort(context, _internal_error(context, handler.__name__))
+            error = _internal_error(call.request_id, method)
+            call.failed(error.code, error.reason)
+            await abort(context, error)
+        finally:
+            observability.end(call)
 
     return wrapper
 

@@ -9,13 +9,15 @@ from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 
 from ..backends.base import ExecResult, ResultSet
 from ..gateway import Gateway
+from ..observability import Observability
 from .calls import call_options, check_sql, elapsed_since, rpc, stats
 from .transactions import TransactionRpcs
 
 
 class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, observability: Observability) -> None:
         self._gateway = gateway
+        self.observability = observability
 
     @rpc
     async def Query(

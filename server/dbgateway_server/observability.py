@@ -1,0 +1,618 @@
+"""Metrics, the access log, the slow-query log and long-transaction warnings.
+
+Every RPC, whatever its shape (unary, server stream, bidi stream), reports
+through the same two calls, so a new RPC needs no observability code of its own::
+
+    call = observability.begin("Query", request_id=rid, database=name, tag=tag, sql=sql)
+    ...                       # call.rows += n; call.attempts = k; call.failed(code, reason)
+    observability.end(call)   # one metrics update, one access-log line, maybe a slow-query line
+
+:func:`dbgateway_server.service.calls.rpc` does this for every unary method;
+:func:`current_call` gives the core the call in progress (e.g. to name the
+database of a ``Commit`` that only carried a transaction id).
+
+Label values are bounded: a database label is a configured name or
+:data:`UNKNOWN_DATABASE`; methods, codes and reasons come from the code, never
+from a caller. SQL text, tags and parameter values never become labels, and
+parameter values are never logged at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import contextvars
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import grpc
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .config import ServerConfig
+from .gateway import Database, Gateway, OpenTransaction
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("dbgateway.access")
+slow_query_log = logging.getLogger("dbgateway.slow_query")
+transaction_log = logging.getLogger("dbgateway.transactions")
+
+#: Request metadata key carrying the caller's request id; echoed back in the
+#: response's initial metadata.
+REQUEST_ID_HEADER = "x-request-id"
+#: The database label of calls that named no configured database. Parentheses
+#: cannot occur in a configured name, so it never collides with one.
+UNKNOWN_DATABASE = "(unknown)"
+#: The database label of calls that are about no database (e.g. AdminService).
+NO_DATABASE = "(none)"
+#: Longest SQL text written to the slow-query log.
+MAX_LOGGED_SQL = 4096
+#: Longest caller-chosen string (tag, database name, request id) written to a log.
+MAX_LOGGED_VALUE = 128
+#: How often open transactions are checked against the threshold (at most).
+TRANSACTION_CHECK_INTERVAL = 5.0
+#: The LogRecord attribute carrying structured fields (see :class:`JsonFormatter`).
+FIELDS = "dbgateway_fields"
+
+REQUEST_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+ACQUIRE_BUCKETS = (
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------
+# Reading the core's state
+# ---------------------------------------------------------------------------
+
+
+class CircuitState(StrEnum):
+    CLOSED = "closed"
+    HALF_OPEN = "half_open"
+    OPEN = "open"
+
+
+#: ``dbgateway_circuit_state`` values, ordered by severity so ``max()`` alerts work.
+CIRCUIT_STATE_VALUES: Mapping[CircuitState, int] = {
+    CircuitState.CLOSED: 0,
+    CircuitState.HALF_OPEN: 1,
+    CircuitState.OPEN: 2,
+}
+
+
+def circuit_state(db: Database) -> CircuitState:
+    """The circuit state of ``db``: whatever its breaker reports (an enum or a
+    string named closed / open / half_open), CLOSED while it has none."""
+    state = getattr(db, "circuit_state", None)
+    if state is None:
+        return CircuitState.CLOSED
+    name = str(getattr(state, "name", state)).lower().replace("-", "_")
+    try:
+        return CircuitState(name)
+    except ValueError:
+        return CircuitState.CLOSED
+
+
+def is_serving(db: Database) -> bool:
+    """The same answer as the ``db/<name>`` health entry."""
+    return db.serving and circuit_state(db) is not CircuitState.OPEN
+
+
+def open_transactions_by_database(gateway: Gateway) -> collections.Counter[str]:
+    return collections.Counter(tx.database for tx in gateway.open_transactions())
+
+
+def database_label(gateway: Gateway, requested: str | None) -> str:
+    """The bounded metrics label for a requested database name (None: the
+    request has no database field)."""
+    if requested is None:
+        return NO_DATABASE
+    if requested in gateway.databases:
+        return requested
+    if not requested and len(gateway.databases) == 1:
+        return next(iter(gateway.databases))
+    return UNKNOWN_DATABASE
+
+
+# ---------------------------------------------------------------------------
+# One call
+# ---------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Call:
+    """One RPC in progress: what the access log and the metrics report."""
+
+    method: str
+    request_id: str
+    #: The name the caller asked for, for the log (may be unknown or empty;
+    #: None when the RPC is about no database).
+    database: str | None
+    #: The bounded form of ``database``, for metrics.
+    database_label: str
+    tag: str = ""
+    sql: str = ""
+    params: int = 0
+    started: float = field(default_factory=time.monotonic)
+    rows: int = 0
+    attempts: int = 1
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    reason: str = ""
+
+    def failed(self, code: grpc.StatusCode, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+    @property
+    def retries(self) -> int:
+        return max(self.attempts - 1, 0)
+
+
+_current_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
+    "dbgateway_call", default=None
+)
+
+
+def current_call() -> Call | None:
+    """The call being served by the current task, if any."""
+    return _current_call.get()
+
+
+# ---------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------
+
+
+class GatewayCollector(Collector):
+    """Pool, circuit, health and transaction gauges, read from the core at scrape time."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    def collect(self) -> Iterable[Metric]:
+        labels = ["database"]
+        connections = GaugeMetricFamily(
+            "dbgateway_pool_connections",
+            "Open connections by state (idle, in_use).",
+            labels=["database", "state"],
+        )
+        waiting = GaugeMetricFamily(
+            "dbgateway_pool_waiting", "Callers waiting for a connection.", labels=labels
+        )
+        max_size = GaugeMetricFamily(
+            "dbgateway_pool_max_connections", "The pool's max_size.", labels=labels
+        )
+        acquired = CounterMetricFamily(
+            "dbgateway_pool_acquired", "Connections checked out of the pool.", labels=labels
+        )
+        created = CounterMetricFamily(
+            "dbgateway_pool_connections_created", "Connections opened.", labels=labels
+        )
+        closed = CounterMetricFamily(
+            "dbgateway_pool_connections_closed", "Connections closed.", labels=labels
+        )
+        timeouts = CounterMetricFamily(
+            "dbgateway_pool_acquire_timeouts",
+            "Callers that gave up waiting for a connection (POOL_EXHAUSTED).",
+            labels=labels,
+        )
+        circuit = GaugeMetricFamily(
+            "dbgateway_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            labels=labels,
+        )
+        up = GaugeMetricFamily(
+            "dbgateway_database_up",
+            "1 while the database is serving (its db/<name> health entry), else 0.",
+            labels=labels,
+        )
+        transactions = GaugeMetricFamily(
+            "dbgateway_transactions_open", "Transactions open right now.", labels=labels
+        )
+        open_tx = open_transactions_by_database(self._gateway)
+        for name, db in self._gateway.databases.items():
+            s = db.pool.stats()
+            connections.add_metric([name, "idle"], s.idle)
+            connections.add_metric([name, "in_use"], s.in_use)
+            waiting.add_metric([name], s.waiting)
+            max_size.add_metric([name], s.max_size)
+            acquired.add_metric([name], s.acquired_total)
+            created.add_metric([name], s.created_total)
+            closed.add_metric([name], s.closed_total)
+            timeouts.add_metric([name], s.acquire_timeouts_total)
+            circuit.add_metric([name], CIRCUIT_STATE_VALUES[circuit_state(db)])
+            up.add_metric([name], 1 if is_serving(db) else 0)
+            transactions.add_metric([name], open_tx.get(name, 0))
+        yield from (connections, waiting, max_size, acquired, created, closed, timeouts)
+        yield from (circuit, up, transactions)
+
+
+class Metrics:
+    """The gateway's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        # The _created series double the output and no dashboard reads them.
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "dbgateway_requests",
+            "RPCs answered, by method, database and gRPC status code.",
+            ["method", "database", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "dbgateway_request_duration_seconds",
+            "Time to answer an RPC, connection checkout included.",
+            ["method", "database"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.pool_acquire = Histogram(
+            "dbgateway_pool_acquire_seconds",
+            "Time callers waited for a pooled connection (given-up waits included).",
+            ["database"],
+            buckets=ACQUIRE_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "dbgateway_retries",
+            "Statements tried again, by database and the reason of the failed try.",
+            ["database", "reason"],
+            registry=r,
+        )
+        self.rows_returned = Counter(
+            "dbgateway_rows_returned", "Rows returned to callers.", ["database"], registry=r
+        )
+        for name in gateway.databases:
+            self.pool_acquire.labels(name)
+            self.rows_returned.labels(name)
+        r.register(GatewayCollector(gateway))
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+
+    def exposition(self) -> bytes:
+        return prometheus_client.generate_latest(self.registry)
+
+
+# ---------------------------------------------------------------------------
+# Log formats
+# ---------------------------------------------------------------------------
+
+
+def _clip(value: str, limit: int = MAX_LOGGED_VALUE) -> str:
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
+def logfmt(fields: Mapping[str, object]) -> str:
+    """``key=value`` pairs; strings that could be misread (spaces, quotes, '=',
+    newlines) are JSON-quoted, so a caller cannot forge a log line. Empty
+    strings are left out."""
+    parts = []
+    for key, value in fields.items():
+        if value == "":
+            continue
+        if isinstance(value, float):
+            text = f"{value:.3f}"
+        elif isinstance(value, str):
+            plain = value.isprintable() and not any(c in value for c in ' "=\\')
+            text = value if plain else json.dumps(value, ensure_ascii=False)
+        else:
+            text = str(value)
+        parts.append(f"{key}={text}")
+    return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, then the record's
+    structured fields when it has them (access, slow-query and transaction
+    records), its message otherwise."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
+        doc: dict[str, Any] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, FIELDS, None)
+        if fields:
+            doc.update(fields)
+        else:
+            doc["message"] = record.getMessage()
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Sends every log record to stderr, as text lines or JSON objects."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def _emit(logger: logging.Logger, level: int, fields: dict[str, object]) -> None:
+    logger.log(level, "%s", logfmt(fields), extra={FIELDS: fields})
+
+
+# ---------------------------------------------------------------------------
+# Long-running transactions
+# ---------------------------------------------------------------------------
+
+
+class LongTransactionWatch:
+    """Picks out transactions that have been open longer than ``threshold``
+    seconds, each once (so a check every few seconds does not repeat itself)."""
+
+    __slots__ = ("_warned", "threshold")
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self._warned: set[str] = set()
+
+    def check(self, open_now: Iterable[OpenTransaction]) -> list[OpenTransaction]:
+        """The transactions in ``open_now`` that crossed the threshold since the last check."""
+        seen: set[str] = set()
+        overdue = []
+        for tx in open_now:
+            seen.add(tx.key)
+            if tx.age >= self.threshold and tx.key not in self._warned:
+                overdue.append(tx)
+        # Forget ended transactions, so the set stays as small as the table.
+        self._warned = (self._warned & seen) | {tx.key for tx in overdue}
+        return overdue
+
+
+# ---------------------------------------------------------------------------
+# The /metrics and /healthz endpoint
+# ---------------------------------------------------------------------------
+
+
+class MetricsServer:
+    """A minimal HTTP/1.1 endpoint on the gateway's own event loop: ``GET
+    /metrics`` (Prometheus text format) and ``GET /healthz`` (200 while
+    serving, 503 while draining). One request per connection."""
+
+    #: How long a client may take to send its request head.
+    READ_TIMEOUT = 10.0
+    MAX_HEAD = 16 * 1024
+
+    def __init__(self, listen: str, metrics: Metrics, serving: Callable[[], bool]) -> None:
+        self.listen = listen
+        self._metrics = metrics
+        self._serving = serving
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        host, _, port = self.listen.rpartition(":")
+        host = host.strip("[]")
+        self._server = await asyncio.start_server(
+            self._handle, host, int(port), limit=self.MAX_HEAD, reuse_address=True
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics listening on %s:%d", self.listen.rpartition(":")[0], self.port)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def respond(self, method: str, path: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) for a request."""
+        if method not in ("GET", "HEAD"):
+            return 405, "text/plain; charset=utf-8", b"method not allowed\n"
+        if path == "/metrics":
+            return 200, prometheus_client.CONTENT_TYPE_LATEST, self._metrics.exposition()
+        if path == "/healthz":
+            if self._serving():
+                return 200, "text/plain; charset=utf-8", b"ok\n"
+            return 503, "text/plain; charset=utf-8", b"draining\n"
+        return 404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.READ_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            request_line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(request_line) != 3:
+                status, ctype, body = 400, "text/plain; charset=utf-8", b"bad request\n"
+                method = "GET"
+            else:
+                method, target, _ = request_line
+                status, ctype, body = self.respond(method, target.split("?", 1)[0])
+            reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
+            if status == 503:
+                reason = "Service Unavailable"
+            elif status == 405:
+                reason = "Method Not Allowed"
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("latin-1")
+            )
+            if method != "HEAD":
+                writer.write(body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+# ---------------------------------------------------------------------------
+# Tying it together
+# ---------------------------------------------------------------------------
+
+
+class Observability:
+    """What a running gateway reports: metrics, logs, and the endpoint serving them."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        gateway: Gateway,
+        *,
+        serving: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.config = config
+        self._gateway = gateway
+        self.metrics = Metrics(gateway)
+        self.transactions = LongTransactionWatch(config.long_transaction_threshold)
+        self.metrics_server = (
+            MetricsServer(config.metrics_listen, self.metrics, serving)
+            if config.metrics_listen
+            else None
+        )
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Hooks into the pools, opens the metrics endpoint (when configured) and
+        starts watching open transactions."""
+        for name, db in self._gateway.databases.items():
+            db.pool.acquire_observer = self.metrics.pool_acquire.labels(name).observe
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
+        self._watch = asyncio.get_running_loop().create_task(
+            self._watch_transactions(), name="long-transaction-watch"
+        )
+
+    async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
+
+    # -- calls -------------------------------------------------------------
+
+    def begin(
+        self,
+        method: str,
+        *,
+        request_id: str,
+        database: str | None = None,
+        tag: str = "",
+        sql: str = "",
+        params: int = 0,
+    ) -> Call:
+        """Starts reporting a call; it becomes :func:`current_call` for this task."""
+        call = Call(
+            method=method,
+            request_id=request_id,
+            database=database,
+            database_label=database_label(self._gateway, database),
+            tag=tag,
+            sql=sql,
+            params=params,
+        )
+        _current_call.set(call)
+        return call
+
+    def end(self, call: Call) -> None:
+        """Counts, times and logs a finished call (once)."""
+        elapsed = time.monotonic() - call.started
+        db = call.database_label
+        m = self.metrics
+        m.requests.labels(call.method, db, call.code.name).inc()
+        m.request_duration.labels(call.method, db).observe(elapsed)
+        if call.rows:
+            m.rows_returned.labels(db).inc(call.rows)
+        _emit(
+            access_log,
+            logging.INFO,
+            {
+                "request_id": _clip(call.request_id),
+                "method": call.method,
+                "database": _clip(call.database or db) if call.database is not None else "",
+                "tag": _clip(call.tag),
+                "code": call.code.name,
+                "reason": call.reason,
+                "duration_ms": elapsed * 1000,
+                "rows": call.rows,
+                "retries": call.retries,
+            },
+        )
+        if call.sql and elapsed >= self.config.slow_query_threshold:
+            self.slow_query(call, elapsed)
+
+    def slow_query(self, call: Call, elapsed: float) -> None:
+        """Logs the SQL text of a slow statement: never its parameter values,
+        only how many there were."""
+        _emit(
+            slow_query_log,
+            logging.WARNING,
+            {
+                "request_id": _clip(call.request_id),
+                "method": call.method,
+                "database": _clip(call.database or call.database_label),
+                "tag": _clip(call.tag),
+                "code": call.code.name,
+                "duration_ms": elapsed * 1000,
+                "params": call.params,
+                "sql": _clip(call.sql, MAX_LOGGED_SQL),
+            },
+        )
+
+    def retried(self, database: str, reason: str) -> None:
+        """Counts one retry; called by the retry policy before each new attempt
+        (``reason`` is the failed attempt's Reason)."""
+        self.metrics.retries.labels(database_label(self._gateway, database), reason).inc()
+
+    # -- transactions -------------------------------------------------------
+
+    def warn_long_transactions(
+        self, open_now: Sequence[OpenTransaction] | None = None
+    ) -> list[OpenTransaction]:
+        """Logs a warning for each transaction newly past the threshold."""
+        if open_now is None:
+            open_now = self._gateway.open_transactions()
+        overdue = self.transactions.check(open_now)
+        for tx in overdue:
+            _emit(
+                transaction_log,
+                logging.WARNING,
+                {
+                    "event": "long_transaction",
+                    "database": tx.database,
+                    "tag": _clip(tx.tag),
+                    "request_id": _clip(tx.request_id),
+                    "age_s": tx.age,
+                    "threshold_s": self.transactions.threshold,
+                },
+            )
+        return overdue
+
+    async def _watch_transactions(self) -> None:
+        interval = min(self.transactions.threshold, TRANSACTION_CHECK_INTERVAL)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.warn_long_transactions()
+            except Exception:  # never let a bug here stop the watch
+                log.exception("checking open transactions failed")

@@ -1,0 +1,91 @@
+"""``dbgateway.v1.AdminService``: what the gateway knows about itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Mapping
+
+import grpc
+from google.protobuf import __version__ as protobuf_version
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from dbgateway import __version__
+from dbgateway.v1 import admin_service_pb2 as pb
+from dbgateway.v1 import admin_service_pb2_grpc as pb_grpc
+
+from ..config import Engine
+from ..gateway import Database, Gateway
+from ..observability import (
+    CircuitState,
+    Observability,
+    circuit_state,
+    is_serving,
+    open_transactions_by_database,
+)
+from .calls import rpc
+
+ENGINES: Mapping[Engine, int] = {
+    Engine.POSTGRES: pb.ENGINE_POSTGRESQL,
+    Engine.MYSQL: pb.ENGINE_MYSQL,
+    Engine.SQLITE: pb.ENGINE_SQLITE,
+}
+
+CIRCUIT_STATES: Mapping[CircuitState, int] = {
+    CircuitState.CLOSED: pb.CIRCUIT_STATE_CLOSED,
+    CircuitState.HALF_OPEN: pb.CIRCUIT_STATE_HALF_OPEN,
+    CircuitState.OPEN: pb.CIRCUIT_STATE_OPEN,
+}
+
+
+def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
+    return pb.DatabaseInfo(
+        name=db.name,
+        engine=ENGINES.get(db.config.engine, pb.ENGINE_UNSPECIFIED),  # type: ignore[arg-type]
+        server_version=db.backend.server_version,
+        health=pb.DATABASE_HEALTH_SERVING if is_serving(db) else pb.DATABASE_HEALTH_NOT_SERVING,
+        circuit_state=CIRCUIT_STATES[circuit_state(db)],  # type: ignore[arg-type]
+        pool=pb.PoolStats(**dataclasses.asdict(db.pool.stats())),
+        open_transactions=open_transactions,
+    )
+
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    def __init__(self, gateway: Gateway, observability: Observability) -> None:
+        self._gateway = gateway
+        self.observability = observability
+        self._started_wall = time.time()
+        self._started = time.monotonic()
+
+    @rpc
+    async def ListDatabases(
+        self, request: pb.ListDatabasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListDatabasesResponse:
+        open_tx = open_transactions_by_database(self._gateway)
+        return pb.ListDatabasesResponse(
+            databases=[
+                database_info(db, open_tx.get(name, 0))
+                for name, db in sorted(self._gateway.databases.items())
+            ]
+        )
+
+    @rpc
+    async def GetServerInfo(
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetServerInfoResponse:
+        start_time = timestamp_pb2.Timestamp()
+        start_time.FromNanoseconds(int(self._started_wall * 1e9))
+        uptime = duration_pb2.Duration()
+        uptime.FromNanoseconds(int((time.monotonic() - self._started) * 1e9))
+        return pb.GetServerInfoResponse(
+            version=__version__,
+            start_time=start_time,
+            uptime=uptime,
+            build=pb.BuildInfo(
+                python_version=platform.python_version(),
+                grpc_version=grpc.__version__,
+                protobuf_version=protobuf_version,
+                platform=platform.platform(terse=True) + "-" + platform.machine(),
+            ),
+        )
