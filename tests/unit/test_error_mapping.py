@@ -217,3 +217,10 @@ def test_short_waits_are_pushed_back_to_grpc_retries_long_ones_are_not_retried()
     assert circuit["grpc-retry-pushback-ms"] == "-1"  # gRFC A6: do not retry transparently
     plain = dict(grpc_status(GatewayError(Reason.SQL_ERROR, "syntax")).trailing_metadata)
     assert "grpc-retry-pushback-ms" not in plain
+
+
+def test_using_a_closed_asyncpg_connection_is_a_lost_connection():
+    error = pg_backend.translate(pgexc.InterfaceError("connection is closed"), "db")
+    assert error.reason is Reason.DATABASE_UNAVAILABLE
+    other = pg_backend.translate(pgexc.InterfaceError("cannot use a closed cursor"), "db")
+    assert other.reason is Reason.INVALID_REQUEST

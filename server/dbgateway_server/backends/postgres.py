@@ -58,6 +58,12 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
                 "column": getattr(exc, "column_name", None),
             },
         )
+    if type(exc) is pgexc.InterfaceError and "connection is closed" in str(exc):
+        # asyncpg has no class of its own for using a connection it already
+        # closed (after a lost link or a terminate): that is a lost connection.
+        return GatewayError(
+            Reason.DATABASE_UNAVAILABLE, str(exc), metadata={"engine": ENGINE, "database": database}
+        )
     for cls, reason in _CLIENT_ERRORS:
         if isinstance(exc, cls):
             return GatewayError(reason, str(exc), metadata={"engine": ENGINE, "database": database})
