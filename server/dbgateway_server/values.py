@@ -573,18 +573,3 @@ class SQLiteParams(ParamDecoder):
 POSTGRES_PARAMS = PostgresParams()
 MYSQL_PARAMS = MySQLParams()
 SQLITE_PARAMS = SQLiteParams()
-
-
-def python_value(value: value_pb2.Value) -> Any:
-    """A Value as the natural Python object (for tests and tools)."""
-    kind = value.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
-    if kind == "timestamp_value":
-        return _ts_to_datetime(value.timestamp_value, 0)
-    if kind == "list_value":
-        return [python_value(x) for x in value.list_value.values]
-    if kind == "interval_value":
-        i = value.interval_value
-        return (i.months, i.days, i.microseconds)
-    return getattr(value, kind)

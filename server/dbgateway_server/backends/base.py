@@ -9,8 +9,9 @@ when the call was cancelled, or ``TimeoutError`` from an expired timeout.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +19,26 @@ from enum import StrEnum
 from dbgateway.v1 import value_pb2
 
 from ..config import DatabaseConfig
+from ..errors import GatewayError
 from ..results import ResultLimits
+
+#: An engine's translation of one driver exception (None: not the driver's).
+Translator = Callable[[BaseException, str], GatewayError | None]
+
+
+@contextlib.contextmanager
+def translating(translate: Translator, database: str) -> Iterator[None]:
+    """A block in which a driver exception becomes the GatewayError its engine's
+    ``translate`` gives; anything ``translate`` does not know passes through."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except Exception as exc:
+        error = translate(exc, database)
+        if error is None:
+            raise
+        raise error from exc
 
 
 class IsolationLevel(StrEnum):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiomysql
@@ -19,7 +19,15 @@ from ..config import mysql_address
 from ..errors import GatewayError, Reason, invalid_request, reason_for_mysql_errno
 from ..results import ResultLimits, read_result
 from ..values import MYSQL_PARAMS, Column, Converter, convert_rows, mysql_column
-from .base import Backend, DriverConnection, ExecResult, ResultSet, RowStream, TransactionMode
+from .base import (
+    Backend,
+    DriverConnection,
+    ExecResult,
+    ResultSet,
+    RowStream,
+    TransactionMode,
+    translating,
+)
 
 ENGINE = "mysql"
 #: Rows an abandoned unbuffered result may still be read to keep its
@@ -47,18 +55,9 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
     return None
 
 
-@contextlib.contextmanager
-def translate_errors(database: str) -> Iterator[None]:
+def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place PyMySQL/aiomysql exceptions become GatewayErrors."""
-    try:
-        yield
-    except GatewayError:
-        raise
-    except Exception as exc:
-        error = translate(exc, database)
-        if error is None:
-            raise
-        raise error from exc
+    return translating(translate, database)
 
 
 _SERVER_STATUS_IN_TRANS = 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -15,7 +15,15 @@ from dbgateway.v1 import value_pb2
 from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
 from ..results import ResultLimits, collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
-from .base import Backend, DriverConnection, ExecResult, ResultSet, RowStream, TransactionMode
+from .base import (
+    Backend,
+    DriverConnection,
+    ExecResult,
+    ResultSet,
+    RowStream,
+    TransactionMode,
+    translating,
+)
 
 ENGINE = "postgresql"
 
@@ -76,18 +84,9 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
     return None
 
 
-@contextlib.contextmanager
-def translate_errors(database: str) -> Iterator[None]:
+def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place asyncpg exceptions become GatewayErrors."""
-    try:
-        yield
-    except GatewayError:
-        raise
-    except Exception as exc:
-        error = translate(exc, database)
-        if error is None:
-            raise
-        raise error from exc
+    return translating(translate, database)
 
 
 def _rows_affected(status: str | None) -> int:

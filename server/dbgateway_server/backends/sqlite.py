@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +18,15 @@ from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error
 from ..results import ResultLimits, read_result
 from ..statements import first_keyword
 from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
-from .base import Backend, DriverConnection, ExecResult, ResultSet, RowStream, TransactionMode
+from .base import (
+    Backend,
+    DriverConnection,
+    ExecResult,
+    ResultSet,
+    RowStream,
+    TransactionMode,
+    translating,
+)
 
 T = TypeVar("T")
 ENGINE = "sqlite"
@@ -47,18 +55,9 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
     return None
 
 
-@contextlib.contextmanager
-def translate_errors(database: str) -> Iterator[None]:
+def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place sqlite3 exceptions become GatewayErrors."""
-    try:
-        yield
-    except GatewayError:
-        raise
-    except Exception as exc:
-        error = translate(exc, database)
-        if error is None:
-            raise
-        raise error from exc
+    return translating(translate, database)
 
 
 class SQLiteConnection(DriverConnection):
