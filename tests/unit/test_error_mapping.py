@@ -224,3 +224,16 @@ def test_using_a_closed_asyncpg_connection_is_a_lost_connection():
     assert error.reason is Reason.DATABASE_UNAVAILABLE
     other = pg_backend.translate(pgexc.InterfaceError("cannot use a closed cursor"), "db")
     assert other.reason is Reason.INVALID_REQUEST
+
+
+def test_the_readme_error_table_lists_every_reason_with_its_code():
+    from tests.support import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Errors") :]
+    table = table[: table.index("\n## ", 5)]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    for reason in Reason:
+        matching = [row for row in rows if reason.value in row.split("|")[3]]
+        assert matching, f"README error table has no row for {reason.value}"
+        assert any(STATUS_CODES[reason].name in row.split("|")[2] for row in matching), reason
