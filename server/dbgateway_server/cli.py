@@ -17,8 +17,6 @@ from . import __version__
 
 log = logging.getLogger("dbgateway_server")
 
-DEFAULT_SERVER = "127.0.0.1:50051"
-
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbgateway", description="gRPC database-access gateway.")
@@ -35,14 +33,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     # The client commands live in the client package: they need no server driver.
     client_commands.add_commands(commands)
-    databases = commands.add_parser(
-        "databases",
-        help="list the databases of a running gateway",
-        description="Print every database of a running gateway: engine, health, "
-        "circuit, pool (AdminService/ListDatabases).",
-    )
-    databases.add_argument("--server", default=DEFAULT_SERVER, help="HOST:PORT of the gateway")
-    databases.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
     return parser
 
 
@@ -86,67 +76,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def databases_table(response: Any) -> str:
-    """A ``ListDatabasesResponse`` as an aligned text table."""
-    from dbgateway.v1 import admin_service_pb2 as pb
-
-    def short(enum: Any, value: int, prefix: str) -> str:
-        return str(enum.Name(value)).removeprefix(prefix).lower().replace("_", "-")
-
-    header = (
-        *("NAME", "ENGINE", "VERSION", "HEALTH", "CIRCUIT", "SIZE", "IDLE", "IN USE"),
-        *("WAITING", "MIN", "MAX", "ACQUIRED", "CREATED", "CLOSED", "TIMEOUTS", "TX"),
-    )
-    rows: list[tuple[str, ...]] = [header]
-    for db in response.databases:
-        p = db.pool
-        rows.append(
-            (
-                db.name,
-                short(pb.Engine, db.engine, "ENGINE_"),
-                db.server_version or "-",
-                short(pb.DatabaseHealth, db.health, "DATABASE_HEALTH_"),
-                short(pb.CircuitState, db.circuit_state, "CIRCUIT_STATE_"),
-                *map(str, (p.size, p.idle, p.in_use, p.waiting, p.min_size, p.max_size)),
-                *map(str, (p.acquired_total, p.created_total, p.closed_total)),
-                str(p.acquire_timeouts_total),
-                str(db.open_transactions),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-def _databases(args: argparse.Namespace) -> int:
-    """Client side: needs grpcio and the generated code only, no server drivers."""
-    import grpc
-
-    from dbgateway.v1 import admin_service_pb2, admin_service_pb2_grpc
-
-    with grpc.insecure_channel(args.server) as channel:
-        stub = admin_service_pb2_grpc.AdminServiceStub(channel)  # type: ignore[no-untyped-call]
-        try:
-            response = stub.ListDatabases(
-                admin_service_pb2.ListDatabasesRequest(), timeout=args.timeout
-            )
-        except grpc.RpcError as exc:
-            print(f"dbgateway: {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-    print(databases_table(response))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command in client_commands.COMMANDS:
         return client_commands.run(args)
-    if args.command == "databases":
-        return _databases(args)
     raise AssertionError(args.command)  # pragma: no cover
 
 

@@ -190,6 +190,36 @@ def test_the_client_commands_need_no_server_driver(server):
     assert result.stdout.splitlines()[-2:] == ("answer\n------\n    42\n(1 row)".splitlines()[-2:])
 
 
+def test_databases_takes_the_shared_connection_options(server):
+    """`databases` is a client command: DBGATEWAY_SERVER and the shared
+    flags work, and it runs with the server's drivers (and prometheus_client)
+    blocked."""
+    listed = dbgateway("databases", server=server)
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.splitlines()[1:]]
+    assert names == ["down", "lite", "mysql", "pg"]
+    blocked = ["asyncpg", "aiomysql", "aiosqlite", "prometheus_client", "uvloop"]
+    script = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None\n"
+        "from dbgateway._cli import add_commands, run\n"
+        "import argparse\n"
+        "parser = argparse.ArgumentParser()\n"
+        "add_commands(parser.add_subparsers(dest='command'))\n"
+        f"args = parser.parse_args(['databases', '--server', {server.address!r}, '--timeout', '5'])\n"
+        "sys.exit(run(args))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("NAME")
+    unreachable = dbgateway("databases", "--server", "127.0.0.1:1", "--timeout", "1")
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.startswith("dbgateway: ")
+    assert len(unreachable.stderr.splitlines()) == 1
+
+
 def test_the_dockerfile_healthcheck_runs_the_health_command(server):
     line = next(
         line

@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
+from dbgateway._cli import databases_table
 from dbgateway.v1 import admin_service_pb2 as admin_pb
-from dbgateway_server.cli import databases_table
 from dbgateway_server.config import Config, DatabaseConfig, Engine, ServerConfig
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.gateway import Gateway, OpenTransaction

@@ -4,6 +4,10 @@
         result = await db.query("SELECT id, body FROM notes WHERE id = $1", 7, database="orders")
         for id_, body in result:
             ...
+        async with db.transaction(database="orders", isolation="serializable") as tx:
+            await tx.execute("UPDATE notes SET stars = stars + 1 WHERE id = $1", 7)
+        async for id_, body in db.stream("SELECT id, body FROM notes", database="orders"):
+            ...
 
 :class:`AsyncClient` and :class:`Client` (synchronous) have the same methods.
 Parameters and results are native Python values (see :mod:`dbgateway._values`
@@ -28,12 +32,16 @@ from ._errors import (
     UniqueViolation,
 )
 from ._health import HealthStatus
-from ._result import Column, ExecuteResult, Result
+from ._result import Column, ExecuteResult, Result, StatementResult, TransactionResult
+from ._stream import AsyncRowStream, RowStream
+from ._transaction import AsyncTransaction, Isolation, Transaction
 from ._values import Interval, Json
 
 __all__ = [
     "DEFAULT_TARGET",
     "AsyncClient",
+    "AsyncRowStream",
+    "AsyncTransaction",
     "Client",
     "ClientConfig",
     "Column",
@@ -43,6 +51,7 @@ __all__ = [
     "HealthStatus",
     "IntegrityError",
     "Interval",
+    "Isolation",
     "Json",
     "KeepaliveConfig",
     "NotFound",
@@ -50,9 +59,13 @@ __all__ = [
     "ResourceExhausted",
     "Result",
     "RetryPolicy",
+    "RowStream",
     "SqlError",
+    "StatementResult",
     "TLSConfig",
+    "Transaction",
     "TransactionAborted",
+    "TransactionResult",
     "Unavailable",
     "UniqueViolation",
     "__version__",

@@ -1,4 +1,5 @@
-"""The client side of the ``dbgateway`` command: ``query``, ``exec``, ``health``.
+"""The client side of the ``dbgateway`` command: ``query``, ``exec``, ``health``,
+``databases``.
 
 ``dbgateway_server.cli`` registers these next to ``serve``. Nothing here needs
 the server's database drivers, so they work from a plain ``pip install
@@ -26,9 +27,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-__all__ = ["COMMANDS", "add_commands", "format_table", "parse_param", "run"]
+__all__ = ["COMMANDS", "add_commands", "databases_table", "format_table", "parse_param", "run"]
 
-COMMANDS = ("query", "exec", "health")
+COMMANDS = ("query", "exec", "health", "databases")
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "DBGATEWAY_SERVER"
 TOKEN_ENV = "DBGATEWAY_TOKEN"
@@ -226,13 +227,14 @@ def _connection_options() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help="deadline of the call (default 30; health 5)",
+        help="deadline of the call (default 30; health and databases 5)",
     )
     return common
 
 
 def add_commands(commands: Any) -> None:
-    """Adds ``query``, ``exec`` and ``health`` to the ``dbgateway`` subparsers."""
+    """Adds ``query``, ``exec``, ``health`` and ``databases`` to the ``dbgateway``
+    subparsers."""
     common = _connection_options()
     for name, verb in (("query", "run a read and print its rows"), ("exec", "run a write")):
         sub = commands.add_parser(
@@ -264,6 +266,13 @@ def add_commands(commands: Any) -> None:
         "--service",
         default="",
         help='"" (the server, default), dbgateway.v1.DatabaseService, or db/NAME',
+    )
+    commands.add_parser(
+        "databases",
+        parents=[common],
+        help="list the databases of a running gateway",
+        description="Print every database of a running gateway: engine, health, "
+        "circuit, pool, open transactions (AdminService/ListDatabases).",
     )
 
 
@@ -323,6 +332,47 @@ def _health(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if status is HealthStatus.SERVING else EXIT_FAILED
 
 
+def databases_table(response: Any) -> str:
+    """A ``ListDatabasesResponse`` as an aligned text table."""
+    from .v1 import admin_service_pb2 as pb
+
+    def short(enum: Any, value: int, prefix: str) -> str:
+        return str(enum.Name(value)).removeprefix(prefix).lower().replace("_", "-")
+
+    header = (
+        *("NAME", "ENGINE", "VERSION", "HEALTH", "CIRCUIT", "SIZE", "IDLE", "IN USE"),
+        *("WAITING", "MIN", "MAX", "ACQUIRED", "CREATED", "CLOSED", "TIMEOUTS", "TX"),
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for db in response.databases:
+        p = db.pool
+        rows.append(
+            (
+                db.name,
+                short(pb.Engine, db.engine, "ENGINE_"),
+                db.server_version or "-",
+                short(pb.DatabaseHealth, db.health, "DATABASE_HEALTH_"),
+                short(pb.CircuitState, db.circuit_state, "CIRCUIT_STATE_"),
+                *map(str, (p.size, p.idle, p.in_use, p.waiting, p.min_size, p.max_size)),
+                *map(str, (p.acquired_total, p.created_total, p.closed_total)),
+                str(p.acquire_timeouts_total),
+                str(db.open_transactions),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _databases(args: argparse.Namespace, out: TextIO) -> int:
+    with _client(args, 5.0) as db:
+        response = db._list_databases()
+    print(databases_table(response), file=out)
+    return 0
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Runs a parsed client command; failures print one line and return non-zero."""
     from ._errors import DbGatewayError
@@ -332,6 +382,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     try:
         if args.command == "health":
             return _health(args, out)
+        if args.command == "databases":
+            return _databases(args, out)
         try:
             params = [parse_param(p) for p in args.params]
         except ValueError as exc:
@@ -346,6 +398,6 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (OSError, ValueError, TypeError) as exc:
         # Unreadable TLS files, a malformed target, a value the client cannot send.
         print(f"dbgateway: {exc}", file=err)
-        return EXIT_USAGE if args.command != "health" else EXIT_FAILED
+        return EXIT_USAGE if args.command not in ("health", "databases") else EXIT_FAILED
     except KeyboardInterrupt:
         return 130

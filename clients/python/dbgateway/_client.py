@@ -8,8 +8,9 @@ one place where a ``grpc.RpcError`` becomes a :class:`DbGatewayError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Self, TypeVar
 
 import grpc
@@ -18,8 +19,20 @@ import grpc.aio
 from ._config import ClientConfig, TLSConfig
 from ._errors import DbGatewayError, DeadlineExceeded, from_rpc_error
 from ._health import CHECK_METHOD, HealthStatus, decode_response, encode_request
-from ._result import ExecuteResult, Result, columns_of, rows_of
+from ._result import ExecuteResult, Result, TransactionResult, columns_of, rows_of
+from ._stream import AsyncRowStream, RowStream, no_columns_error
+from ._transaction import (
+    AsyncTransaction,
+    Isolation,
+    Transaction,
+    begin_request,
+    statement_result,
+    statements_of,
+    transaction_options,
+)
 from ._values import to_values
+from .v1 import admin_service_pb2 as admin_pb
+from .v1 import admin_service_pb2_grpc as admin_pb_grpc
 from .v1 import database_service_pb2 as pb
 from .v1 import database_service_pb2_grpc as pb_grpc
 
@@ -66,6 +79,52 @@ def _execute_request(
         sql=sql,
         params=to_values(params),
         options=_options(idempotent=idempotent, tag=tag),
+    )
+
+
+def _batch_request(
+    sql: str,
+    param_sets: Iterable[Sequence[Any]],
+    database: str | None,
+    tag: str | None,
+) -> pb.ExecuteBatchRequest:
+    sets = []
+    for params in param_sets:
+        if isinstance(params, str | bytes):
+            raise TypeError(f"each parameter set must be a sequence, not {type(params)}")
+        sets.append(pb.ParamSet(params=to_values(params)))
+    return pb.ExecuteBatchRequest(
+        database=database or "", sql=sql, param_sets=sets, options=_options(tag=tag)
+    )
+
+
+def _run_transaction_request(
+    statements: Iterable[tuple[str, Sequence[Any]] | str],
+    database: str | None,
+    isolation: Isolation | str | None,
+    read_only: bool,
+    deferrable: bool,
+    max_attempts: int | None,
+) -> pb.RunTransactionRequest:
+    if max_attempts is not None and max_attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    return pb.RunTransactionRequest(
+        database=database or "",
+        statements=statements_of(statements),
+        options=transaction_options(isolation, read_only, deferrable),
+        max_attempts=max_attempts or 0,
+    )
+
+
+def _batch_result(response: pb.ExecuteBatchResponse) -> ExecuteResult:
+    return ExecuteResult(
+        rows_affected=response.rows_affected if response.HasField("rows_affected") else None
+    )
+
+
+def _transaction_result(response: pb.RunTransactionResponse) -> TransactionResult:
+    return TransactionResult(
+        tuple(statement_result(r) for r in response.results), response.attempts
     )
 
 
@@ -182,6 +241,7 @@ class AsyncClient:
                 _target(target), tls_config.credentials(), options=options
             )
         self._stub = pb_grpc.DatabaseServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._admin = admin_pb_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
@@ -196,6 +256,40 @@ class AsyncClient:
         """Closes the channel; calls in flight are cancelled."""
         await self._channel.close()
 
+    async def _retrying(
+        self,
+        attempt: Callable[[float | None], Awaitable[T]],
+        timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline, not an asyncio timeout
+        *,
+        write: bool = False,
+        idempotent: bool = False,
+    ) -> T:
+        """Runs ``attempt(remaining seconds)`` under the retry rules (see
+        RetryPolicy); the one place a ``grpc.RpcError`` becomes a
+        :class:`DbGatewayError`."""
+        deadline = _Deadline(timeout if timeout is not None else self._timeout)
+        policy = self._config.retry
+        tries = 0
+        while True:
+            tries += 1
+            remaining = deadline.remaining()
+            if remaining is not None and remaining <= 0:
+                raise _deadline_error()
+            try:
+                return await attempt(remaining)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+            except DbGatewayError as exc:
+                error = exc
+            wait = max(policy.backoff(tries), error.retry_after or 0.0)
+            if (
+                tries >= policy.max_attempts
+                or not _should_retry(error, write=write, idempotent=idempotent)
+                or not deadline.allows_wait(wait)
+            ):
+                raise error
+            await asyncio.sleep(wait)
+
     async def _call(
         self,
         method: Callable[..., Awaitable[T]],
@@ -205,26 +299,10 @@ class AsyncClient:
         write: bool = False,
         idempotent: bool = False,
     ) -> T:
-        deadline = _Deadline(timeout if timeout is not None else self._timeout)
-        policy = self._config.retry
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
-                raise _deadline_error()
-            try:
-                return await method(request, timeout=remaining, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-            wait = max(policy.backoff(attempt), error.retry_after or 0.0)
-            if (
-                attempt >= policy.max_attempts
-                or not _should_retry(error, write=write, idempotent=idempotent)
-                or not deadline.allows_wait(wait)
-            ):
-                raise error
-            await asyncio.sleep(wait)
+        def attempt(remaining: float | None) -> Awaitable[T]:
+            return method(request, timeout=remaining, metadata=self._metadata)
+
+        return await self._retrying(attempt, timeout, write=write, idempotent=idempotent)
 
     async def query(
         self,
@@ -259,6 +337,116 @@ class AsyncClient:
             self._stub.Execute, request, timeout, write=True, idempotent=idempotent
         )
         return _execute_result(response)
+
+    def stream(
+        self,
+        sql: str,
+        *params: Any,
+        database: str | None = None,
+        timeout: float | None = None,
+        max_rows: int | None = None,
+        tag: str | None = None,
+    ) -> AsyncRowStream:
+        """Runs a read of any size and yields its rows one at a time
+        (``StreamQuery``): ``async for row in db.stream(...)``. The server
+        reads from a cursor and the client holds one chunk at a time.
+        ``timeout`` bounds the whole stream. ``async with db.stream(...) as
+        rows:`` stops the query on the database at once when the block is
+        left early."""
+        request = _query_request(sql, params, database, max_rows, tag)
+
+        async def attempt(remaining: float | None) -> tuple[Any, pb.StreamQueryResponse]:
+            call = self._stub.StreamQuery(request, timeout=remaining, metadata=self._metadata)
+            try:
+                first = await call.read()
+            except BaseException:
+                call.cancel()
+                raise
+            if first is grpc.aio.EOF:
+                raise no_columns_error()
+            return call, first
+
+        return AsyncRowStream(lambda: self._retrying(attempt, timeout))
+
+    async def execute_batch(
+        self,
+        sql: str,
+        param_sets: Iterable[Sequence[Any]],
+        *,
+        database: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+        tag: str | None = None,
+    ) -> ExecuteResult:
+        """Runs ``sql`` once per parameter set, atomically, through the
+        driver's bulk path. ``rows_affected`` is the total, or None when the
+        engine does not report it (PostgreSQL)."""
+        request = _batch_request(sql, param_sets, database, tag)
+        response = await self._call(self._stub.ExecuteBatch, request, timeout, write=True)
+        return _batch_result(response)
+
+    async def run_transaction(
+        self,
+        statements: Iterable[tuple[str, Sequence[Any]] | str],
+        database: str | None = None,
+        isolation: Isolation | str | None = None,
+        read_only: bool = False,
+        *,
+        deferrable: bool = False,
+        max_attempts: int | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> TransactionResult:
+        """Runs ``[(sql, params), ...]`` atomically in one round trip, and
+        returns one result per statement. The server runs the whole
+        transaction again on a serialization failure or deadlock (up to
+        ``max_attempts``, default 3; ``attempts`` says how many it took). A
+        failing statement rolls everything back and raises, with its index in
+        ``statement_index``."""
+        request = _run_transaction_request(
+            statements, database, isolation, read_only, deferrable, max_attempts
+        )
+        response = await self._call(self._stub.RunTransaction, request, timeout, write=True)
+        return _transaction_result(response)
+
+    @contextlib.asynccontextmanager
+    async def transaction(
+        self,
+        database: str | None = None,
+        isolation: Isolation | str | None = None,
+        read_only: bool = False,
+        *,
+        deferrable: bool = False,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncIterator[AsyncTransaction]:
+        """An interactive transaction: ``async with db.transaction() as tx:``,
+        then ``await tx.query(...)`` / ``await tx.execute(...)``. Leaving the
+        block commits; an exception rolls back and propagates. A failing
+        statement raises but leaves the transaction open. ``timeout`` bounds
+        the whole transaction (the client's default when omitted)."""
+        begin = begin_request(database, transaction_options(isolation, read_only, deferrable))
+
+        async def attempt(remaining: float | None) -> AsyncTransaction:
+            tx = AsyncTransaction(
+                self._stub.Transaction(timeout=remaining, metadata=self._metadata)
+            )
+            await tx._begin(begin)
+            return tx
+
+        # Nothing has run before `begun`: beginning again is always safe.
+        tx = await self._retrying(attempt, timeout, write=True, idempotent=True)
+        try:
+            yield tx
+        except BaseException as exc:
+            await tx._abandon(exc)
+            raise
+        if not tx.ended:
+            await tx.commit()
+
+    async def _list_databases(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> admin_pb.ListDatabasesResponse:
+        """AdminService/ListDatabases, for the ``dbgateway databases`` command."""
+        return await self._call(self._admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout)
 
     async def health(
         self,
@@ -311,6 +499,7 @@ class Client:
                 _target(target), tls_config.credentials(), options=options
             )
         self._stub = pb_grpc.DatabaseServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._admin = admin_pb_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
@@ -325,6 +514,39 @@ class Client:
         """Closes the channel; calls in flight are cancelled."""
         self._channel.close()
 
+    def _retrying(
+        self,
+        attempt: Callable[[float | None], T],
+        timeout: float | None,
+        *,
+        write: bool = False,
+        idempotent: bool = False,
+    ) -> T:
+        """Runs ``attempt(remaining seconds)`` under the retry rules (see
+        :meth:`AsyncClient._retrying`)."""
+        deadline = _Deadline(timeout if timeout is not None else self._timeout)
+        policy = self._config.retry
+        tries = 0
+        while True:
+            tries += 1
+            remaining = deadline.remaining()
+            if remaining is not None and remaining <= 0:
+                raise _deadline_error()
+            try:
+                return attempt(remaining)
+            except grpc.RpcError as exc:
+                error = from_rpc_error(exc)
+            except DbGatewayError as exc:
+                error = exc
+            wait = max(policy.backoff(tries), error.retry_after or 0.0)
+            if (
+                tries >= policy.max_attempts
+                or not _should_retry(error, write=write, idempotent=idempotent)
+                or not deadline.allows_wait(wait)
+            ):
+                raise error
+            time.sleep(wait)
+
     def _call(
         self,
         method: Callable[..., T],
@@ -334,26 +556,10 @@ class Client:
         write: bool = False,
         idempotent: bool = False,
     ) -> T:
-        deadline = _Deadline(timeout if timeout is not None else self._timeout)
-        policy = self._config.retry
-        attempt = 0
-        while True:
-            attempt += 1
-            remaining = deadline.remaining()
-            if remaining is not None and remaining <= 0:
-                raise _deadline_error()
-            try:
-                return method(request, timeout=remaining, metadata=self._metadata)
-            except grpc.RpcError as exc:
-                error = from_rpc_error(exc)
-            wait = max(policy.backoff(attempt), error.retry_after or 0.0)
-            if (
-                attempt >= policy.max_attempts
-                or not _should_retry(error, write=write, idempotent=idempotent)
-                or not deadline.allows_wait(wait)
-            ):
-                raise error
-            time.sleep(wait)
+        def attempt(remaining: float | None) -> T:
+            return method(request, timeout=remaining, metadata=self._metadata)
+
+        return self._retrying(attempt, timeout, write=write, idempotent=idempotent)
 
     def query(
         self,
@@ -383,6 +589,101 @@ class Client:
             self._stub.Execute, request, timeout, write=True, idempotent=idempotent
         )
         return _execute_result(response)
+
+    def stream(
+        self,
+        sql: str,
+        *params: Any,
+        database: str | None = None,
+        timeout: float | None = None,
+        max_rows: int | None = None,
+        tag: str | None = None,
+    ) -> RowStream:
+        """Runs a read of any size and yields its rows one at a time (see
+        :meth:`AsyncClient.stream`); ``with db.stream(...) as rows:`` stops it
+        at once when the block is left early."""
+        request = _query_request(sql, params, database, max_rows, tag)
+
+        def attempt(remaining: float | None) -> tuple[Any, pb.StreamQueryResponse]:
+            call = self._stub.StreamQuery(request, timeout=remaining, metadata=self._metadata)
+            try:
+                first = next(call)
+            except StopIteration:
+                raise no_columns_error() from None
+            except BaseException:
+                call.cancel()
+                raise
+            return call, first
+
+        return RowStream(lambda: self._retrying(attempt, timeout))
+
+    def execute_batch(
+        self,
+        sql: str,
+        param_sets: Iterable[Sequence[Any]],
+        *,
+        database: str | None = None,
+        timeout: float | None = None,
+        tag: str | None = None,
+    ) -> ExecuteResult:
+        """Runs ``sql`` once per parameter set, atomically (see
+        :meth:`AsyncClient.execute_batch`)."""
+        request = _batch_request(sql, param_sets, database, tag)
+        return _batch_result(self._call(self._stub.ExecuteBatch, request, timeout, write=True))
+
+    def run_transaction(
+        self,
+        statements: Iterable[tuple[str, Sequence[Any]] | str],
+        database: str | None = None,
+        isolation: Isolation | str | None = None,
+        read_only: bool = False,
+        *,
+        deferrable: bool = False,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> TransactionResult:
+        """Runs ``[(sql, params), ...]`` atomically in one round trip (see
+        :meth:`AsyncClient.run_transaction`)."""
+        request = _run_transaction_request(
+            statements, database, isolation, read_only, deferrable, max_attempts
+        )
+        response = self._call(self._stub.RunTransaction, request, timeout, write=True)
+        return _transaction_result(response)
+
+    @contextlib.contextmanager
+    def transaction(
+        self,
+        database: str | None = None,
+        isolation: Isolation | str | None = None,
+        read_only: bool = False,
+        *,
+        deferrable: bool = False,
+        timeout: float | None = None,
+    ) -> Iterator[Transaction]:
+        """An interactive transaction: ``with db.transaction() as tx:`` (see
+        :meth:`AsyncClient.transaction`)."""
+        begin = begin_request(database, transaction_options(isolation, read_only, deferrable))
+
+        def attempt(remaining: float | None) -> Transaction:
+            tx = Transaction(self._stub, remaining, self._metadata)
+            tx._begin(begin)
+            return tx
+
+        tx = self._retrying(attempt, timeout, write=True, idempotent=True)
+        try:
+            yield tx
+        except BaseException as exc:
+            tx._abandon(exc)
+            raise
+        if not tx.ended:
+            tx.commit()
+
+    def _list_databases(self, timeout: float | None = None) -> admin_pb.ListDatabasesResponse:
+        """AdminService/ListDatabases, for the ``dbgateway databases`` command."""
+        response: admin_pb.ListDatabasesResponse = self._call(
+            self._admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout
+        )
+        return response
 
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """The server's health status for ``service`` (see :meth:`AsyncClient.health`)."""

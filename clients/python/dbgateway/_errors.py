@@ -40,6 +40,7 @@ __all__ = [
     "Unavailable",
     "UniqueViolation",
     "from_rpc_error",
+    "from_status_message",
 ]
 
 ERROR_DOMAIN = "dbgateway"
@@ -79,6 +80,13 @@ class DbGatewayError(Exception):
     def sqlstate(self) -> str | None:
         """The five-character SQLSTATE, when the engine reported one."""
         return self.metadata.get("sqlstate")
+
+    @property
+    def statement_index(self) -> int | None:
+        """Which statement of ``run_transaction`` failed (0-based), when the
+        server said."""
+        index = self.metadata.get("statement_index")
+        return int(index) if index is not None and index.isdigit() else None
 
     def summary(self) -> str:
         """One line: code, reason and message."""
@@ -231,3 +239,13 @@ def from_rpc_error(error: grpc.RpcError) -> DbGatewayError:
         # transport said rather than guess.
         status = None
     return from_status(code, message, status)
+
+
+_CODES: Mapping[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
+
+
+def from_status_message(status: Any) -> DbGatewayError:
+    """The typed exception for a ``google.rpc.Status`` carried in a message
+    (a failed statement of a ``Transaction`` stream)."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    return from_status(code, status.message, status)

@@ -9,7 +9,7 @@ from typing import Any
 from ._values import from_row
 from .v1 import value_pb2
 
-__all__ = ["Column", "ExecuteResult", "Result"]
+__all__ = ["Column", "ExecuteResult", "Result", "StatementResult", "TransactionResult"]
 
 Row = tuple[Any, ...]
 
@@ -73,9 +73,45 @@ class Result(_Rows):
 
 @dataclass(frozen=True, slots=True)
 class ExecuteResult(_Rows):
-    """What a write changed; ``rows`` holds the rows of a RETURNING clause."""
+    """What a write changed; ``rows`` holds the rows of a RETURNING clause.
 
-    rows_affected: int = 0
+    ``rows_affected`` is always a number for ``execute``; for ``execute_batch``
+    it is None when the engine's bulk path does not report a count
+    (PostgreSQL), rather than a made-up number.
+    """
+
+    rows_affected: int | None = 0
     last_insert_id: int | None = None
     column_info: tuple[Column, ...] = ()
     rows: list[Row] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementResult(_Rows):
+    """What one statement of ``run_transaction`` returned: its rows (a read,
+    or RETURNING) and what it changed (a write)."""
+
+    column_info: tuple[Column, ...] = ()
+    rows: list[Row] = field(default_factory=list)
+    rows_affected: int = 0
+    last_insert_id: int | None = None
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionResult:
+    """The results of ``run_transaction``, one per statement, in order
+    (iterate or index it), and how many times the transaction ran
+    (``attempts``: more than 1 after a serialization failure or deadlock)."""
+
+    results: tuple[StatementResult, ...] = ()
+    attempts: int = 1
+
+    def __iter__(self) -> Iterator[StatementResult]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> StatementResult:
+        return self.results[index]
