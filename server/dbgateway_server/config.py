@@ -525,7 +525,7 @@ def _parse_principals(
             isinstance(digest, str) and bool(_SHA256_RE.match(digest.lower())),
             f"{key}.token_sha256",
             "must be the 64 hex digits of the token's SHA-256 "
-            "(e.g. printf %s \"$TOKEN\" | sha256sum)",
+            '(e.g. printf %s "$TOKEN" | sha256sum)',
         )
         digest = digest.lower()
         _require(digest not in hashes, f"{key}.token_sha256", "is used by another principal")
