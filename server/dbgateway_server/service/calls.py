@@ -19,7 +19,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -111,13 +111,16 @@ def authorize_database(servicer: Servicer, database: str, *, write: bool = False
     return access
 
 
-@contextlib.contextmanager
-def _guarded(
+@contextlib.asynccontextmanager
+async def _guarded(
     servicer: Servicer, method: str, request: Any, context: grpc.aio.ServicerContext, call: Call
-) -> Iterator[None]:
+) -> AsyncIterator[None]:
     guard = servicer.guard
     principal = guard.authenticate(context.invocation_metadata())
     call.principal = principal.name
+    # The request id goes out once the caller is known (so a call cancelled
+    # while it is sent is still counted under its principal).
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
     config = servicer.observability.config
     _scope.set(
         CallScope(
@@ -200,8 +203,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         observability: Observability = self.observability
         call = begin_call(observability, method, request, context)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
-            with _guarded(self, method, request, context, call):
+            async with _guarded(self, method, request, context, call):
                 response = await handler(self, request, context)
             record_response(call, response)
             return response
@@ -247,8 +249,7 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
         observability: Observability = self.observability
         call = begin_call(observability, method, request, context)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
-            with _guarded(self, method, request, context, call):
+            async with _guarded(self, method, request, context, call):
                 async for response in handler(self, request, context):
                     yield response
         except GatewayError as exc:
