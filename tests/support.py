@@ -157,6 +157,8 @@ class ServerProcess:
     port: int = 0
     #: The command to run instead of this environment's ``dbgateway serve``.
     start_command: list[str] | None = None
+    #: The CA that signed the server's certificate: the server speaks TLS.
+    tls_ca: Path | None = None
 
     @property
     def address(self) -> str:
@@ -206,8 +208,23 @@ class ServerProcess:
             self.process.wait()
             raise
 
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
+    def channel(
+        self, *, cert: Path | None = None, key: Path | None = None, token: str | None = None
+    ) -> grpc.Channel:
+        """A channel to the server: TLS when the server speaks it (with a
+        client certificate when given), sending ``token`` as a bearer token."""
+        if self.tls_ca is None:
+            return grpc.insecure_channel(self.address)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.tls_ca.read_bytes(),
+            private_key=key.read_bytes() if key else None,
+            certificate_chain=cert.read_bytes() if cert else None,
+        )
+        if token is not None:
+            credentials = grpc.composite_channel_credentials(
+                credentials, grpc.access_token_call_credentials(token)
+            )
+        return grpc.secure_channel(self.address, credentials)
 
 
 # -- Values and errors -----------------------------------------------------------

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,9 +19,10 @@ from dbgateway.v1 import (
     database_service_pb2_grpc,
 )
 
-from .config import MAX_MESSAGE_BYTES, Config
+from .config import MAX_MESSAGE_BYTES, Config, ServerConfig
 from .gateway import Gateway
 from .observability import Observability
+from .security import Guard
 from .service.admin import AdminServicer
 from .service.database import DatabaseServicer
 
@@ -31,7 +33,8 @@ ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].fu
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
-#: Server channel options. Requests stay within gRPC's default 4 MiB. Responses
+#: Server channel options. Requests stay within ``max_request_bytes`` (gRPC's
+#: default 4 MiB unless configured; see :func:`server_options`). Responses
 #: may reach MAX_MESSAGE_BYTES: a unary result is capped by its database's
 #: max_result_bytes, which config validation keeps below that (a client reading
 #: large unary results sets grpc.max_receive_message_length to
@@ -54,6 +57,24 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+def server_options(config: ServerConfig) -> list[tuple[str, int]]:
+    return [
+        (key, config.max_request_bytes if key == "grpc.max_receive_message_length" else value)
+        for key, value in SERVER_OPTIONS
+    ]
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
+    """TLS from the configured PEM files; with ``tls_client_ca``, a client
+    certificate signed by that CA is required (mutual TLS)."""
+    key = Path(config.tls_key).read_bytes()
+    cert = Path(config.tls_cert).read_bytes()
+    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
+    )
+
+
 def health_key(database: str) -> str:
     return f"db/{database}"
 
@@ -69,12 +90,13 @@ class GatewayServer:
         self.observability = Observability(
             config.server, self.gateway, serving=lambda: not self._stopped.is_set()
         )
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.guard = Guard(config)
+        self.server = grpc.aio.server(options=server_options(config.server))
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            DatabaseServicer(self.gateway, self.observability), self.server
+            DatabaseServicer(self.gateway, self.observability, self.guard), self.server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            AdminServicer(self.gateway, self.observability), self.server
+            AdminServicer(self.gateway, self.observability, self.guard), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -90,7 +112,10 @@ class GatewayServer:
 
     async def start(self) -> None:
         listen = self.config.server.listen
-        self.port = self.server.add_insecure_port(listen)
+        if self.config.server.tls:
+            self.port = self.server.add_secure_port(listen, server_credentials(self.config.server))
+        else:
+            self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
         await self.gateway.start()
@@ -102,7 +127,15 @@ class GatewayServer:
         await self.observability.start()
         await self.server.start()
         host = listen.rpartition(":")[0]
-        log.info("dbgateway listening on %s:%d", host, self.port)
+        security = [
+            "mutual TLS"
+            if self.config.server.tls_client_ca
+            else "TLS"
+            if self.config.server.tls
+            else "plaintext",
+            f"{len(self.guard.principals)} principal(s)" if self.guard.enabled else "no auth",
+        ]
+        log.info("dbgateway listening on %s:%d (%s)", host, self.port, ", ".join(security))
 
     async def stop(self) -> None:
         """Drains: NOT_SERVING at once, no new calls, in-flight calls get the

@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .config import Config, ConfigError, load_config, parse_listen
+    from .config import Config, ConfigError, check_exposure, load_config, parse_listen
 
     try:
         config = load_config(args.config) if args.config else Config.default()
@@ -45,6 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
             config = replace(
                 config, server=replace(config.server, listen=parse_listen(args.listen))
             )
+        check_exposure(config)
     except ConfigError as exc:
         print(f"dbgateway: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -7,11 +7,12 @@ Unknown keys are errors too: a misspelt setting must not be silently ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ STREAM_MESSAGE_LIMIT_BYTES = 4 * MiB
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ConfigError(ValueError):
@@ -202,8 +204,47 @@ class ServerConfig:
     slow_query_threshold: float = 1.0
     #: Transactions open longer than this many seconds are warned about.
     long_transaction_threshold: float = 60.0
+    #: PEM files: the server's certificate chain and key (TLS) ...
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: ... and the CA that client certificates must chain to (mutual TLS).
+    tls_client_ca: str = ""
+    #: Listen beyond loopback without TLS and principals, deliberately.
+    allow_insecure: bool = False
+    #: Largest request message accepted (``grpc.max_receive_message_length``).
+    max_request_bytes: int = 4 * MiB
+    #: Longest SQL text accepted, in characters.
+    max_sql_length: int = 1_000_000
+    #: Most parameters one statement (or one parameter set of a batch) may have.
+    max_parameters: int = 65_535
+    #: Calls one principal may have in flight at once (streams included).
+    max_concurrent_calls: int = 1000
+    #: Write parameter values into the slow-query log; never logged otherwise.
+    log_parameters: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     def __post_init__(self) -> None:
+        _require(
+            bool(self.tls_cert) == bool(self.tls_key),
+            "tls_key" if self.tls_cert else "tls_cert",
+            "tls_cert and tls_key go together",
+        )
+        _require(
+            not self.tls_client_ca or bool(self.tls_cert),
+            "tls_client_ca",
+            "mutual TLS needs tls_cert and tls_key too",
+        )
+        _require(
+            1024 <= self.max_request_bytes <= MAX_MESSAGE_BYTES,
+            "max_request_bytes",
+            f"must be between 1024 and {MAX_MESSAGE_BYTES}, got {self.max_request_bytes}",
+        )
+        for name in ("max_sql_length", "max_parameters", "max_concurrent_calls"):
+            value = getattr(self, name)
+            _require(value >= 1, name, f"must be at least 1, got {value}")
         if self.metrics_listen:
             _validate_listen(self.metrics_listen, "metrics_listen")
         _require(
@@ -216,10 +257,32 @@ class ServerConfig:
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 
 
+class Access(StrEnum):
+    """What a principal may do on one database."""
+
+    #: Statements run in a read-only transaction; Execute and ExecuteBatch are refused.
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalConfig:
+    """A calling service: who presents the bearer token whose SHA-256 is
+    ``token_sha256`` (the token itself is never stored), and its rights."""
+
+    name: str
+    token_sha256: str
+    databases: Mapping[str, Access] = field(default_factory=dict)
+    admin: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
     databases: Mapping[str, DatabaseConfig]
+    #: Empty: no authentication (the loopback default); otherwise every RPC
+    #: but health and reflection needs one of these principals' tokens.
+    principals: tuple[PrincipalConfig, ...] = ()
 
     @classmethod
     def default(cls, directory: Path | None = None) -> Config:
@@ -396,12 +459,20 @@ def _dataclass_from(cls: Any, table: Mapping[str, Any], key: str, **fixed: Any) 
 
 
 def _parse(raw: Mapping[str, Any], source: str) -> Config:
-    _check_keys(raw, {"server", "databases"}, "")
+    _check_keys(raw, {"server", "databases", "principals"}, "")
+    base = Path(source).parent if source else Path.cwd()
     server = _dataclass_from(ServerConfig, _table(raw, "server", "server"), "server")
     _validate_listen(server.listen, "server.listen")
+    server = replace(
+        server,
+        **{
+            name: _readable_file(getattr(server, name), f"server.{name}", base)
+            for name in ("tls_cert", "tls_key", "tls_client_ca")
+            if getattr(server, name)
+        },
+    )
     databases_raw = _table(raw, "databases", "databases")
     _require(bool(databases_raw), "databases", "at least one database must be configured")
-    base = Path(source).parent if source else Path.cwd()
     databases: dict[str, DatabaseConfig] = {}
     for name, table in databases_raw.items():
         key = f"databases.{name}"
@@ -412,7 +483,106 @@ def _parse(raw: Mapping[str, Any], source: str) -> Config:
         )
         _require(isinstance(table, dict), key, "must be a table")
         databases[name] = _parse_database(name, table, key, base)
-    return Config(server=server, databases=databases)
+    principals = _parse_principals(raw.get("principals", []), databases)
+    return Config(server=server, databases=databases, principals=principals)
+
+
+def _readable_file(value: str, key: str, base: Path) -> str:
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise _KeyError(key, f"cannot read {path}: {exc.strerror}") from None
+    return str(path)
+
+
+def _parse_principals(
+    raw: Any, databases: Mapping[str, DatabaseConfig]
+) -> tuple[PrincipalConfig, ...]:
+    _require(
+        isinstance(raw, list),
+        "principals",
+        "must be an array of tables ([[principals]] sections)",
+    )
+    principals: list[PrincipalConfig] = []
+    names: set[str] = set()
+    hashes: set[str] = set()
+    for index, table in enumerate(raw):
+        key = f"principals[{index}]"
+        _require(isinstance(table, dict), key, "must be a table")
+        _check_keys(table, {"name", "token_sha256", "databases", "admin"}, key)
+        name = table.get("name")
+        _require(
+            isinstance(name, str) and bool(_NAME_RE.match(name)),
+            f"{key}.name",
+            "is required: letters, digits, '_', '-' and '.' (at most 63 characters)",
+        )
+        _require(name not in names, f"{key}.name", f"{name!r} is used by another principal")
+        key = f"principals.{name}"
+        digest = table.get("token_sha256")
+        _require(
+            isinstance(digest, str) and bool(_SHA256_RE.match(digest.lower())),
+            f"{key}.token_sha256",
+            "must be the 64 hex digits of the token's SHA-256 "
+            '(e.g. printf %s "$TOKEN" | sha256sum)',
+        )
+        digest = digest.lower()
+        _require(digest not in hashes, f"{key}.token_sha256", "is used by another principal")
+        admin = table.get("admin", False)
+        _require(isinstance(admin, bool), f"{key}.admin", f"must be true or false, got {admin!r}")
+        rights = _table(table, "databases", f"{key}.databases")
+        access: dict[str, Access] = {}
+        for db, right in rights.items():
+            where = f"{key}.databases.{db}"
+            _require(
+                db in databases,
+                where,
+                f"no such database (configured: {', '.join(sorted(databases))})",
+            )
+            _require(
+                right in (Access.READ, Access.WRITE),
+                where,
+                f'must be "read" or "write", got {right!r}',
+            )
+            access[db] = Access(right)
+        names.add(name)
+        hashes.add(digest)
+        principals.append(PrincipalConfig(name, digest, access, admin))
+    return tuple(principals)
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``HOST:PORT`` is reachable from this machine only."""
+    host = listen.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: Config) -> None:
+    """Refuses to serve beyond loopback without TLS and principals, unless the
+    operator said ``allow_insecure = true``."""
+    server = config.server
+    if is_loopback(server.listen) or server.allow_insecure:
+        return
+    missing = [
+        what
+        for what, ok in (
+            ("TLS (tls_cert, tls_key)", server.tls),
+            ("principals ([[principals]] with token_sha256)", bool(config.principals)),
+        )
+        if not ok
+    ]
+    if missing:
+        raise ConfigError(
+            f"server.listen: {server.listen} is reachable beyond this machine, but there is no "
+            f"{' and no '.join(missing)}: whoever reaches the port would reach every database. "
+            "Configure them, or set allow_insecure = true in [server] to accept that deliberately"
+        )
 
 
 _DATABASE_SETTINGS = (

@@ -82,6 +82,9 @@ class CallOptions:
     max_rows: int = 0
     idempotent: bool = False
     tag: str = ""
+    #: Outside a transaction, run the statement in a read-only one (the
+    #: caller may only read); inside a transaction its own mode decides.
+    read_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,8 +304,26 @@ class Database:
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
     ) -> ResultSet | ExecResult:
         with self.reporting_errors():
-            async with self.connection(options.deadline) as conn:
+            async with (
+                self.connection(options.deadline) as conn,
+                self.read_only(conn, options),
+            ):
                 return await self.statement(conn, sql, params, options, write=write)
+
+    @contextlib.asynccontextmanager
+    async def read_only(self, conn: DriverConnection, options: CallOptions) -> AsyncIterator[None]:
+        """With ``options.read_only``, the block runs in a read-only
+        transaction on ``conn`` (PostgreSQL / MySQL ``READ ONLY``, SQLite
+        ``query_only``): the database itself refuses a write. Whatever ends
+        the block early leaves the rollback to the pool's release."""
+        if not options.read_only:
+            yield
+            return
+        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+            await conn.begin(TransactionMode(read_only=True))
+        yield
+        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+            await conn.commit()
 
     async def statement(
         self,
@@ -356,6 +377,7 @@ class Database:
         with self.reporting_errors():
             async with (
                 self.connection(options.deadline) as conn,
+                self.read_only(conn, options),
                 self.open_stream(conn, sql, params, options, started) as rows,
             ):
                 yield rows
@@ -448,9 +470,12 @@ class Gateway:
         params: Sequence[value_pb2.Value],
         options: CallOptions,
         transaction_id: str = "",
+        owner: str = "",
     ) -> Outcome:
         if transaction_id:
-            return await self._in_transaction(transaction_id, database, sql, params, options, False)
+            return await self._in_transaction(
+                transaction_id, database, sql, params, options, False, owner
+            )
         return await self.database(database).run(sql, params, options, write=False)
 
     async def execute(
@@ -460,9 +485,12 @@ class Gateway:
         params: Sequence[value_pb2.Value],
         options: CallOptions,
         transaction_id: str = "",
+        owner: str = "",
     ) -> Outcome:
         if transaction_id:
-            return await self._in_transaction(transaction_id, database, sql, params, options, True)
+            return await self._in_transaction(
+                transaction_id, database, sql, params, options, True, owner
+            )
         return await self.database(database).run(sql, params, options, write=True)
 
     async def _in_transaction(
@@ -473,9 +501,10 @@ class Gateway:
         params: Sequence[value_pb2.Value],
         options: CallOptions,
         write: bool,
+        owner: str,
     ) -> Outcome:
         started = time.monotonic()
-        async with self.transactions.use(transaction_id, database) as tx:
+        async with self.transactions.use(transaction_id, database, owner) as tx:
             result = await tx.run(StatementCall(sql, params, options), write=write)
         return Outcome(result=result, elapsed=time.monotonic() - started)
 
@@ -486,10 +515,11 @@ class Gateway:
         param_sets: Sequence[Sequence[value_pb2.Value]],
         options: CallOptions,
         transaction_id: str = "",
+        owner: str = "",
     ) -> BatchOutcome:
         started = time.monotonic()
         if transaction_id:
-            async with self.transactions.use(transaction_id, database) as tx:
+            async with self.transactions.use(transaction_id, database, owner) as tx:
                 rows = await tx.execute_batch(sql, param_sets, options)
         else:
             rows = await execute_batch_atomically(self.database(database), sql, param_sets, options)
@@ -520,16 +550,21 @@ class Gateway:
         mode: TransactionMode,
         deadline: Deadline,
         idle_timeout: float | None,
+        owner: str = "",
     ) -> Transaction:
         """A handle-based transaction, kept in the table until committed,
-        rolled back or expired."""
-        return await self.transactions.begin(self.database(database), mode, deadline, idle_timeout)
+        rolled back or expired; only ``owner`` can use it."""
+        return await self.transactions.begin(
+            self.database(database), mode, deadline, idle_timeout, owner
+        )
 
-    async def commit(self, transaction_id: str, database: str, deadline: Deadline) -> None:
-        await self.transactions.commit(transaction_id, database, deadline)
+    async def commit(
+        self, transaction_id: str, database: str, deadline: Deadline, owner: str = ""
+    ) -> None:
+        await self.transactions.commit(transaction_id, database, deadline, owner)
 
-    async def rollback(self, transaction_id: str, database: str) -> None:
-        await self.transactions.rollback(transaction_id, database)
+    async def rollback(self, transaction_id: str, database: str, owner: str = "") -> None:
+        await self.transactions.rollback(transaction_id, database, owner)
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -539,12 +574,13 @@ class Gateway:
         params: Sequence[value_pb2.Value],
         options: CallOptions,
         transaction_id: str = "",
+        owner: str = "",
     ) -> AsyncIterator[ResultStream]:
         """A streamed read, inside the handle-based transaction when one is
         named (which stays busy until the stream ends)."""
         if transaction_id:
             async with (
-                self.transactions.use(transaction_id, database) as tx,
+                self.transactions.use(transaction_id, database, owner) as tx,
                 tx.stream(StatementCall(sql, params, options)) as rows,
             ):
                 yield rows

@@ -13,8 +13,10 @@ database of a ``Commit`` that only carried a transaction id).
 
 Label values are bounded: a database label is a configured name or
 :data:`UNKNOWN_DATABASE`; methods, codes and reasons come from the code, never
-from a caller. SQL text, tags and parameter values never become labels, and
-parameter values are never logged at all.
+from a caller; a principal label is a configured principal's name,
+``anonymous`` (no principals configured) or :data:`UNAUTHENTICATED`. SQL text,
+tags and parameter values never become labels, and parameter values are never
+logged unless ``log_parameters = true`` (then in the slow-query log only).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 import grpc
 import prometheus_client
+from google.protobuf import text_format
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -150,6 +153,11 @@ class Call:
     tag: str = ""
     sql: str = ""
     params: int = 0
+    #: The parameter values as text: only with ``log_parameters = true``.
+    parameters: tuple[str, ...] = ()
+    #: Who is calling: a configured principal's name, ``anonymous`` without
+    #: principals, empty until authenticated.
+    principal: str = ""
     started: float = field(default_factory=time.monotonic)
     rows: int = 0
     attempts: int = 1
@@ -278,6 +286,13 @@ class Metrics:
             ["database", "reason"],
             registry=r,
         )
+        self.principal_requests = Counter(
+            "dbgateway_principal_requests",
+            "RPCs answered, by principal (a configured name, 'anonymous' without "
+            "principals, '(unauthenticated)' when the token was refused) and gRPC status code.",
+            ["principal", "code"],
+            registry=r,
+        )
         self.rows_returned = Counter(
             "dbgateway_rows_returned", "Rows returned to callers.", ["database"], registry=r
         )
@@ -295,6 +310,15 @@ class Metrics:
 # ---------------------------------------------------------------------------
 # Log formats
 # ---------------------------------------------------------------------------
+
+
+#: The principal label of a call whose token was refused (or not yet checked).
+UNAUTHENTICATED = "(unauthenticated)"
+
+
+def _parameter_text(value: Any) -> str:
+    """A parameter value for the slow-query log (``log_parameters = true``)."""
+    return text_format.MessageToString(value, as_one_line=True)
 
 
 def _clip(value: str, limit: int = MAX_LOGGED_VALUE) -> str:
@@ -520,6 +544,7 @@ class Observability:
         tag: str = "",
         sql: str = "",
         params: int = 0,
+        parameters: Sequence[Any] = (),
     ) -> Call:
         """Starts reporting a call; it becomes :func:`current_call` for this task."""
         call = Call(
@@ -530,6 +555,9 @@ class Observability:
             tag=tag,
             sql=sql,
             params=params,
+            parameters=tuple(_parameter_text(p) for p in parameters)
+            if self.config.log_parameters
+            else (),
         )
         _current_call.set(call)
         return call
@@ -540,6 +568,7 @@ class Observability:
         db = call.database_label
         m = self.metrics
         m.requests.labels(call.method, db, call.code.name).inc()
+        m.principal_requests.labels(call.principal or UNAUTHENTICATED, call.code.name).inc()
         m.request_duration.labels(call.method, db).observe(elapsed)
         if call.rows:
             m.rows_returned.labels(db).inc(call.rows)
@@ -549,6 +578,7 @@ class Observability:
             {
                 "request_id": _clip(call.request_id),
                 "method": call.method,
+                "principal": call.principal or UNAUTHENTICATED,
                 "database": _clip(call.database or db) if call.database is not None else "",
                 "tag": _clip(call.tag),
                 "code": call.code.name,
@@ -574,8 +604,13 @@ class Observability:
                 "tag": _clip(call.tag),
                 "code": call.code.name,
                 "duration_ms": elapsed * 1000,
+                "principal": call.principal or UNAUTHENTICATED,
                 "params": call.params,
                 "sql": _clip(call.sql, MAX_LOGGED_SQL),
+                # Only with log_parameters = true; empty (left out) otherwise.
+                "parameters": _clip(json.dumps(call.parameters, ensure_ascii=False), MAX_LOGGED_SQL)
+                if call.parameters
+                else "",
             },
         )
 

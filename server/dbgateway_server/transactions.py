@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hmac
 import logging
 import secrets
 import time
@@ -97,6 +98,7 @@ class Transaction:
         "last_used",
         "lock",
         "lost",
+        "owner",
         "started_at",
     )
 
@@ -108,8 +110,11 @@ class Transaction:
         *,
         idle_timeout: float,
         now: float,
+        owner: str = "",
     ) -> None:
         self.id = new_transaction_id()
+        #: The principal that began it: no other may use it.
+        self.owner = owner
         self.database = database
         self._conn = conn
         self._checkout = checkout
@@ -134,6 +139,7 @@ class Transaction:
         *,
         idle_timeout: float = MAX_IDLE_TIMEOUT,
         now: float | None = None,
+        owner: str = "",
     ) -> Transaction:
         checkout = database.connection(deadline)
         with database.reporting_errors():
@@ -150,6 +156,7 @@ class Transaction:
             checkout,
             idle_timeout=idle_timeout,
             now=time.monotonic() if now is None else now,
+            owner=owner,
         )
 
     def expires_at(self) -> float:
@@ -393,8 +400,10 @@ class TransactionTable:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._open: dict[str, Transaction] = {}
-        # id -> (when it ended, why): for TRANSACTION_EXPIRED instead of NOT_FOUND.
-        self._ended: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        # id -> (when it ended, why, owner): for TRANSACTION_EXPIRED instead of NOT_FOUND.
+        self._ended: collections.OrderedDict[str, tuple[float, str, str]] = (
+            collections.OrderedDict()
+        )
         self._reaper: asyncio.Task[None] | None = None
 
     def open(self) -> list[Transaction]:
@@ -415,6 +424,7 @@ class TransactionTable:
         mode: TransactionMode,
         deadline: Deadline,
         idle_timeout: float | None,
+        owner: str = "",
     ) -> Transaction:
         if idle_timeout is None:
             idle_timeout = MAX_IDLE_TIMEOUT
@@ -424,17 +434,20 @@ class TransactionTable:
                 f"must be more than 0 and at most {MAX_IDLE_TIMEOUT:g}s, got {idle_timeout:g}s",
             )
         tx = await Transaction.begin(
-            database, mode, deadline, idle_timeout=idle_timeout, now=self._clock()
+            database, mode, deadline, idle_timeout=idle_timeout, now=self._clock(), owner=owner
         )
         self._open[tx.id] = tx
         return tx
 
     @contextlib.asynccontextmanager
-    async def use(self, transaction_id: str, database: str) -> AsyncIterator[Transaction]:
-        """The transaction, for one call. A second call while one is under way
-        fails at once with TRANSACTION_BUSY rather than queueing: the caller
-        has a bug (or a retry racing its original), and waiting would hide it."""
-        tx = await self._find(transaction_id, database)
+    async def use(
+        self, transaction_id: str, database: str, owner: str = ""
+    ) -> AsyncIterator[Transaction]:
+        """The transaction, for one call by ``owner``. A second call while one
+        is under way fails at once with TRANSACTION_BUSY rather than queueing:
+        the caller has a bug (or a retry racing its original), and waiting
+        would hide it."""
+        tx = await self._find(transaction_id, database, owner)
         if tx.lock.locked():
             raise GatewayError(
                 Reason.TRANSACTION_BUSY,
@@ -450,16 +463,19 @@ class TransactionTable:
                 if tx.ended:
                     self._open.pop(tx.id, None)
                     if tx.lost:
-                        self._remember(tx.id, "its connection was lost")
+                        self._remember(tx, "its connection was lost")
                     await tx.close()
 
-    async def _find(self, transaction_id: str, database: str) -> Transaction:
+    async def _find(self, transaction_id: str, database: str, owner: str) -> Transaction:
         if not transaction_id:
             raise invalid_request("transaction_id", "must not be empty")
         tx = self._open.get(transaction_id)
+        if tx is not None and not hmac.compare_digest(tx.owner, owner):
+            # Another principal's transaction does not exist, as far as this caller can tell.
+            tx = None
         if tx is None:
             ended = self._ended.get(transaction_id)
-            if ended is not None:
+            if ended is not None and hmac.compare_digest(ended[2], owner):
                 raise GatewayError(
                     Reason.TRANSACTION_EXPIRED,
                     f"transaction {_short(transaction_id)} was rolled back: {ended[1]}",
@@ -477,23 +493,26 @@ class TransactionTable:
             )
         if not tx.lock.locked() and tx.expires_at() <= self._clock():
             await self._expire(tx)
-            return await self._find(transaction_id, database)
+            return await self._find(transaction_id, database, owner)
         return tx
 
-    async def commit(self, transaction_id: str, database: str, deadline: Deadline) -> None:
-        async with self.use(transaction_id, database) as tx:
+    async def commit(
+        self, transaction_id: str, database: str, deadline: Deadline, owner: str = ""
+    ) -> None:
+        async with self.use(transaction_id, database, owner) as tx:
             await tx.commit(deadline)
 
-    async def rollback(self, transaction_id: str, database: str) -> None:
+    async def rollback(self, transaction_id: str, database: str, owner: str = "") -> None:
         """Rolls back; an id that is not open (never was, already ended,
-        expired) is fine: the caller's wish already holds."""
-        if transaction_id not in self._open:
+        expired, another principal's) is fine: the caller's wish already holds."""
+        tx = self._open.get(transaction_id)
+        if tx is None or not hmac.compare_digest(tx.owner, owner):
             return
-        async with self.use(transaction_id, database) as tx:
+        async with self.use(transaction_id, database, owner) as tx:
             await tx.close()
 
-    def _remember(self, transaction_id: str, why: str) -> None:
-        self._ended[transaction_id] = (self._clock(), why)
+    def _remember(self, tx: Transaction, why: str) -> None:
+        self._ended[tx.id] = (self._clock(), why, tx.owner)
         while len(self._ended) > EXPIRED_MEMORY_SIZE:
             self._ended.popitem(last=False)
 
@@ -505,7 +524,7 @@ class TransactionTable:
             why = f"it was open for longer than the maximum of {MAX_LIFETIME:g}s"
         else:
             why = f"it was idle for longer than its idle timeout of {tx.idle_timeout:g}s"
-        self._remember(tx.id, why)
+        self._remember(tx, why)
         log.info(
             "transaction %s on database %s rolled back: %s", _short(tx.id), tx.database.name, why
         )
@@ -518,7 +537,7 @@ class TransactionTable:
             if not tx.lock.locked() and tx.expires_at() <= now:
                 await self._expire(tx)
         while self._ended:
-            ended_at, _ = next(iter(self._ended.values()))
+            ended_at, _, _ = next(iter(self._ended.values()))
             if now - ended_at < EXPIRED_MEMORY:
                 break
             self._ended.popitem(last=False)
@@ -539,7 +558,7 @@ class TransactionTable:
                 await self._reaper
         open_now, self._open = list(self._open.values()), {}
         for tx in open_now:
-            self._remember(tx.id, "the server shut down")
+            self._remember(tx, "the server shut down")
         await asyncio.gather(*(tx.close() for tx in open_now), return_exceptions=True)
         if open_now:
             log.info("rolled back %d open transaction(s) at shutdown", len(open_now))

@@ -164,7 +164,7 @@ def test_postgresql_stream_runs_in_a_read_only_transaction(db):
         )
     err = call_error(info.value)
     assert err.reason == "READ_ONLY"
-    assert err.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert err.code == grpc.StatusCode.PERMISSION_DENIED
 
 
 # -- Cancelling -------------------------------------------------------------------

@@ -31,10 +31,13 @@ EXPECTED = {
     Reason.TRANSACTION_EXPIRED: dbgateway.TransactionAborted,
     Reason.STATEMENT_TIMEOUT: dbgateway.DeadlineExceeded,
     Reason.PERMISSION_DENIED: dbgateway.PermissionDenied,
+    Reason.UNAUTHENTICATED: dbgateway.PermissionDenied,
+    Reason.READ_ONLY: dbgateway.PermissionDenied,
     Reason.DATABASE_UNAVAILABLE: dbgateway.Unavailable,
     Reason.CIRCUIT_OPEN: dbgateway.Unavailable,
     Reason.POOL_EXHAUSTED: dbgateway.ResourceExhausted,
     Reason.RESULT_TOO_LARGE: dbgateway.ResourceExhausted,
+    Reason.TOO_MANY_CALLS: dbgateway.ResourceExhausted,
 }
 
 

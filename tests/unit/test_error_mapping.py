@@ -107,7 +107,7 @@ def test_a_parameter_the_codec_rejects_is_invalid_parameter():
         ("42501", grpc.StatusCode.PERMISSION_DENIED, Reason.PERMISSION_DENIED),
         ("28P01", grpc.StatusCode.PERMISSION_DENIED, Reason.PERMISSION_DENIED),
         ("08006", grpc.StatusCode.UNAVAILABLE, Reason.DATABASE_UNAVAILABLE),
-        ("25006", grpc.StatusCode.FAILED_PRECONDITION, Reason.READ_ONLY),
+        ("25006", grpc.StatusCode.PERMISSION_DENIED, Reason.READ_ONLY),
         ("0A000", grpc.StatusCode.UNIMPLEMENTED, Reason.UNSUPPORTED),
     ],
 )

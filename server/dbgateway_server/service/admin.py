@@ -24,7 +24,8 @@ from ..observability import (
     is_serving,
     open_transactions_by_database,
 )
-from .calls import rpc
+from ..security import Guard
+from .calls import Servicer, rpc
 
 ENGINES: Mapping[Engine, int] = {
     Engine.POSTGRES: pb.ENGINE_POSTGRESQL,
@@ -51,10 +52,13 @@ def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
     )
 
 
-class AdminServicer(pb_grpc.AdminServiceServicer):
-    def __init__(self, gateway: Gateway, observability: Observability) -> None:
+class AdminServicer(Servicer, pb_grpc.AdminServiceServicer):
+    admin_only = True
+
+    def __init__(self, gateway: Gateway, observability: Observability, guard: Guard) -> None:
         self._gateway = gateway
         self.observability = observability
+        self.guard = guard
         self._started_wall = time.time()
         self._started = time.monotonic()
 

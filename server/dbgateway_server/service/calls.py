@@ -1,14 +1,26 @@
-"""What every servicer method shares: turning failures into gRPC statuses,
-and request options into core call options."""
+"""What every servicer method shares: who is calling and what it may do,
+turning failures into gRPC statuses, and request options into core call
+options.
+
+:func:`rpc` and :func:`rpc_stream` are the one choke point of every
+DatabaseService and AdminService call: request id, authentication,
+authorization, per-principal concurrency, observability, error mapping.
+What they decided for the call (its principal, its right on the database,
+the request limits) is its :class:`CallScope`, which :func:`call_options`,
+:func:`transaction_mode` and :func:`check_sql` apply.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -18,9 +30,11 @@ from grpc_status import rpc_status
 from dbgateway.v1 import database_service_pb2 as pb
 
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
+from ..config import Access, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
-from ..gateway import BatchOutcome, CallOptions, Deadline, Outcome
+from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
 from ..observability import REQUEST_ID_HEADER, Call, Observability
+from ..security import ANONYMOUS, Guard, Principal
 
 log = logging.getLogger("dbgateway_server.service")
 
@@ -29,8 +43,95 @@ Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 StreamHandler = Callable[[Any, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]
 
-#: Longest SQL text accepted (bytes of UTF-8).
-MAX_SQL_LENGTH = 1_000_000
+#: RPCs that write whatever their SQL says: refused to a principal that may only read.
+WRITE_METHODS = frozenset({"Execute", "ExecuteBatch"})
+
+
+_DEFAULTS = ServerConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class CallScope:
+    """What the choke point decided for the call being served."""
+
+    principal: Principal = ANONYMOUS
+    #: The principal's right on the call's database; None until known.
+    access: Access | None = None
+    max_sql_length: int = _DEFAULTS.max_sql_length
+    max_parameters: int = _DEFAULTS.max_parameters
+
+    @property
+    def read_only(self) -> bool:
+        return self.access is Access.READ
+
+
+_DEFAULT_SCOPE = CallScope()
+_scope: contextvars.ContextVar[CallScope | None] = contextvars.ContextVar(
+    "dbgateway_call_scope", default=None
+)
+
+
+def current_scope() -> CallScope:
+    """The scope of the call the current task serves (anonymous, with
+    default limits, outside any call)."""
+    return _scope.get() or _DEFAULT_SCOPE
+
+
+class Servicer:
+    """What a servicer gives the decorators."""
+
+    _gateway: Gateway
+    observability: Observability
+    guard: Guard
+    #: Every method needs the admin right (AdminService).
+    admin_only: bool = False
+
+
+def _authorize(servicer: Servicer, method: str, request: Any, principal: Principal) -> None:
+    """Checks the principal's rights for what the request names, before the
+    handler runs. A call on an open transaction is not checked here: the
+    transaction is bound to the principal that began it (with the right it
+    had then), and others get NOT_FOUND."""
+    guard = servicer.guard
+    if servicer.admin_only:
+        guard.require_admin(principal)
+        return
+    if getattr(request, "transaction_id", "") or not hasattr(request, "database"):
+        return
+    authorize_database(servicer, request.database, write=method in WRITE_METHODS)
+
+
+def authorize_database(servicer: Servicer, database: str, *, write: bool = False) -> Access:
+    """The current principal's right on ``database`` (resolved as the
+    gateway resolves it); it becomes the call's scope."""
+    scope = current_scope()
+    name = servicer._gateway.database(database).name
+    access = servicer.guard.access(scope.principal, name, write=write)
+    _scope.set(CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters))
+    return access
+
+
+@contextlib.asynccontextmanager
+async def _guarded(
+    servicer: Servicer, method: str, request: Any, context: grpc.aio.ServicerContext, call: Call
+) -> AsyncIterator[None]:
+    guard = servicer.guard
+    principal = guard.authenticate(context.invocation_metadata())
+    call.principal = principal.name
+    # The request id goes out once the caller is known (so a call cancelled
+    # while it is sent is still counted under its principal).
+    await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
+    config = servicer.observability.config
+    _scope.set(
+        CallScope(
+            principal,
+            max_sql_length=config.max_sql_length,
+            max_parameters=config.max_parameters,
+        )
+    )
+    with guard.call_slot(principal):
+        _authorize(servicer, method, request, principal)
+        yield
 
 
 def request_id(context: grpc.aio.ServicerContext) -> str:
@@ -77,6 +178,7 @@ def begin_call(
         tag=getattr(getattr(request, "options", None), "tag", ""),
         sql=getattr(request, "sql", ""),
         params=len(getattr(request, "params", ())),
+        parameters=getattr(request, "params", ()),
     )
 
 
@@ -101,8 +203,8 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
         observability: Observability = self.observability
         call = begin_call(observability, method, request, context)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
-            response = await handler(self, request, context)
+            async with _guarded(self, method, request, context, call):
+                response = await handler(self, request, context)
             record_response(call, response)
             return response
         except GatewayError as exc:
@@ -147,9 +249,9 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
         observability: Observability = self.observability
         call = begin_call(observability, method, request, context)
         try:
-            await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
-            async for response in handler(self, request, context):
-                yield response
+            async with _guarded(self, method, request, context, call):
+                async for response in handler(self, request, context):
+                    yield response
         except GatewayError as exc:
             call.failed(exc.code, exc.reason)
             await abort(context, exc)
@@ -178,14 +280,23 @@ def call_options(options: pb.RequestOptions, context: grpc.aio.ServicerContext) 
         max_rows=options.max_rows,
         idempotent=options.idempotent,
         tag=options.tag,
+        read_only=current_scope().read_only,
     )
 
 
-def check_sql(sql: str) -> None:
+def check_sql(sql: str, params: Sequence[Any] = ()) -> None:
+    """Refuses empty SQL and what exceeds ``max_sql_length`` / ``max_parameters``."""
+    scope = current_scope()
+    if len(sql) > scope.max_sql_length:
+        raise invalid_request(
+            "sql", f"longer than max_sql_length = {scope.max_sql_length} characters"
+        )
     if not sql.strip():
         raise invalid_request("sql", "must not be empty")
-    if len(sql) > MAX_SQL_LENGTH:
-        raise invalid_request("sql", f"longer than {MAX_SQL_LENGTH} characters")
+    if len(params) > scope.max_parameters:
+        raise invalid_request(
+            "params", f"more than max_parameters = {scope.max_parameters} parameters"
+        )
 
 
 def stats(outcome: Outcome | BatchOutcome, rows: int) -> pb.ExecutionStats:
@@ -216,7 +327,8 @@ def transaction_mode(options: pb.TransactionOptions) -> TransactionMode:
         raise invalid_request("options.isolation", f"unknown isolation level {options.isolation}")
     return TransactionMode(
         isolation=_ISOLATION[options.isolation],
-        read_only=options.read_only,
+        # A principal that may only read gets a read-only transaction, whatever it asked.
+        read_only=options.read_only or current_scope().read_only,
         deferrable=options.deferrable,
     )
 

@@ -10,23 +10,30 @@ from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 from ..backends.base import ExecResult, ResultSet
 from ..gateway import Gateway
 from ..observability import Observability
-from .calls import call_options, check_sql, elapsed_since, rpc, stats
+from ..security import Guard
+from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
 from .transactions import TransactionRpcs
 
 
 class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
-    def __init__(self, gateway: Gateway, observability: Observability) -> None:
+    def __init__(self, gateway: Gateway, observability: Observability, guard: Guard) -> None:
         self._gateway = gateway
         self.observability = observability
+        self.guard = guard
 
     @rpc
     async def Query(
         self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.QueryResponse:
-        check_sql(request.sql)
+        check_sql(request.sql, request.params)
         options = call_options(request.options, context)
         outcome = await self._gateway.query(
-            request.database, request.sql, request.params, options, request.transaction_id
+            request.database,
+            request.sql,
+            request.params,
+            options,
+            request.transaction_id,
+            current_scope().principal.name,
         )
         result = outcome.result
         assert isinstance(result, ResultSet)
@@ -41,10 +48,15 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
     async def Execute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteResponse:
-        check_sql(request.sql)
+        check_sql(request.sql, request.params)
         options = call_options(request.options, context)
         outcome = await self._gateway.execute(
-            request.database, request.sql, request.params, options, request.transaction_id
+            request.database,
+            request.sql,
+            request.params,
+            options,
+            request.transaction_id,
+            current_scope().principal.name,
         )
         result = outcome.result
         assert isinstance(result, ExecResult)
@@ -62,13 +74,18 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
     async def StreamQuery(
         self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        check_sql(request.sql)
+        check_sql(request.sql, request.params)
         options = call_options(request.options, context)
         # Each write waits until gRPC has taken the message (flow control), so
         # a slow reader holds back the next fetch; a cancel lands in an await
         # inside the block, whose exit stops the query on the database.
         async with self._gateway.stream(
-            request.database, request.sql, request.params, options, request.transaction_id
+            request.database,
+            request.sql,
+            request.params,
+            options,
+            request.transaction_id,
+            current_scope().principal.name,
         ) as result:
             await context.write(pb.StreamQueryResponse(columns=result.columns))
             async for chunk in result.chunks():

@@ -17,8 +17,11 @@ from ..errors import GatewayError, Reason, invalid_request
 from ..gateway import Deadline, Gateway
 from ..transactions import StatementCall, Transaction
 from .calls import (
+    Servicer,
+    authorize_database,
     call_options,
     check_sql,
+    current_scope,
     duration_seconds,
     rpc,
     rpc_stream,
@@ -37,13 +40,13 @@ def _statement(
     statement: pb.Statement, field: str, context: grpc.aio.ServicerContext
 ) -> StatementCall:
     try:
-        check_sql(statement.sql)
+        check_sql(statement.sql, statement.params)
     except GatewayError as exc:
         raise invalid_request(f"{field}.sql", exc.field_violations[0][1]) from None
     return StatementCall(statement.sql, statement.params, call_options(statement.options, context))
 
 
-class TransactionRpcs:
+class TransactionRpcs(Servicer):
     """Mixed into the DatabaseService servicer."""
 
     _gateway: Gateway
@@ -68,6 +71,7 @@ class TransactionRpcs:
                             "applies to BeginTransaction; the stream's own deadline bounds "
                             "a Transaction stream",
                         )
+                    authorize_database(self, request.begin.database)
                     tx = await self._gateway.open_transaction(
                         request.begin.database,
                         transaction_mode(options),
@@ -122,6 +126,7 @@ class TransactionRpcs:
             transaction_mode(request.options),
             Deadline(context.time_remaining()),
             idle_timeout,
+            current_scope().principal.name,
         )
         expire_time = timestamp_pb2.Timestamp()
         expire_time.FromDatetime(
@@ -134,7 +139,10 @@ class TransactionRpcs:
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommitResponse:
         await self._gateway.commit(
-            request.transaction_id, request.database, Deadline(context.time_remaining())
+            request.transaction_id,
+            request.database,
+            Deadline(context.time_remaining()),
+            current_scope().principal.name,
         )
         return pb.CommitResponse()
 
@@ -142,7 +150,9 @@ class TransactionRpcs:
     async def Rollback(
         self, request: pb.RollbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.RollbackResponse:
-        await self._gateway.rollback(request.transaction_id, request.database)
+        await self._gateway.rollback(
+            request.transaction_id, request.database, current_scope().principal.name
+        )
         return pb.RollbackResponse()
 
     @rpc
@@ -170,6 +180,13 @@ class TransactionRpcs:
         self, request: pb.ExecuteBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteBatchResponse:
         check_sql(request.sql)
+        for i, param_set in enumerate(request.param_sets):
+            try:
+                check_sql(request.sql, param_set.params)
+            except GatewayError as exc:
+                raise invalid_request(
+                    f"param_sets[{i}].params", exc.field_violations[0][1]
+                ) from None
         options = call_options(request.options, context)
         outcome = await self._gateway.execute_batch(
             request.database,
@@ -177,6 +194,7 @@ class TransactionRpcs:
             [s.params for s in request.param_sets],
             options,
             request.transaction_id,
+            current_scope().principal.name,
         )
         reply = pb.ExecuteBatchResponse(stats=stats(outcome, 0))
         if outcome.rows_affected is not None:
