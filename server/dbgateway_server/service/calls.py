@@ -200,31 +200,43 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        observability: Observability = self.observability
-        call = begin_call(observability, method, request, context)
-        try:
-            async with _guarded(self, method, request, context, call):
-                response = await handler(self, request, context)
+        async with _served(self, method, request, context) as call:
+            response = await handler(self, request, context)
             record_response(call, response)
             return response
-        except GatewayError as exc:
-            call.failed(exc.code, exc.reason)
-            await abort(context, exc)
-        except asyncio.CancelledError:
-            call.failed(grpc.StatusCode.CANCELLED)
-            raise
-        except grpc.aio.AbortError:
-            call.failed(grpc.StatusCode.UNKNOWN)
-            raise
-        except Exception:
-            error = _internal_error(call.request_id, method)
-            call.failed(error.code, error.reason)
-            await abort(context, error)
-        finally:
-            observability.end(call)
         raise AssertionError("abort returned")  # pragma: no cover
 
     return wrapper
+
+
+@contextlib.asynccontextmanager
+async def _served(
+    servicer: Any, method: str, request: Any, context: grpc.aio.ServicerContext
+) -> AsyncIterator[Call]:
+    """What every call goes through, unary or streaming: observed (metrics,
+    access log), authenticated and authorized, and its failure mapped to a
+    status: a GatewayError to its code and details, anything unexpected to
+    INTERNAL with a request id."""
+    observability: Observability = servicer.observability
+    call = begin_call(observability, method, request, context)
+    try:
+        async with _guarded(servicer, method, request, context, call):
+            yield call
+    except GatewayError as exc:
+        call.failed(exc.code, exc.reason)
+        await abort(context, exc)
+    except asyncio.CancelledError:
+        call.failed(grpc.StatusCode.CANCELLED)
+        raise
+    except grpc.aio.AbortError:
+        call.failed(grpc.StatusCode.UNKNOWN)
+        raise
+    except Exception:
+        error = _internal_error(call.request_id, method)
+        call.failed(error.code, error.reason)
+        await abort(context, error)
+    finally:
+        observability.end(call)
 
 
 def _internal_error(rid: str, where: str) -> GatewayError:
@@ -246,27 +258,9 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
     async def wrapper(
         self: Any, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Response]:
-        observability: Observability = self.observability
-        call = begin_call(observability, method, request, context)
-        try:
-            async with _guarded(self, method, request, context, call):
-                async for response in handler(self, request, context):
-                    yield response
-        except GatewayError as exc:
-            call.failed(exc.code, exc.reason)
-            await abort(context, exc)
-        except asyncio.CancelledError:
-            call.failed(grpc.StatusCode.CANCELLED)
-            raise
-        except grpc.aio.AbortError:
-            call.failed(grpc.StatusCode.UNKNOWN)
-            raise
-        except Exception:
-            error = _internal_error(call.request_id, method)
-            call.failed(error.code, error.reason)
-            await abort(context, error)
-        finally:
-            observability.end(call)
+        async with _served(self, method, request, context):
+            async for response in handler(self, request, context):
+                yield response
 
     return wrapper
 
