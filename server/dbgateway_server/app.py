@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -61,15 +62,20 @@ def health_key(database: str) -> str:
 class GatewayServer:
     """A running gateway: the gRPC server, the core and the health service."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: str | None = None) -> None:
         self.config = config
+        #: "i/N" when this is one of N worker processes sharing the port.
+        self.worker = worker
         self.health = health.aio.HealthServicer()
         self.gateway = Gateway(config, listener=self._on_database_health)
         self._stopped = asyncio.Event()
         self.observability = Observability(
             config.server, self.gateway, serving=lambda: not self._stopped.is_set()
         )
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        options = SERVER_OPTIONS
+        if worker is not None:  # workers share the port (see workers.py)
+            options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
+        self.server = grpc.aio.server(options=options)
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
             DatabaseServicer(self.gateway, self.observability), self.server
         )
@@ -102,7 +108,12 @@ class GatewayServer:
         await self.observability.start()
         await self.server.start()
         host = listen.rpartition(":")[0]
-        log.info("dbgateway listening on %s:%d", host, self.port)
+        if self.worker is None:
+            log.info("dbgateway listening on %s:%d", host, self.port)
+        else:  # the parent announces the port once every worker listens
+            log.info(
+                "worker %s (pid %d) serving on %s:%d", self.worker, os.getpid(), host, self.port
+            )
 
     async def stop(self) -> None:
         """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
@@ -122,10 +133,13 @@ class GatewayServer:
 
 
 async def serve(
-    config: Config, *, on_started: Callable[[GatewayServer], None] | None = None
+    config: Config,
+    *,
+    on_started: Callable[[GatewayServer], None] | None = None,
+    worker: str | None = None,
 ) -> None:
     """Runs until SIGTERM or SIGINT, then drains."""
-    app = GatewayServer(config)
+    app = GatewayServer(config, worker=worker)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
