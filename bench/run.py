@@ -380,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="1.5 s runs, 0.5 s warm-up, one repetition"
     )
     parser.add_argument(
-        "--sections", default="", help="comma-separated section names (default: all)"
+        "--sections", default="", help="section names separated by ';' (default: all)"
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.md")
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.repeat = 1.5, 0.5, 1
-    wanted = [x.strip() for x in args.sections.split(",") if x.strip()]
+    wanted = [x.strip() for x in args.sections.split(";") if x.strip()]
     sections = {k: v for k, v in SECTIONS.items() if not wanted or k in wanted}
     asyncio.run(_prepare_database(args.dsn))
     uses_mysql = any(set(c) & set(MYSQL) for _, _, c in sections.values())
