@@ -39,8 +39,25 @@ class Contender:
         return method  # type: ignore[no-any-return]
 
 
+SELECT_ONE = f"SELECT id, name, price, created FROM {TABLE} WHERE id = $1"
+SELECT_RANGE = f"SELECT id, name, price, created FROM {TABLE} WHERE id >= $1 AND id < $2"
+INSERT = "INSERT INTO bench_writes (name, price) VALUES ($1, $2)"
+SELECT_PRICE = f"SELECT price FROM {TABLE} WHERE id = $1"
+BATCH_ROWS = 1000
+
+
+def _key(i: int) -> int:
+    return i % ROWS + 1
+
+
+def _range(i: int, size: int) -> tuple[int, int]:
+    start = i % (ROWS - size) + 1
+    return start, start + size
+
+
 class AsyncpgContender(Contender):
-    """asyncpg with its own pool (direct: the floor; via PgBouncer: the anchor)."""
+    """asyncpg with its own pool (direct: the floor; via PgBouncer: the anchor).
+    Both 10k-row workloads read with fetch(): the floor for rows/s."""
 
     def __init__(self, name: str, statement_cache: bool) -> None:
         self.name = name
@@ -60,40 +77,83 @@ class AsyncpgContender(Contender):
         await self.pool.close()
 
     async def op_point_select(self, i: int) -> int:
-        rows = await self.pool.fetch(
-            f"SELECT id, name, price, created FROM {TABLE} WHERE id = $1", i % ROWS + 1
-        )
-        return len(rows)
+        return len(await self.pool.fetch(SELECT_ONE, _key(i)))
 
     async def op_read_100(self, i: int) -> int:
-        start = i % (ROWS - 100) + 1
-        rows = await self.pool.fetch(
-            f"SELECT id, name, price, created FROM {TABLE} WHERE id >= $1 AND id < $2",
-            start,
-            start + 100,
-        )
-        return len(rows)
+        return len(await self.pool.fetch(SELECT_RANGE, *_range(i, 100)))
 
     async def op_read_10k(self, i: int) -> int:
-        start = i % (ROWS - 10_000) + 1
-        rows = await self.pool.fetch(
-            f"SELECT id, name, price, created FROM {TABLE} WHERE id >= $1 AND id < $2",
-            start,
-            start + 10_000,
-        )
-        return len(rows)
+        return len(await self.pool.fetch(SELECT_RANGE, *_range(i, 10_000)))
+
+    op_read_10k_stream = op_read_10k
 
     async def op_insert(self, i: int) -> int:
-        await self.pool.execute(
-            "INSERT INTO bench_writes (name, price) VALUES ($1, $2)", f"w{i}", i * 0.5
+        await self.pool.execute(INSERT, f"w{i}", i * 0.5)
+        return 1
+
+    async def op_batch_1000(self, i: int) -> int:
+        await self.pool.executemany(INSERT, [(f"b{i}-{j}", j * 0.5) for j in range(BATCH_ROWS)])
+        return BATCH_ROWS
+
+    async def op_tx_4(self, i: int) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.fetchval(SELECT_PRICE, _key(i))
+            await conn.execute(INSERT, f"t{i}", 1.0)
+            await conn.fetchval(SELECT_PRICE, _key(i + 1))
+            await conn.execute(INSERT, f"t{i}", 2.0)
+        return 4
+
+
+class AiomysqlContender(Contender):
+    """MariaDB through aiomysql's own pool (the floor for the MySQL side)."""
+
+    name = "aiomysql (direct)"
+
+    async def setup(self, args: argparse.Namespace) -> None:
+        from urllib.parse import urlsplit
+
+        import aiomysql
+
+        parts = urlsplit(args.dsn)
+        self.pool = await aiomysql.create_pool(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 3306,
+            user=parts.username or "root",
+            password=parts.password or "",
+            db=parts.path.lstrip("/"),
+            minsize=args.connections,
+            maxsize=args.connections,
+            autocommit=True,
         )
+
+    async def close(self) -> None:
+        self.pool.close()
+        await self.pool.wait_closed()
+
+    async def _fetch(self, sql: str, *params: Any) -> int:
+        async with self.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(sql, params)
+            return len(await cur.fetchall())
+
+    async def op_point_select(self, i: int) -> int:
+        return await self._fetch(SELECT_ONE.replace("$1", "%s"), _key(i))
+
+    async def op_read_100(self, i: int) -> int:
+        sql = SELECT_RANGE.replace("$1", "%s").replace("$2", "%s")
+        return await self._fetch(sql, *_range(i, 100))
+
+    async def op_insert(self, i: int) -> int:
+        async with self.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(INSERT.replace("$1", "%s").replace("$2", "%s"), (f"w{i}", i * 0.5))
         return 1
 
 
 class GatewayStubContender(Contender):
-    """dbgateway through the raw generated stubs (grpc.aio)."""
+    """dbgateway through the raw generated stubs (grpc.aio). ``--channels``
+    channels, each its own connection (so ``--workers N`` can spread them)."""
 
     name = "dbgateway (stubs)"
+    mysql = False
 
     async def setup(self, args: argparse.Namespace) -> None:
         import grpc
@@ -103,56 +163,139 @@ class GatewayStubContender(Contender):
         from dbgateway.v1 import value_pb2
 
         self.pb, self.value = pb, value_pb2
-        self.channel = grpc.aio.insecure_channel(
-            args.target, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-        )
-        self.stub = pb_grpc.DatabaseServiceStub(self.channel)
+        self.channels = [
+            grpc.aio.insecure_channel(
+                args.target,
+                options=[
+                    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                    ("grpc.use_local_subchannel_pool", 1),
+                ],
+            )
+            for _ in range(args.channels)
+        ]
+        self.stubs = [pb_grpc.DatabaseServiceStub(c) for c in self.channels]  # type: ignore[no-untyped-call]
         self.database = args.database
+        self.mysql = args.database.startswith("m")
 
     async def close(self) -> None:
-        await self.channel.close()
+        for channel in self.channels:
+            await channel.close()
+
+    def _stub(self, i: int) -> Any:
+        return self.stubs[i % len(self.stubs)]
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("$1", "%s").replace("$2", "%s") if self.mysql else sql
 
     def _int(self, v: int) -> Any:
         return self.value.Value(int_value=v)
 
-    async def _query(self, sql: str, *params: Any) -> int:
-        reply = await self.stub.Query(
-            self.pb.QueryRequest(database=self.database, sql=sql, params=list(params))
+    async def _query(self, i: int, sql: str, *params: Any) -> int:
+        reply = await self._stub(i).Query(
+            self.pb.QueryRequest(database=self.database, sql=self._sql(sql), params=list(params))
         )
         return len(reply.rows)
 
     async def op_point_select(self, i: int) -> int:
-        return await self._query(
-            f"SELECT id, name, price, created FROM {TABLE} WHERE id = $1", self._int(i % ROWS + 1)
-        )
+        return await self._query(i, SELECT_ONE, self._int(_key(i)))
 
     async def op_read_100(self, i: int) -> int:
-        start = i % (ROWS - 100) + 1
-        return await self._query(
-            f"SELECT id, name, price, created FROM {TABLE} WHERE id >= $1 AND id < $2",
-            self._int(start),
-            self._int(start + 100),
-        )
+        return await self._query(i, SELECT_RANGE, *map(self._int, _range(i, 100)))
 
     async def op_read_10k(self, i: int) -> int:
-        start = i % (ROWS - 10_000) + 1
-        return await self._query(
-            f"SELECT id, name, price, created FROM {TABLE} WHERE id >= $1 AND id < $2",
-            self._int(start),
-            self._int(start + 10_000),
+        return await self._query(i, SELECT_RANGE, *map(self._int, _range(i, 10_000)))
+
+    async def op_read_10k_stream(self, i: int) -> int:
+        request = self.pb.QueryRequest(
+            database=self.database,
+            sql=SELECT_RANGE,
+            params=list(map(self._int, _range(i, 10_000))),
         )
+        rows = 0
+        async for message in self._stub(i).StreamQuery(request):
+            rows += len(message.rows)
+        return rows
+
+    def _write_params(self, name: str, price: float) -> list[Any]:
+        return [self.value.Value(string_value=name), self.value.Value(double_value=price)]
 
     async def op_insert(self, i: int) -> int:
-        await self.stub.Execute(
+        await self._stub(i).Execute(
             self.pb.ExecuteRequest(
                 database=self.database,
-                sql="INSERT INTO bench_writes (name, price) VALUES ($1, $2)",
-                params=[
-                    self.value.Value(string_value=f"w{i}"),
-                    self.value.Value(double_value=i * 0.5),
+                sql=self._sql(INSERT),
+                params=self._write_params(f"w{i}", i * 0.5),
+            )
+        )
+        return 1
+
+    async def op_batch_1000(self, i: int) -> int:
+        pb = self.pb
+        await self._stub(i).ExecuteBatch(
+            pb.ExecuteBatchRequest(
+                database=self.database,
+                sql=INSERT,
+                param_sets=[
+                    pb.ParamSet(params=self._write_params(f"b{i}-{j}", j * 0.5))
+                    for j in range(BATCH_ROWS)
                 ],
             )
         )
+        return BATCH_ROWS
+
+    async def op_tx_4(self, i: int) -> int:
+        pb = self.pb
+        await self._stub(i).RunTransaction(
+            pb.RunTransactionRequest(
+                database=self.database,
+                statements=[
+                    pb.Statement(sql=SELECT_PRICE, params=[self._int(_key(i))]),
+                    pb.Statement(sql=INSERT, params=self._write_params(f"t{i}", 1.0)),
+                    pb.Statement(sql=SELECT_PRICE, params=[self._int(_key(i + 1))]),
+                    pb.Statement(sql=INSERT, params=self._write_params(f"t{i}", 2.0)),
+                ],
+            )
+        )
+        return 4
+
+
+class GatewayClientContender(GatewayStubContender):
+    """dbgateway through the Python ``AsyncClient`` (native values in and out).
+    Workloads the client has no method for on this branch (StreamQuery,
+    ExecuteBatch, RunTransaction) fall back to the raw stubs."""
+
+    name = "dbgateway (AsyncClient)"
+
+    async def setup(self, args: argparse.Namespace) -> None:
+        from dbgateway import AsyncClient
+
+        await super().setup(args)
+        self.clients = [AsyncClient(args.target) for _ in range(args.channels)]
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        await super().close()
+
+    def _client(self, i: int) -> Any:
+        return self.clients[i % len(self.clients)]
+
+    async def op_point_select(self, i: int) -> int:
+        result = await self._client(i).query(SELECT_ONE, _key(i), database=self.database)
+        return len(result)
+
+    async def op_read_100(self, i: int) -> int:
+        result = await self._client(i).query(SELECT_RANGE, *_range(i, 100), database=self.database)
+        return len(result)
+
+    async def op_read_10k(self, i: int) -> int:
+        result = await self._client(i).query(
+            SELECT_RANGE, *_range(i, 10_000), database=self.database
+        )
+        return len(result)
+
+    async def op_insert(self, i: int) -> int:
+        await self._client(i).execute(INSERT, f"w{i}", i * 0.5, database=self.database)
         return 1
 
 
@@ -160,6 +303,10 @@ CONTENDERS: dict[str, Callable[[], Contender]] = {
     "asyncpg": lambda: AsyncpgContender("asyncpg (direct)", statement_cache=True),
     "pgbouncer": lambda: AsyncpgContender("pgbouncer + asyncpg", statement_cache=False),
     "gateway-stubs": GatewayStubContender,
+    "gateway-client": GatewayClientContender,
+    "gateway-workers2": GatewayStubContender,
+    "aiomysql": AiomysqlContender,
+    "gateway-mysql": GatewayStubContender,
 }
 
 
@@ -187,8 +334,11 @@ async def drive(op: Operation, concurrency: int, duration: float, warmup: float)
                     key = f"{key}:{code()}"
                 errors[key] = errors.get(key, 0) + 1
                 continue
-            if started >= measure_from:
-                latencies.append(time.perf_counter() - started)
+            # Counted when it completes inside the measured window, so that
+            # long operations (10k-row reads) are neither lost nor overcounted.
+            done = time.perf_counter()
+            if measure_from <= done <= stop_at:
+                latencies.append(done - started)
                 rows += n
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))
@@ -231,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", help="gateway HOST:PORT")
     parser.add_argument("--database", default="bench")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=4, help="gRPC channels (gateway)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)

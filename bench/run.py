@@ -36,17 +36,44 @@ DEFAULT_DSN = os.environ.get(
     "DBGATEWAY_BENCH_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/dbgw_bench"
 )
 
-#: workload -> contenders that run it, in table order.
-WORKLOADS: dict[str, list[str]] = {
-    "point_select": ["asyncpg", "pgbouncer", "gateway-stubs"],
-    "read_100": ["asyncpg", "pgbouncer", "gateway-stubs"],
-    "read_10k": ["asyncpg", "pgbouncer", "gateway-stubs"],
-    "insert": ["asyncpg", "pgbouncer", "gateway-stubs"],
+DEFAULT_MYSQL_DSN = os.environ.get(
+    "DBGATEWAY_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/dbgw_bench"
+)
+
+PG_ALL = ["asyncpg", "pgbouncer", "gateway-client", "gateway-stubs", "gateway-workers2"]
+# The AsyncClient on this branch has no stream / execute_batch / run_transaction
+# methods yet; those workloads run through the raw stubs only.
+PG_STUBS = ["asyncpg", "pgbouncer", "gateway-stubs", "gateway-workers2"]
+MYSQL = ["aiomysql", "gateway-mysql"]
+
+#: section -> (workload, concurrency or None for --concurrency, contenders), in table order.
+SECTIONS: dict[str, tuple[str, int | None, list[str]]] = {
+    "point_select": ("point_select", None, PG_ALL),
+    "read_100": ("read_100", None, PG_ALL),
+    "read_10k (Query)": ("read_10k", None, PG_ALL),
+    "read_10k (StreamQuery)": ("read_10k_stream", None, PG_STUBS),
+    "insert": ("insert", None, PG_ALL),
+    "execute_batch_1000": ("batch_1000", None, PG_STUBS),
+    "run_transaction_4": ("tx_4", None, PG_STUBS),
+    "point_select, concurrency 1": ("point_select", 1, PG_ALL),
+    "point_select, 1,000 callers": (
+        "point_select",
+        1000,
+        ["asyncpg", "pgbouncer", "gateway-stubs", "gateway-workers2"],
+    ),
+    "mariadb point_select": ("point_select", None, MYSQL),
+    "mariadb read_100": ("read_100", None, MYSQL),
+    "mariadb insert": ("insert", None, MYSQL),
 }
+WRITES = {"insert", "batch_1000", "tx_4"}
 LABELS = {
     "asyncpg": "asyncpg (direct)",
     "pgbouncer": "PgBouncer + asyncpg",
+    "gateway-client": "dbgateway (AsyncClient)",
     "gateway-stubs": "dbgateway (raw stubs)",
+    "gateway-workers2": "dbgateway --workers 2 (raw stubs)",
+    "aiomysql": "aiomysql (direct)",
+    "gateway-mysql": "dbgateway (raw stubs)",
 }
 
 
@@ -89,17 +116,88 @@ async def _prepare_database(dsn: str) -> None:
         await conn.close()
 
 
+def _mysql_params(dsn: str, database: str | None = None) -> dict[str, Any]:
+    parts = urlsplit(dsn)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": parts.username or "root",
+        "password": parts.password or "",
+        "db": database if database is not None else parts.path.lstrip("/"),
+        "autocommit": True,
+    }
+
+
+async def _prepare_mysql(dsn: str) -> bool:
+    """The same table on MariaDB; False when no MariaDB is reachable."""
+    import aiomysql
+
+    name = urlsplit(dsn).path.lstrip("/")
+    try:
+        conn = await aiomysql.connect(**_mysql_params(dsn, ""))
+    except Exception as exc:
+        print(f"MariaDB not reachable ({exc}); skipping the MariaDB workloads", file=sys.stderr)
+        return False
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(f"CREATE DATABASE IF NOT EXISTS `{name}`")
+            await cur.execute(f"USE `{name}`")
+            await cur.execute("DROP TABLE IF EXISTS bench_items, bench_writes")
+            await cur.execute(
+                "CREATE TABLE bench_items (id int PRIMARY KEY, name text NOT NULL, "
+                "price decimal(10, 2) NOT NULL, created datetime(6) NOT NULL)"
+            )
+            await cur.execute(
+                "INSERT INTO bench_items SELECT seq, CONCAT('item ', seq), (seq % 1000) / 10.0, "
+                "NOW(6) - INTERVAL seq MINUTE FROM seq_1_to_100000"
+            )
+            await cur.execute(
+                "CREATE TABLE bench_writes (id bigint AUTO_INCREMENT PRIMARY KEY, name text, "
+                "price double)"
+            )
+    finally:
+        conn.close()
+    return True
+
+
+async def _truncate_writes(contender: str, dsn: str, mysql_dsn: str) -> None:
+    """Write workloads start from an empty bench_writes, whoever ran before."""
+    if contender in MYSQL:
+        import aiomysql
+
+        conn = await aiomysql.connect(**_mysql_params(mysql_dsn))
+        try:
+            async with conn.cursor() as cur:
+                await cur.execute("TRUNCATE bench_writes")
+        finally:
+            conn.close()
+        return
+    import asyncpg
+
+    pg = await asyncpg.connect(dsn)
+    try:
+        await pg.execute("TRUNCATE bench_writes")
+    finally:
+        await pg.close()
+
+
 @contextmanager
-def gateway(dsn: str, connections: int, workdir: Path) -> Iterator[str]:
+def gateway(
+    dsn: str, mysql_dsn: str | None, connections: int, workdir: Path, workers: int = 1
+) -> Iterator[str]:
     config = workdir / "gateway.toml"
-    config.write_text(
-        f'[databases.bench]\ndsn = "{dsn}"\n'
-        f"pool = {{ min_size = {connections}, max_size = {connections} }}\n"
-    )
+    pool = f"pool = {{ min_size = {connections}, max_size = {connections} }}\n"
+    text = f'[databases.bench]\ndsn = "{dsn}"\n{pool}'
+    if mysql_dsn:
+        text += f'[databases.mbench]\ndsn = "{mysql_dsn}"\n{pool}'
+    config.write_text(text)
     log = workdir / "gateway.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(BIN / "dbgateway"), "serve", "--config", str(config), "--listen", "127.0.0.1:0"],
+            [
+                *(str(BIN / "dbgateway"), "serve", "--config", str(config)),
+                *("--listen", "127.0.0.1:0", "--workers", str(workers)),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
@@ -162,6 +260,8 @@ pool_mode = transaction
 default_pool_size = {connections}
 max_client_conn = 5000
 logfile = {workdir / "pgbouncer.log"}
+log_connections = 0
+log_disconnections = 0
 pidfile = {workdir / "pgbouncer.pid"}
 unix_socket_dir =
 """
@@ -172,7 +272,11 @@ unix_socket_dir =
     cmd = [binary, str(ini)]
     if os.geteuid() == 0:  # PgBouncer refuses to run as root
         cmd = [binary, "-u", "postgres", str(ini)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file: a pipe nobody reads fills up over a long run and
+    # PgBouncer blocks writing its log (then accepts no more connections).
+    stderr_path = workdir / "pgbouncer.stderr"
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -180,9 +284,7 @@ unix_socket_dir =
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if proc.poll() is not None:
-                raise RuntimeError(
-                    f"pgbouncer exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-                )
+                raise RuntimeError(f"pgbouncer exited: {stderr_path.read_text(errors='replace')}")
             time.sleep(0.1)
         yield urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{port}"))
     finally:
@@ -193,34 +295,39 @@ unix_socket_dir =
 def run_load(
     contender: str,
     workload: str,
+    concurrency: int,
     args: argparse.Namespace,
     env: dict[str, str],
-    concurrency: int | None = None,
 ) -> dict[str, Any]:
+    if workload in WRITES:
+        asyncio.run(_truncate_writes(contender, args.dsn, args.mysql_dsn))
     cmd = [
-        sys.executable,
-        "-m",
-        "bench.load",
-        "--contender",
-        contender,
-        "--workload",
-        workload,
-        "--concurrency",
-        str(concurrency or args.concurrency),
-        "--connections",
-        str(args.connections),
-        "--duration",
-        str(args.duration),
-        "--warmup",
-        str(args.warmup),
+        *(sys.executable, "-m", "bench.load"),
+        *("--contender", contender, "--workload", workload),
+        *("--concurrency", str(concurrency), "--connections", str(args.connections)),
+        *("--duration", str(args.duration), "--warmup", str(args.warmup)),
+        *("--channels", str(args.channels)),
     ]
-    if contender.startswith("gateway"):
+    if contender == "gateway-workers2":
+        cmd += ["--target", env["target_workers"], "--database", "bench"]
+    elif contender == "gateway-mysql":
+        cmd += ["--target", env["target"], "--database", "mbench"]
+    elif contender.startswith("gateway"):
         cmd += ["--target", env["target"], "--database", "bench"]
+    elif contender == "aiomysql":
+        cmd += ["--dsn", args.mysql_dsn]
     else:
-        cmd += ["--dsn", env["pgbouncer"] if contender == "pgbouncer" else env["dsn"]]
+        cmd += ["--dsn", env["pgbouncer"] if contender == "pgbouncer" else args.dsn]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     if out.returncode != 0:
-        raise RuntimeError(f"{contender}/{workload} failed:\n{out.stderr}")
+        # One failed run is reported (as an error) rather than losing the others.
+        last = (out.stderr.strip().splitlines() or ["?"])[-1]
+        print(f"  {contender}/{workload} failed: {last}", file=sys.stderr)
+        nan = float("nan")
+        return {
+            **dict.fromkeys(("ops_per_s", "rows_per_s", "p50_ms", "p99_ms"), nan),
+            "errors": {f"run failed: {last[:80]}": 1},
+        }
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -229,29 +336,30 @@ def median(values: list[float]) -> float:
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, float | dict[str, int]]:
-    tput = [r["ops_per_s"] for r in runs]
     errors: dict[str, int] = {}
     for r in runs:
         for k, v in r["errors"].items():
             errors[k] = errors.get(k, 0) + v
+    ok = [r for r in runs if r["ops_per_s"] == r["ops_per_s"]]  # NaN: the run failed
+    tput = [r["ops_per_s"] for r in ok]
     mid = median(tput)
     return {
         "ops_per_s": mid,
-        "rows_per_s": median([r["rows_per_s"] for r in runs]),
-        "p50_ms": median([r["p50_ms"] for r in runs]),
-        "p99_ms": median([r["p99_ms"] for r in runs]),
-        "spread": (max(tput) - min(tput)) / mid if mid else float("nan"),
+        "rows_per_s": median([r["rows_per_s"] for r in ok]),
+        "p50_ms": median([r["p50_ms"] for r in ok]),
+        "p99_ms": median([r["p99_ms"] for r in ok]),
+        "spread": (max(tput) - min(tput)) / mid if tput and mid else float("nan"),
         "errors": errors,
     }
 
 
 def table(workload: str, rows: dict[str, dict[str, Any]]) -> str:
-    floor = rows.get("asyncpg", {}).get("ops_per_s")
+    floor = rows.get("asyncpg", rows.get("aiomysql", {})).get("ops_per_s")
     anchor = rows.get("pgbouncer", {}).get("ops_per_s")
     lines = [
         f"### {workload}",
         "",
-        "| contender | ops/s | rows/s | p50 ms | p99 ms | vs asyncpg | vs PgBouncer "
+        "| contender | ops/s | rows/s | p50 ms | p99 ms | vs direct | vs PgBouncer "
         "| spread | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -271,51 +379,79 @@ def table(workload: str, rows: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--mysql-dsn", default=DEFAULT_MYSQL_DSN)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument(
+        "--channels", type=int, default=4, help="gRPC channels per gateway load process"
+    )
+    parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument(
+        "--quick", action="store_true", help="1.5 s runs, 0.5 s warm-up, one repetition"
+    )
+    parser.add_argument(
+        "--sections", default="", help="section names separated by ';' (default: all)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.md")
     args = parser.parse_args(argv)
-    workloads = [w for w in args.workloads.split(",") if w]
+    if args.quick:
+        args.duration, args.warmup, args.repeat = 1.5, 0.5, 1
+    wanted = [x.strip() for x in args.sections.split(";") if x.strip()]
+    sections = {k: v for k, v in SECTIONS.items() if not wanted or k in wanted}
     asyncio.run(_prepare_database(args.dsn))
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {w: {} for w in workloads}
+    uses_mysql = any(set(c) & set(MYSQL) for _, _, c in sections.values())
+    if uses_mysql and not asyncio.run(_prepare_mysql(args.mysql_dsn)):
+        args.mysql_dsn = ""
+    if not args.mysql_dsn:
+        sections = {k: v for k, v in sections.items() if not set(v[2]) & set(MYSQL)}
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {k: {} for k in sections}
+    started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dbgw-bench-") as tmp:
         tmpdir = Path(tmp)
         tmpdir.chmod(0o755)  # PgBouncer runs as postgres and must reach its files
-        (tmpdir / "gw").mkdir()
-        (tmpdir / "pgb").mkdir()
+        for sub in ("gw", "gw2", "pgb"):
+            (tmpdir / sub).mkdir()
+        mysql = args.mysql_dsn or None
         with (
-            gateway(args.dsn, args.connections, tmpdir / "gw") as target,
+            gateway(args.dsn, mysql, args.connections, tmpdir / "gw") as target,
+            gateway(args.dsn, None, args.connections, tmpdir / "gw2", workers=2) as target2,
             pgbouncer(args.dsn, args.connections, tmpdir / "pgb") as bouncer,
         ):
-            env = {"dsn": args.dsn, "pgbouncer": bouncer, "target": target}
-            plan = [(w, c) for w in workloads for c in WORKLOADS[w]]
+            env = {"pgbouncer": bouncer, "target": target, "target_workers": target2}
+            plan = [
+                (name, workload, concurrency or args.concurrency, contender)
+                for name, (workload, concurrency, contenders) in sections.items()
+                for contender in contenders
+            ]
             for rep in range(args.repeat):
                 random.shuffle(plan)
-                for workload, contender in plan:
-                    print(f"[{rep + 1}/{args.repeat}] {workload:>12} {contender}", file=sys.stderr)
-                    result = run_load(contender, workload, args, env)
-                    results[workload].setdefault(contender, []).append(result)
-    sections = [
+                for i, (name, workload, concurrency, contender) in enumerate(plan):
+                    print(
+                        f"[{rep + 1}/{args.repeat} {i + 1}/{len(plan)}] {name}: {contender}",
+                        file=sys.stderr,
+                    )
+                    result = run_load(contender, workload, concurrency, args, env)
+                    results[name].setdefault(contender, []).append(result)
+    load = os.getloadavg()
+    lines = [
         f"# dbgateway benchmark — {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}; "
-        f"concurrency {args.concurrency}, {args.connections} database connections per contender, "
-        f"{args.duration:g}s per run after {args.warmup:g}s warm-up, median of {args.repeat} "
-        "interleaved runs; spread = (max - min) / median of throughput.",
+        f"concurrency {args.concurrency} (unless the section says otherwise), "
+        f"{args.connections} database connections per contender, {args.channels} gRPC "
+        f"channels per gateway load process, {args.duration:g}s per run after "
+        f"{args.warmup:g}s warm-up, median of {args.repeat} interleaved runs; spread = "
+        "(max - min) / median of throughput. The load generator runs on the same "
+        f"machine. Took {time.monotonic() - started:.0f}s; load average at the end "
+        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}.",
         "",
     ]
-    for workload in workloads:
-        summary = {
-            c: summarise(results[workload][c])
-            for c in WORKLOADS[workload]
-            if c in results[workload]
-        }
-        sections += [table(workload, summary), ""]
-    report = "\n".join(sections)
+    for name, (_, _, contenders) in sections.items():
+        summary = {c: summarise(results[name][c]) for c in contenders if c in results[name]}
+        lines += [table(name, summary), ""]
+    report = "\n".join(lines)
     print(report)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(report)

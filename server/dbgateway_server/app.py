@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -82,8 +83,10 @@ def health_key(database: str) -> str:
 class GatewayServer:
     """A running gateway: the gRPC server, the core and the health service."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: str | None = None) -> None:
         self.config = config
+        #: "i/N" when this is one of N worker processes sharing the port.
+        self.worker = worker
         self.health = health.aio.HealthServicer()
         self.gateway = Gateway(config, listener=self._on_database_health)
         self._stopped = asyncio.Event()
@@ -91,7 +94,10 @@ class GatewayServer:
             config.server, self.gateway, serving=lambda: not self._stopped.is_set()
         )
         self.guard = Guard(config)
-        self.server = grpc.aio.server(options=server_options(config.server))
+        options = server_options(config.server)
+        if worker is not None:  # workers share the port (see workers.py)
+            options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
+        self.server = grpc.aio.server(options=options)
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
             DatabaseServicer(self.gateway, self.observability, self.guard), self.server
         )
@@ -135,7 +141,17 @@ class GatewayServer:
             else "plaintext",
             f"{len(self.guard.principals)} principal(s)" if self.guard.enabled else "no auth",
         ]
-        log.info("dbgateway listening on %s:%d (%s)", host, self.port, ", ".join(security))
+        if self.worker is None:
+            log.info("dbgateway listening on %s:%d (%s)", host, self.port, ", ".join(security))
+        else:  # the parent announces the port once every worker listens
+            log.info(
+                "worker %s (pid %d) serving on %s:%d (%s)",
+                self.worker,
+                os.getpid(),
+                host,
+                self.port,
+                ", ".join(security),
+            )
 
     async def stop(self) -> None:
         """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
@@ -155,10 +171,13 @@ class GatewayServer:
 
 
 async def serve(
-    config: Config, *, on_started: Callable[[GatewayServer], None] | None = None
+    config: Config,
+    *,
+    on_started: Callable[[GatewayServer], None] | None = None,
+    worker: str | None = None,
 ) -> None:
     """Runs until SIGTERM or SIGINT, then drains."""
-    app = GatewayServer(config)
+    app = GatewayServer(config, worker=worker)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

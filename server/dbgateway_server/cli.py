@@ -31,9 +31,26 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="TOML configuration file")
     serve.add_argument("--listen", help="HOST:PORT to listen on (overrides [server] listen)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="server processes sharing the port (SO_REUSEPORT), each with 1/N of every "
+        "pool; default 1",
+    )
+    # Set by the parent of --workers N for each worker process.
+    serve.add_argument("--worker", help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     # The client commands live in the client package: they need no server driver.
     client_commands.add_commands(commands)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -59,6 +76,23 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(args.log_level, config.server.log_format)
+    if args.workers > 1 and args.worker is None:
+        from .workers import run_workers
+
+        argv = ["serve", "--log-level", args.log_level]
+        if args.config:
+            argv += ["--config", str(args.config.resolve())]
+        return run_workers(config.server.listen, args.workers, argv)
+    on_started = None
+    if args.worker is not None:
+        from .workers import notify_ready, worker_config
+
+        index, _, count = args.worker.partition("/")
+        config = worker_config(config, int(index), int(count))
+
+        def on_started(app: Any) -> None:
+            notify_ready(args.ready_fd)
+
     runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
@@ -67,7 +101,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:  # pragma: no cover - uvloop is in the server extra
         runner = asyncio.run
     try:
-        runner(serve(config))
+        runner(serve(config, on_started=on_started, worker=args.worker))
     except OSError as exc:
         print(f"dbgateway: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ the second line of defence.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .errors import GatewayError, Reason
@@ -51,7 +52,10 @@ _SESSION_STATEMENTS: dict[str, str] = {
 _IN_TRANSACTION_ALLOWED = {"SAVEPOINT", "RELEASE", "LOCK", "DECLARE", "FETCH", "MOVE", "CLOSE"}
 
 
-def _first_words(sql: str, n: int = 3) -> list[str]:
+@functools.lru_cache(maxsize=1024)
+def _first_words(sql: str, n: int = 3) -> tuple[str, ...]:
+    """The first ``n`` keywords, upper-cased; cached, as the same statements
+    come back call after call."""
     start = _LEADING_NOISE.match(sql)
     rest = sql[start.end() if start else 0 :]
     words = []
@@ -59,7 +63,7 @@ def _first_words(sql: str, n: int = 3) -> list[str]:
         words.append(match.group(0).upper())
         if len(words) == n:
             break
-    return words
+    return tuple(words)
 
 
 def first_keyword(sql: str) -> str:

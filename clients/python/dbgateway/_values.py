@@ -218,45 +218,48 @@ def _from_timestamp(ts: timestamp_pb2.Timestamp) -> dt.datetime:
     return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
+def _from_list(v: value_pb2.Value, db_type: str) -> list[Any]:
+    return [from_value(x, db_type) for x in v.list_value.values]
+
+
+#: Value kind -> its Python object, one dict lookup per value.
+_DECODERS: dict[str | None, Callable[[value_pb2.Value, str], Any]] = {
+    None: lambda v, t: None,
+    "null_value": lambda v, t: None,
+    "string_value": lambda v, t: v.string_value,
+    "int_value": lambda v, t: v.int_value,
+    "double_value": lambda v, t: v.double_value,
+    "bool_value": lambda v, t: v.bool_value,
+    "bytes_value": lambda v, t: v.bytes_value,
+    "uint_value": lambda v, t: v.uint_value,
+    "decimal_value": lambda v, t: decimal.Decimal(v.decimal_value),
+    "timestamp_value": lambda v, t: _from_timestamp(v.timestamp_value),
+    "datetime_value": lambda v, t: dt.datetime.fromisoformat(v.datetime_value),
+    "date_value": lambda v, t: dt.date.fromisoformat(v.date_value),
+    "time_value": lambda v, t: _time(v.time_value, t),
+    "json_value": lambda v, t: json.loads(v.json_value),
+    "uuid_value": lambda v, t: uuid.UUID(v.uuid_value),
+    "interval_value": lambda v, t: _from_interval(v.interval_value),
+    "list_value": _from_list,
+}
+
+
 def from_value(v: value_pb2.Value, db_type: str = "") -> Any:
     """A ``Value`` as its natural Python object. ``db_type`` is the column's
     engine type name; it only matters for MySQL TIME."""
     kind = v.WhichOneof("kind")
-    if kind is None or kind == "null_value":
-        return None
-    if kind == "string_value":
-        return v.string_value
-    if kind == "int_value":
-        return v.int_value
-    if kind == "double_value":
-        return v.double_value
-    if kind == "bool_value":
-        return v.bool_value
-    if kind == "bytes_value":
-        return v.bytes_value
-    if kind == "uint_value":
-        return v.uint_value
-    if kind == "decimal_value":
-        return decimal.Decimal(v.decimal_value)
-    if kind == "timestamp_value":
-        return _from_timestamp(v.timestamp_value)
-    if kind == "datetime_value":
-        return dt.datetime.fromisoformat(v.datetime_value)
-    if kind == "date_value":
-        return dt.date.fromisoformat(v.date_value)
-    if kind == "time_value":
-        return _time(v.time_value, db_type)
-    if kind == "json_value":
-        return json.loads(v.json_value)
-    if kind == "uuid_value":
-        return uuid.UUID(v.uuid_value)
-    if kind == "interval_value":
-        return _from_interval(v.interval_value)
-    if kind == "list_value":
-        return [from_value(x, db_type) for x in v.list_value.values]
-    raise ValueError(f"unknown Value kind {kind!r}")  # pragma: no cover - newer server
+    decode = _DECODERS.get(kind)
+    if decode is None:  # pragma: no cover - a newer server
+        raise ValueError(f"unknown Value kind {kind!r}")
+    return decode(v, db_type)
 
 
 def from_row(values: Sequence[value_pb2.Value], db_types: Sequence[str]) -> tuple[Any, ...]:
     """One result row as a tuple of Python values."""
-    return tuple(from_value(v, t) for v, t in zip(values, db_types, strict=False))
+    decoders = _DECODERS
+    try:
+        return tuple(
+            decoders[v.WhichOneof("kind")](v, t) for v, t in zip(values, db_types, strict=False)
+        )
+    except KeyError as exc:  # pragma: no cover - a newer server
+        raise ValueError(f"unknown Value kind {exc.args[0]!r}") from None

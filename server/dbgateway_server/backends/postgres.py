@@ -100,16 +100,24 @@ def _rows_affected(status: str | None) -> int:
 class PostgresConnection(DriverConnection):
     reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
 
+    #: Described statements kept per connection (beyond it, the cache starts over).
+    DESCRIBED_LIMIT = 1024
+
     def __init__(self, conn: Any, database: str) -> None:
         self._conn = conn
         self._database = database
+        # id(asyncpg statement state) -> (state, parameter count, columns,
+        # converters): decided once per prepared statement, not per call. The
+        # state is held, so its id cannot be reused while the entry lives; a
+        # re-prepared statement is a new state and gets a new entry.
+        self._described: dict[int, tuple[Any, int, list[value_pb2.Column], list[Converter]]] = {}
 
     async def _prepare(self, sql: str, nparams: int) -> Any:
         # The private _prepare(use_cache=True) reuses the driver's statement
         # cache (one Parse per distinct SQL per connection), while the public
         # prepare() would Parse on every call.
         stmt = await self._conn._prepare(sql, use_cache=True)
-        expected = len(stmt.get_parameters())
+        expected = self._description(stmt)[1]
         if expected != nparams:
             raise invalid_request(
                 "params",
@@ -117,13 +125,24 @@ class PostgresConnection(DriverConnection):
             )
         return stmt
 
-    @staticmethod
-    def _describe(stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
-        columns = []
-        converters = []
-        for attr in stmt.get_attributes():
-            columns.append(Column(name=attr.name, db_type=attr.type.name))
-            converters.append(pg_converter(attr.type.name, attr.type.kind))
+    def _description(self, stmt: Any) -> tuple[Any, int, list[value_pb2.Column], list[Converter]]:
+        state = stmt._state
+        entry = self._described.get(id(state))
+        if entry is None or entry[0] is not state:
+            columns = []
+            converters = []
+            for attr in stmt.get_attributes():
+                columns.append(Column(name=attr.name, db_type=attr.type.name))
+                converters.append(pg_converter(attr.type.name, attr.type.kind))
+            if len(self._described) >= self.DESCRIBED_LIMIT:
+                self._described.clear()
+            entry = (state, len(stmt.get_parameters()), columns, converters)
+            self._described[id(state)] = entry
+        return entry
+
+    def _describe(self, stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
+        """The result columns and their converters (shared: do not mutate)."""
+        _, _, columns, converters = self._description(stmt)
         return columns, converters
 
     async def _run(self, sql: str, params: Sequence[value_pb2.Value], limit: int) -> Any:

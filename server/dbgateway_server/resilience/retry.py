@@ -122,10 +122,22 @@ async def run_with_retries(
     """Runs ``attempt`` until it succeeds or may not be retried; returns its
     result and the number of attempts. The last failure is raised as is, with
     the attempt count in its metadata."""
-    attempts = 0
+    # The first attempt runs without tenacity: most calls succeed at once,
+    # and building a retry controller per call costs more than the call's own
+    # Python work. Only a failure that may be retried enters the loop below.
+    try:
+        return await attempt(), 1
+    except GatewayError as exc:
+        first: GatewayError | None = exc
+        if settings.max_attempts <= 1 or not retryable(exc, kind, losses_before=0):
+            raise
+    attempts = 1
 
     async def once() -> T:
-        nonlocal attempts
+        nonlocal attempts, first
+        if first is not None:  # replay the first failure into tenacity's bookkeeping
+            error, first = first, None
+            raise error
         attempts += 1
         return await attempt()
 
