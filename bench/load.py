@@ -260,9 +260,7 @@ class GatewayStubContender(Contender):
 
 
 class GatewayClientContender(GatewayStubContender):
-    """dbgateway through the Python ``AsyncClient`` (native values in and out).
-    Workloads the client has no method for on this branch (StreamQuery,
-    ExecuteBatch, RunTransaction) fall back to the raw stubs."""
+    """dbgateway through the Python ``AsyncClient`` (native values in and out)."""
 
     name = "dbgateway (AsyncClient)"
 
@@ -297,6 +295,32 @@ class GatewayClientContender(GatewayStubContender):
     async def op_insert(self, i: int) -> int:
         await self._client(i).execute(INSERT, f"w{i}", i * 0.5, database=self.database)
         return 1
+
+    async def op_read_10k_stream(self, i: int) -> int:
+        rows = 0
+        async for _ in self._client(i).stream(
+            SELECT_RANGE, *_range(i, 10_000), database=self.database
+        ):
+            rows += 1
+        return rows
+
+    async def op_batch_1000(self, i: int) -> int:
+        await self._client(i).execute_batch(
+            INSERT, [(f"b{i}-{j}", j * 0.5) for j in range(BATCH_ROWS)], database=self.database
+        )
+        return BATCH_ROWS
+
+    async def op_tx_4(self, i: int) -> int:
+        await self._client(i).run_transaction(
+            [
+                (SELECT_PRICE, (_key(i),)),
+                (INSERT, (f"t{i}", 1.0)),
+                (SELECT_PRICE, (_key(i + 1),)),
+                (INSERT, (f"t{i}", 2.0)),
+            ],
+            database=self.database,
+        )
+        return 4
 
 
 CONTENDERS: dict[str, Callable[[], Contender]] = {

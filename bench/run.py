@@ -41,9 +41,6 @@ DEFAULT_MYSQL_DSN = os.environ.get(
 )
 
 PG_ALL = ["asyncpg", "pgbouncer", "gateway-client", "gateway-stubs", "gateway-workers2"]
-# The AsyncClient on this branch has no stream / execute_batch / run_transaction
-# methods yet; those workloads run through the raw stubs only.
-PG_STUBS = ["asyncpg", "pgbouncer", "gateway-stubs", "gateway-workers2"]
 MYSQL = ["aiomysql", "gateway-mysql"]
 
 #: section -> (workload, concurrency or None for --concurrency, contenders), in table order.
@@ -51,10 +48,10 @@ SECTIONS: dict[str, tuple[str, int | None, list[str]]] = {
     "point_select": ("point_select", None, PG_ALL),
     "read_100": ("read_100", None, PG_ALL),
     "read_10k (Query)": ("read_10k", None, PG_ALL),
-    "read_10k (StreamQuery)": ("read_10k_stream", None, PG_STUBS),
+    "read_10k (StreamQuery)": ("read_10k_stream", None, PG_ALL),
     "insert": ("insert", None, PG_ALL),
-    "execute_batch_1000": ("batch_1000", None, PG_STUBS),
-    "run_transaction_4": ("tx_4", None, PG_STUBS),
+    "execute_batch_1000": ("batch_1000", None, PG_ALL),
+    "run_transaction_4": ("tx_4", None, PG_ALL),
     "point_select, concurrency 1": ("point_select", 1, PG_ALL),
     "point_select, 1,000 callers": (
         "point_select",

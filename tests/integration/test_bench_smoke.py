@@ -47,6 +47,9 @@ def bench_tables(postgres_dsn: str) -> None:
         ("gateway-stubs", "read_10k_stream"),
         ("gateway-stubs", "tx_4"),
         ("gateway-client", "point_select"),
+        ("gateway-client", "read_10k_stream"),
+        ("gateway-client", "batch_1000"),
+        ("gateway-client", "tx_4"),
     ],
 )
 def test_bench_load_reports_a_run(server: ServerProcess, bench_tables, contender, workload):
