@@ -93,6 +93,7 @@ class GatewayServer:
         self.observability = Observability(
             config.server, self.gateway, serving=lambda: not self._stopped.is_set()
         )
+        self.gateway.retry_listener = self.observability.retried
         self.guard = Guard(config)
         options = server_options(config.server)
         if worker is not None:  # workers share the port (see workers.py)

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 #: Called with (database name, serving) whenever a database's health changes.
 HealthListener = Callable[[str, bool], None]
+RetryListener = Callable[[str, str], None]
 
 T = TypeVar("T")
 
@@ -169,13 +170,20 @@ class Database:
     so it recovers without traffic.
     """
 
-    def __init__(self, config: DatabaseConfig, backend: Backend, listener: HealthListener) -> None:
+    def __init__(
+        self,
+        config: DatabaseConfig,
+        backend: Backend,
+        listener: HealthListener,
+        retry_listener: RetryListener | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.backend = backend
         self.pool = ConnectionPool(config.name, backend.connect, config.pool)
         self.breaker = CircuitBreaker(config.name, config.breaker, on_change=self._on_circuit)
         self._listener = listener
+        self._retry_listener = retry_listener
         self._prober: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -283,10 +291,16 @@ class Database:
                 settings=self.config.retry,
                 remaining=options.deadline.remaining,
                 what=f"database {self.name}",
+                on_retry=self.retried,
             )
         except GatewayError as exc:
             raise exc.with_metadata(database=self.name, engine=self.engine) from None
         return Outcome(result=result, elapsed=time.monotonic() - started, attempts=attempts)
+
+    def retried(self, error: GatewayError) -> None:
+        """One more attempt is about to run after ``error`` (counted in metrics)."""
+        if self._retry_listener is not None:
+            self._retry_listener(self.name, error.reason.value)
 
     async def guarded(self, call: Callable[[], Awaitable[T]]) -> T:
         """Runs one attempt through the circuit breaker: refused at once while
@@ -422,11 +436,17 @@ class Gateway:
     def __init__(self, config: Config, listener: HealthListener | None = None) -> None:
         self.config = config
         self._listener = listener or (lambda name, serving: None)
+        #: Told of every retry (database, reason of the failed attempt); the
+        #: server points it at its metrics.
+        self.retry_listener: RetryListener = lambda database, reason: None
         self.databases: dict[str, Database] = {
-            name: Database(db, backend_for(db), self._notify)
+            name: Database(db, backend_for(db), self._notify, self._on_retry)
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable()
+
+    def _on_retry(self, database: str, reason: str) -> None:
+        self.retry_listener(database, reason)
 
     def _notify(self, name: str, serving: bool) -> None:
         self._listener(name, serving)

@@ -318,6 +318,12 @@ class _stop_at_deadline(stop_base):
         return left is not None and left <= (retry_state.upcoming_sleep or 0.0)
 
 
+def _count_retry(database: Database, state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    if isinstance(error, GatewayError):
+        database.retried(error)
+
+
 async def run_atomically(
     database: Database,
     statements: Sequence[StatementCall],
@@ -342,6 +348,7 @@ async def run_atomically(
         stop=stop_any(stop_after_attempt(attempts), _stop_at_deadline(deadline)),
         wait=wait_random_exponential(multiplier=0.05, max=1.0),
         retry=retry_if_exception(_retryable),
+        before_sleep=lambda state: _count_retry(database, state),
         reraise=True,
     )
     try:

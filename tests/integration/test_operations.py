@@ -438,3 +438,35 @@ dsn = "{postgres_dsn}"
     finally:
         ops.channel.close()
         server.stop()
+
+
+def test_retries_are_counted_by_database_and_reason(tmp_path, postgres_dsn: str):
+    """A statement that always fails with a serialization failure makes
+    RunTransaction retry the whole transaction; each retry is counted."""
+    config = f"""
+[server]
+metrics_listen = "127.0.0.1:0"
+
+[databases.pg]
+dsn = "{postgres_dsn}"
+"""
+    server = ServerProcess(tmp_path, config=config).start()
+    ops = Operated(server)
+    conflict = "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '40001'; END $$"
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            ops.db.RunTransaction(
+                pb.RunTransactionRequest(statements=[pb.Statement(sql=conflict)], max_attempts=3),
+                timeout=30,
+            )
+        assert info.value.code() == grpc.StatusCode.ABORTED
+        metrics = ops.metrics()
+        assert (
+            sample(
+                metrics, "dbgateway_retries_total", database="pg", reason="SERIALIZATION_FAILURE"
+            )
+            == 2
+        )  # three attempts: two retries
+    finally:
+        ops.channel.close()
+        server.stop()

@@ -118,6 +118,7 @@ async def run_with_retries(
     settings: RetrySettings,
     remaining: Callable[[], float | None],
     what: str = "call",
+    on_retry: Callable[[GatewayError], None] | None = None,
 ) -> tuple[T, int]:
     """Runs ``attempt`` until it succeeds or may not be retried; returns its
     result and the number of attempts. The last failure is raised as is, with
@@ -150,6 +151,8 @@ async def run_with_retries(
             error,
             state.upcoming_sleep,
         )
+        if on_retry is not None and isinstance(error, GatewayError):
+            on_retry(error)
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(settings.max_attempts) | _Deadline(remaining),
