@@ -184,6 +184,9 @@ class Database:
         self.breaker = CircuitBreaker(config.name, config.breaker, on_change=self._on_circuit)
         self._listener = listener
         self._retry_listener = retry_listener
+        #: Every transaction holding a connection of this database right now:
+        #: handle-based, streams, RunTransaction and batches alike.
+        self.live_transactions: set[Transaction] = set()
         self._prober: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -609,11 +612,12 @@ class Gateway:
             yield rows
 
     def open_transactions(self) -> Sequence[OpenTransaction]:
-        """The handle-based transactions open right now, oldest first."""
+        """The transactions open right now (every kind), oldest first."""
         now = time.monotonic()
+        live = [tx for db in self.databases.values() for tx in db.live_transactions]
         return [
             OpenTransaction(key=tx.id, database=tx.database.name, age=now - tx.started_at)
-            for tx in sorted(self.transactions.open(), key=lambda t: t.started_at)
+            for tx in sorted(live, key=lambda t: t.started_at)
         ]
 
     @property

@@ -129,6 +129,7 @@ class Transaction:
         #: The connection broke (or a statement on it was cut off): the
         #: database has rolled the transaction back or will.
         self.lost = False
+        database.live_transactions.add(self)
 
     @classmethod
     async def begin(
@@ -297,6 +298,7 @@ class Transaction:
         except (GatewayError, TimeoutError, OSError) as exc:
             error = exc
         finally:
+            self.database.live_transactions.discard(self)
             await self._checkout.__aexit__(None if error is None else type(error), error, None)
 
 
@@ -412,10 +414,6 @@ class TransactionTable:
             collections.OrderedDict()
         )
         self._reaper: asyncio.Task[None] | None = None
-
-    def open(self) -> list[Transaction]:
-        """The transactions open right now."""
-        return list(self._open.values())
 
     def __len__(self) -> int:
         return len(self._open)

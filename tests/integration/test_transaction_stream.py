@@ -209,3 +209,20 @@ def test_read_only_transaction_refuses_writes(db, database):
     assert refused.error.code != 0
     stream.rollback()
     assert count(db, database, table) == 0
+
+
+def test_a_stream_transaction_is_counted_as_open_while_it_lasts(db, channel):
+    from dbgateway.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+
+    def open_on_lite() -> int:
+        reply = admin.ListDatabases(admin_service_pb2.ListDatabasesRequest())
+        return next(d.open_transactions for d in reply.databases if d.name == "lite")
+
+    before = open_on_lite()
+    stream = TransactionStream(db)
+    stream.begin("lite")
+    assert open_on_lite() == before + 1
+    stream.commit()
+    assert eventually(lambda: open_on_lite() == before, within=2.0)
