@@ -202,11 +202,13 @@ class Database:
     def serving(self) -> bool:
         return self.breaker.state is CircuitState.CLOSED
 
+    def _probing(self) -> bool:
+        return self._prober is not None and not self._prober.done()
+
     def _on_circuit(self, old: CircuitState, new: CircuitState, why: str) -> None:
         if (old is CircuitState.CLOSED) != (new is CircuitState.CLOSED):
             self._listener(self.name, self.serving)
-        idle = self._prober is None or self._prober.done()
-        if new is CircuitState.OPEN and not self._closing and idle:
+        if new is CircuitState.OPEN and not self._closing and not self._probing():
             self._prober = asyncio.get_running_loop().create_task(
                 self._probe_until_closed(), name=f"probe-{self.name}"
             )
@@ -306,16 +308,26 @@ class Database:
             self._retry_listener(self.name, error.reason.value)
 
     async def guarded(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Runs one attempt through the circuit breaker: refused at once while
-        the circuit is open, and its outcome counted."""
+        """Runs one attempt through the circuit breaker (see :meth:`admitted`)."""
+        async with self.admitted():
+            return await call()
+
+    @contextlib.asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        """A block the circuit breaker lets through: refused at once with
+        CIRCUIT_OPEN while the circuit is open, and its outcome counted.
+        While the background prober runs it alone probes: a caller never
+        becomes the half-open probe and never pays a connect attempt to a
+        database that is down."""
+        if self.breaker.state is not CircuitState.CLOSED and self._probing():
+            raise self.breaker.refusal()
         probe = self.breaker.allow()
         try:
-            result = await call()
+            yield
         except BaseException as exc:
             self.breaker.record(exc, probe=probe)
             raise
         self.breaker.record(None, probe=probe)
-        return result
 
     async def _run_once(
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
@@ -393,6 +405,7 @@ class Database:
         check_statement(sql)
         with self.reporting_errors():
             async with (
+                self.admitted(),
                 self.connection(options.deadline) as conn,
                 self.read_only(conn, options),
                 self.open_stream(conn, sql, params, options, started) as rows,

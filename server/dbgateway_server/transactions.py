@@ -144,13 +144,14 @@ class Transaction:
     ) -> Transaction:
         checkout = database.connection(deadline)
         with database.reporting_errors():
-            conn = await checkout.__aenter__()
-            try:
-                async with asyncio.timeout(deadline.bounded(database.config.statement_timeout)):
-                    await conn.begin(mode)
-            except BaseException as exc:
-                await checkout.__aexit__(type(exc), exc, exc.__traceback__)
-                raise
+            async with database.admitted():
+                conn = await checkout.__aenter__()
+                try:
+                    async with asyncio.timeout(deadline.bounded(database.config.statement_timeout)):
+                        await conn.begin(mode)
+                except BaseException as exc:
+                    await checkout.__aexit__(type(exc), exc, exc.__traceback__)
+                    raise
         return cls(
             database,
             conn,

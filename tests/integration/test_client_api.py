@@ -147,14 +147,12 @@ def test_unknown_database_raises_not_found(client):
 
 
 def test_a_database_that_is_down_raises_unavailable(client):
-    started = time.monotonic()
     with pytest.raises(dbgateway.Unavailable) as info:
         client.query("SELECT 1", database="down", timeout=10)
-    # Down since start: its circuit is open, so the answer is immediate and
-    # says when to come back, instead of waiting out the caller's deadline.
+    # Down since start: its circuit is open, and the answer says when to come
+    # back (the client itself waits that long and retries within its timeout).
     assert info.value.reason == "CIRCUIT_OPEN"
     assert info.value.retry_after is not None
-    assert time.monotonic() - started < 5
 
 
 def test_a_statement_past_its_deadline_raises_deadline_exceeded(client):

@@ -142,12 +142,12 @@ class CircuitBreaker:
             return False
         if self._state is CircuitState.OPEN:
             if self._clock() < self._retry_at:
-                raise self._open_error()
+                raise self.refusal()
             self._change(CircuitState.HALF_OPEN, "open time elapsed; probing")
         if self._probes < self._settings.half_open_probes:
             self._probes += 1
             return True
-        raise self._open_error()
+        raise self.refusal()
 
     def record(self, error: BaseException | None, *, probe: bool) -> None:
         """Reports the outcome of a call :meth:`allow` admitted."""
@@ -214,7 +214,8 @@ class CircuitBreaker:
         if self._listener is not None:
             self._listener(old, state, why)
 
-    def _open_error(self) -> GatewayError:
+    def refusal(self) -> GatewayError:
+        """The UNAVAILABLE / CIRCUIT_OPEN answer, with the wait until the next probe."""
         wait = self.retry_after()
         return GatewayError(
             Reason.CIRCUIT_OPEN,
