@@ -316,7 +316,14 @@ def pack_columns(
                 continue
             except (TypeError, ValueError):
                 column.ClearField(kind)
-        column.values.extend([conv(v) for v in values])
+        # As convert_rows does: the column's converter itself, and through its
+        # nullable() wrapper (which falls back per value) only if one failed.
+        strict = getattr(conv, "strict", conv)
+        try:
+            converted = [strict(v) for v in values]
+        except (TypeError, ValueError, AttributeError):
+            converted = [conv(v) for v in values]
+        column.values.extend(converted)
     return batch
 
 
