@@ -323,11 +323,33 @@ class GatewayClientContender(GatewayStubContender):
         return 4
 
 
+class GatewayColumnarContender(GatewayClientContender):
+    """The ``AsyncClient`` asking for the columnar encoding (``columnar=True``)
+    on the 10k-row reads; the same native rows come back."""
+
+    name = "dbgateway (AsyncClient, columnar)"
+
+    async def op_read_10k(self, i: int) -> int:
+        result = await self._client(i).query(
+            SELECT_RANGE, *_range(i, 10_000), database=self.database, columnar=True
+        )
+        return len(result)
+
+    async def op_read_10k_stream(self, i: int) -> int:
+        rows = 0
+        async for _ in self._client(i).stream(
+            SELECT_RANGE, *_range(i, 10_000), database=self.database, columnar=True
+        ):
+            rows += 1
+        return rows
+
+
 CONTENDERS: dict[str, Callable[[], Contender]] = {
     "asyncpg": lambda: AsyncpgContender("asyncpg (direct)", statement_cache=True),
     "pgbouncer": lambda: AsyncpgContender("pgbouncer + asyncpg", statement_cache=False),
     "gateway-stubs": GatewayStubContender,
     "gateway-client": GatewayClientContender,
+    "gateway-columnar": GatewayColumnarContender,
     "gateway-workers2": GatewayStubContender,
     "aiomysql": AiomysqlContender,
     "gateway-mysql": GatewayStubContender,

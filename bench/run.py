@@ -42,13 +42,15 @@ DEFAULT_MYSQL_DSN = os.environ.get(
 
 PG_ALL = ["asyncpg", "pgbouncer", "gateway-client", "gateway-stubs", "gateway-workers2"]
 MYSQL = ["aiomysql", "gateway-mysql"]
+#: The large reads also run with the opt-in columnar encoding.
+PG_READS = [*PG_ALL[:3], "gateway-columnar", *PG_ALL[3:]]
 
 #: section -> (workload, concurrency or None for --concurrency, contenders), in table order.
 SECTIONS: dict[str, tuple[str, int | None, list[str]]] = {
     "point_select": ("point_select", None, PG_ALL),
     "read_100": ("read_100", None, PG_ALL),
-    "read_10k (Query)": ("read_10k", None, PG_ALL),
-    "read_10k (StreamQuery)": ("read_10k_stream", None, PG_ALL),
+    "read_10k (Query)": ("read_10k", None, PG_READS),
+    "read_10k (StreamQuery)": ("read_10k_stream", None, PG_READS),
     "insert": ("insert", None, PG_ALL),
     "execute_batch_1000": ("batch_1000", None, PG_ALL),
     "run_transaction_4": ("tx_4", None, PG_ALL),
@@ -67,6 +69,7 @@ LABELS = {
     "asyncpg": "asyncpg (direct)",
     "pgbouncer": "PgBouncer + asyncpg",
     "gateway-client": "dbgateway (AsyncClient)",
+    "gateway-columnar": "dbgateway (AsyncClient, columnar=True)",
     "gateway-stubs": "dbgateway (raw stubs)",
     "gateway-workers2": "dbgateway --workers 2 (raw stubs)",
     "aiomysql": "aiomysql (direct)",

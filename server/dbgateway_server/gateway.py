@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dbgateway.v1 import value_pb2
 
@@ -86,6 +86,8 @@ class CallOptions:
     #: Outside a transaction, run the statement in a read-only one (the
     #: caller may only read); inside a transaction its own mode decides.
     read_only: bool = False
+    #: A read's rows go out as ColumnBatches (RESULT_ENCODING_COLUMNS).
+    columnar: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +158,17 @@ class ResultStream:
     def chunks(self) -> AsyncIterator[list[value_pb2.Row]]:
         return self._chunker.chunks(self._fetch)
 
+    def batches(self) -> AsyncIterator[value_pb2.ColumnBatch]:
+        """The rows as ColumnBatches (the columnar encoding), each of bounded size."""
+        return self._chunker.batches(self._fetch_records, self._rows.converters)
+
     async def _fetch(self, n: int) -> list[value_pb2.Row]:
         async with asyncio.timeout(self._fetch_timeout()):
             return await self._rows.fetch(n)
+
+    async def _fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
+        async with asyncio.timeout(self._fetch_timeout()):
+            return await self._rows.fetch_records(n)
 
 
 class Database:
@@ -393,6 +403,7 @@ class Database:
             max_rows=options.max_rows,
             max_result_rows=self.config.max_result_rows,
             max_result_bytes=self.config.max_result_bytes,
+            columnar=options.columnar,
         )
 
     @contextlib.asynccontextmanager

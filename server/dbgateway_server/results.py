@@ -3,12 +3,13 @@ chunks of a streamed one.
 
 Both count the encoded size of each ``Row`` as it is converted, so neither
 ever holds more than its bound (plus one fetch) in memory, whatever the
-database would return.
+database would return. With the columnar encoding (``ResultLimits.columnar``)
+they count the encoded size of each ``ColumnBatch`` instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +17,7 @@ from dbgateway.v1 import value_pb2
 
 from .config import STREAM_MESSAGE_LIMIT_BYTES
 from .errors import GatewayError, Reason
-from .values import Converter, convert_rows
+from .values import Converter, column_kinds, convert_rows, pack_columns
 
 if TYPE_CHECKING:
     from .backends.base import RowStream
@@ -54,6 +55,8 @@ class ResultLimits:
     max_rows: int = 0
     max_result_rows: int = 100_000
     max_result_bytes: int = 16 * 1024 * 1024
+    #: The caller asked for RESULT_ENCODING_COLUMNS: the result is ColumnBatches.
+    columnar: bool = False
 
     @property
     def fetch_rows(self) -> int:
@@ -62,6 +65,23 @@ class ResultLimits:
         if self.max_rows and self.max_rows <= self.max_result_rows:
             return self.max_rows + 1
         return self.max_result_rows + 1
+
+
+@dataclass(slots=True)
+class ResultSet:
+    """A read's result: ``rows``, or with the columnar encoding ``batches``
+    (and then no ``rows``)."""
+
+    columns: list[value_pb2.Column]
+    rows: list[value_pb2.Row]
+    truncated: bool = False
+    batches: list[value_pb2.ColumnBatch] | None = None
+
+    @property
+    def row_count(self) -> int:
+        if self.batches is not None:
+            return sum(b.row_count for b in self.batches)
+        return len(self.rows)
 
 
 def too_large(why: str) -> GatewayError:
@@ -110,34 +130,94 @@ class ResultCollector:
         return True
 
 
+class ColumnCollector:
+    """:class:`ResultCollector` for the columnar encoding: takes driver
+    records, packs them into one ``ColumnBatch`` per :meth:`add`, and counts
+    the encoded size of each batch against ``max_result_bytes``."""
+
+    __slots__ = ("_budget", "_converters", "_kinds", "_limits", "batches", "count", "truncated")
+
+    def __init__(self, limits: ResultLimits, converters: Sequence[Converter]) -> None:
+        self._limits = limits
+        self._budget = limits.max_result_bytes
+        self._converters = converters
+        self._kinds = column_kinds(converters)
+        self.batches: list[value_pb2.ColumnBatch] = []
+        self.count = 0
+        self.truncated = False
+
+    def wanted(self) -> int:
+        return self._limits.fetch_rows - self.count
+
+    def add(self, records: Sequence[Sequence[Any]]) -> bool:
+        """Takes ``records``; False once no more rows are wanted."""
+        limits = self._limits
+        caller_limit = limits.max_rows if limits.max_rows <= limits.max_result_rows else 0
+        more = True
+        if caller_limit and self.count + len(records) > caller_limit:
+            records = records[: caller_limit - self.count]
+            self.truncated = True
+            more = False
+        if self.count + len(records) > limits.max_result_rows:
+            raise too_large(f"more than max_result_rows={limits.max_result_rows} rows")
+        if records:
+            batch = pack_columns(records, self._converters, self._kinds)
+            self._budget -= framed_size(batch.ByteSize())
+            if self._budget < 0:
+                raise too_large(
+                    f"its rows take more than max_result_bytes={limits.max_result_bytes} "
+                    f"bytes (by row {self.count + len(records)})"
+                )
+            self.batches.append(batch)
+            self.count += len(records)
+        return more
+
+
 #: Rows a unary read fetches at once, so that the byte cap is checked as the
 #: result grows rather than after all of it has arrived.
 UNARY_FETCH_ROWS = 1000
 
 
-async def read_result(stream: RowStream, limits: ResultLimits) -> tuple[list[value_pb2.Row], bool]:
+async def read_result(
+    stream: RowStream, limits: ResultLimits
+) -> tuple[list[value_pb2.Row], bool, list[value_pb2.ColumnBatch] | None]:
     """The rows (and whether they were truncated) of a unary result read from
-    an open cursor, within ``limits``."""
+    an open cursor, within ``limits``; with ``limits.columnar``, no rows but
+    their batches."""
+    collector: ResultCollector | ColumnCollector
+    if limits.columnar:
+        collector = ColumnCollector(limits, stream.converters)
+        while True:
+            records = await stream.fetch_records(min(collector.wanted(), UNARY_FETCH_ROWS))
+            if not records or not collector.add(records):
+                break
+        return [], collector.truncated, collector.batches
     collector = ResultCollector(limits)
     while True:
         batch = await stream.fetch(min(collector.wanted(), UNARY_FETCH_ROWS))
         if not batch or not collector.add(batch):
             break
-    return collector.rows, collector.truncated
+    return collector.rows, collector.truncated, None
 
 
 def collect_rows(
     records: Sequence[Sequence[Any]], converters: Sequence[Converter], limits: ResultLimits
-) -> tuple[list[value_pb2.Row], bool]:
+) -> tuple[list[value_pb2.Row], bool, list[value_pb2.ColumnBatch] | None]:
     """A unary result from rows the driver already fetched (at most
     ``limits.fetch_rows`` of them), converted a slice at a time so the byte
-    cap stops the conversion early."""
+    cap stops the conversion early (see :func:`read_result` for what it returns)."""
+    if limits.columnar:
+        columns = ColumnCollector(limits, converters)
+        for start in range(0, len(records), UNARY_FETCH_ROWS):
+            if not columns.add(records[start : start + UNARY_FETCH_ROWS]):
+                break
+        return [], columns.truncated, columns.batches
     collector = ResultCollector(limits)
     for start in range(0, len(records), UNARY_FETCH_ROWS):
         batch = convert_rows(records[start : start + UNARY_FETCH_ROWS], converters)
         if not collector.add(batch):
             break
-    return collector.rows, collector.truncated
+    return collector.rows, collector.truncated, None
 
 
 class RowChunker:
@@ -216,3 +296,50 @@ class RowChunker:
                 break
         if pending:
             yield pending
+
+    async def batches(
+        self,
+        fetch: Callable[[int], Awaitable[Sequence[Sequence[Any]]]],
+        converters: Sequence[Converter],
+    ) -> AsyncIterator[value_pb2.ColumnBatch]:
+        """:meth:`chunks` for the columnar encoding: each fetch of driver
+        records (sized from the bytes per row so far to be about one chunk)
+        becomes one ``ColumnBatch``, split in halves while it is larger than
+        the chunk target."""
+        kinds = column_kinds(converters)
+        while True:
+            records = await fetch(self.next_fetch(0))
+            if not records:
+                break
+            if self._max_rows and self.rows_seen + len(records) > self._max_rows:
+                records = records[: self._max_rows - self.rows_seen]
+                self.truncated = True
+            for batch in self._pack(records, converters, kinds):
+                yield batch
+            if self.truncated:
+                break
+
+    def _pack(
+        self,
+        records: Sequence[Sequence[Any]],
+        converters: Sequence[Converter],
+        kinds: Sequence[str],
+    ) -> Iterator[value_pb2.ColumnBatch]:
+        if not records:
+            return
+        batch = pack_columns(records, converters, kinds)
+        size = batch.ByteSize()
+        if size > self._chunk_bytes and len(records) > 1:
+            half = len(records) // 2
+            yield from self._pack(records[:half], converters, kinds)
+            yield from self._pack(records[half:], converters, kinds)
+            return
+        if size > self._message_limit:
+            raise GatewayError(
+                Reason.RESULT_TOO_LARGE,
+                f"row {self.rows_seen + 1} takes {size} bytes, more than a "
+                f"StreamQuery message may carry ({self._message_limit})",
+            )
+        self.rows_seen += len(records)
+        self._row_bytes += size
+        yield batch

@@ -28,6 +28,7 @@ from .errors import GatewayError, Reason, invalid_parameter
 Value = value_pb2.Value
 Column = value_pb2.Column
 Row = value_pb2.Row
+ColumnBatch = value_pb2.ColumnBatch
 Converter = Callable[[Any], value_pb2.Value]
 
 INT64_MIN = -(2**63)
@@ -245,6 +246,85 @@ def convert_rows(
     except (TypeError, ValueError, AttributeError):
         pairs = list(enumerate(converters))
         return [Row(values=[conv(r[i]) for i, conv in pairs]) for r in records]
+
+
+# -- Columnar encoding (RESULT_ENCODING_COLUMNS) ------------------------------
+
+#: The ``ColumnValues`` list a column of simple values travels in, by the
+#: column's converter: decided once per column from the same type information
+#: the row encoding uses. Only converters that put a driver value into the
+#: ``Value`` unchanged are listed, so the typed list holds what ``Value``
+#: would hold.
+_KIND_BY_CONVERTER: dict[Any, str] = {
+    _int: "ints",
+    _float: "doubles",
+    _str: "strings",
+    _bytes: "bytes",
+    _bool: "bools",
+}
+#: Columns whose values are converted by their Python type (SQLite, unknown
+#: types): the list is chosen per batch, when every value has the same type.
+BY_PYTHON_TYPE = "python"
+#: Every other column: ``values``, one ``Value`` each, as the row encoding sends it.
+AS_VALUES = "values"
+_KIND_BY_PYTHON_TYPE: dict[type, str] = {
+    int: "ints",
+    float: "doubles",
+    str: "strings",
+    bytes: "bytes",
+    bool: "bools",
+}
+
+
+def column_kind(converter: Converter) -> str:
+    """Which ``ColumnValues`` list a column with this converter travels in."""
+    if converter is from_python:
+        return BY_PYTHON_TYPE
+    return _KIND_BY_CONVERTER.get(getattr(converter, "strict", converter), AS_VALUES)
+
+
+def column_kinds(converters: Sequence[Converter]) -> list[str]:
+    return [column_kind(conv) for conv in converters]
+
+
+def pack_columns(
+    records: Sequence[Sequence[Any]], converters: Sequence[Converter], kinds: Sequence[str]
+) -> value_pb2.ColumnBatch:
+    """Driver rows -> one ``ColumnBatch`` (see :func:`column_kinds`).
+
+    A typed list is filled in one ``extend`` (C speed); should a value not fit
+    it (a type the column was not expected to give, an integer beyond int64),
+    the column falls back to ``values``, converted exactly as the row encoding
+    converts them, so the two encodings always carry the same values."""
+    batch = ColumnBatch(row_count=len(records))
+    add = batch.columns.add
+    for i, (conv, kind) in enumerate(zip(converters, kinds, strict=True)):
+        column = add()
+        values = [r[i] for r in records]
+        if None in values:
+            column.null_indexes.extend([j for j, v in enumerate(values) if v is None])
+            values = [v for v in values if v is not None]
+        if not values:
+            continue
+        if kind == BY_PYTHON_TYPE:
+            first = type(values[0])
+            same = all(type(v) is first for v in values)
+            kind = _KIND_BY_PYTHON_TYPE.get(first, AS_VALUES) if same else AS_VALUES
+        if kind != AS_VALUES:
+            try:
+                getattr(column, kind).extend(values)
+                continue
+            except (TypeError, ValueError):
+                column.ClearField(kind)
+        # As convert_rows does: the column's converter itself, and through its
+        # nullable() wrapper (which falls back per value) only if one failed.
+        strict = getattr(conv, "strict", conv)
+        try:
+            converted = [strict(v) for v in values]
+        except (TypeError, ValueError, AttributeError):
+            converted = [conv(v) for v in values]
+        column.values.extend(converted)
+    return batch
 
 
 # -- PostgreSQL (asyncpg) column types ---------------------------------------

@@ -50,6 +50,8 @@ def bench_tables(postgres_dsn: str) -> None:
         ("gateway-client", "read_10k_stream"),
         ("gateway-client", "batch_1000"),
         ("gateway-client", "tx_4"),
+        ("gateway-columnar", "read_10k"),
+        ("gateway-columnar", "read_10k_stream"),
     ],
 )
 def test_bench_load_reports_a_run(server: ServerProcess, bench_tables, contender, workload):

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._values import from_row
+from ._values import from_column_batch, from_row
 from .v1 import value_pb2
 
 __all__ = ["Column", "ExecuteResult", "Result", "StatementResult", "TransactionResult"]
@@ -30,6 +30,17 @@ def columns_of(columns: Sequence[value_pb2.Column]) -> tuple[Column, ...]:
 def rows_of(rows: Sequence[value_pb2.Row], columns: Sequence[Column]) -> list[Row]:
     types = [c.db_type for c in columns]
     return [from_row(r.values, types) for r in rows]
+
+
+def rows_of_batches(
+    batches: Sequence[value_pb2.ColumnBatch], columns: Sequence[Column]
+) -> list[Row]:
+    """The rows of a columnar result (RESULT_ENCODING_COLUMNS), in order."""
+    types = [c.db_type for c in columns]
+    rows: list[Row] = []
+    for batch in batches:
+        rows.extend(from_column_batch(batch, types))
+    return rows
 
 
 class _Rows:

@@ -17,7 +17,7 @@ import grpc.aio
 
 from ._errors import DbGatewayError, from_rpc_error
 from ._result import Column, Row, columns_of
-from ._values import from_row
+from ._values import from_column_batch, from_row
 from .v1 import database_service_pb2 as pb
 
 __all__ = ["AsyncRowStream", "RowStream"]
@@ -73,6 +73,9 @@ class AsyncRowStream(_StreamState):
                     return
                 for row in message.rows:
                     yield from_row(row.values, types)
+                if message.HasField("column_batch"):
+                    for row in from_column_batch(message.column_batch, types):
+                        yield row
                 if message.HasField("stats"):
                     self.truncated = message.truncated
         except grpc.RpcError as exc:
@@ -114,6 +117,9 @@ class RowStream(_StreamState):
             for message in call:
                 for row in message.rows:
                     yield from_row(row.values, types)
+                if message.HasField("column_batch"):
+                    for row in from_column_batch(message.column_batch, types):
+                        yield row
                 if message.HasField("stats"):
                     self.truncated = message.truncated
         except grpc.RpcError as exc:

@@ -37,7 +37,7 @@ from google.protobuf import timestamp_pb2
 
 from .v1 import value_pb2
 
-__all__ = ["Interval", "Json", "from_value", "to_value", "to_values"]
+__all__ = ["Interval", "Json", "from_column_batch", "from_value", "to_value", "to_values"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -263,3 +263,51 @@ def from_row(values: Sequence[value_pb2.Value], db_types: Sequence[str]) -> tupl
         )
     except KeyError as exc:  # pragma: no cover - a newer server
         raise ValueError(f"unknown Value kind {exc.args[0]!r}") from None
+
+
+def _column(column: value_pb2.ColumnValues, db_type: str) -> list[Any]:
+    """The non-NULL values of one column of a ColumnBatch, in row order."""
+    if column.ints:
+        return list(column.ints)
+    if column.doubles:
+        return list(column.doubles)
+    if column.strings:
+        return list(column.strings)
+    if column.bytes:
+        return list(column.bytes)
+    if column.bools:
+        return list(column.bools)
+    if column.values:
+        decoders = _DECODERS
+        try:
+            return [decoders[v.WhichOneof("kind")](v, db_type) for v in column.values]
+        except KeyError as exc:  # pragma: no cover - a newer server
+            raise ValueError(f"unknown Value kind {exc.args[0]!r}") from None
+    return []
+
+
+def from_column_batch(
+    batch: value_pb2.ColumnBatch, db_types: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """The rows of a ColumnBatch (the columnar encoding) as tuples of Python
+    values: the same values the row encoding gives."""
+    count = batch.row_count
+    if not batch.columns:
+        return [()] * count
+    columns = []
+    for column, db_type in zip(batch.columns, db_types, strict=True):
+        values = _column(column, db_type)
+        nulls = column.null_indexes
+        if nulls:
+            full: list[Any] = [None] * count
+            null_rows = set(nulls)
+            present = [i for i in range(count) if i not in null_rows]
+            if len(present) != len(values):
+                raise ValueError("a ColumnBatch column has the wrong number of values")
+            for i, v in zip(present, values, strict=True):
+                full[i] = v
+            values = full
+        elif len(values) != count:
+            raise ValueError("a ColumnBatch column has the wrong number of values")
+        columns.append(values)
+    return list(zip(*columns, strict=True))

@@ -15,12 +15,16 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from dbgateway.v1 import value_pb2
 
 from ..config import DatabaseConfig
 from ..errors import GatewayError
-from ..results import ResultLimits
+from ..results import ResultLimits, ResultSet
+from ..values import Converter, convert_rows
+
+__all__ = ["ResultSet"]  # defined with the result rules, in ..results
 
 #: An engine's translation of one driver exception (None: not the driver's).
 Translator = Callable[[BaseException, str], GatewayError | None]
@@ -58,13 +62,6 @@ class TransactionMode:
 
 
 @dataclass(slots=True)
-class ResultSet:
-    columns: list[value_pb2.Column]
-    rows: list[value_pb2.Row]
-    truncated: bool = False
-
-
-@dataclass(slots=True)
 class ExecResult:
     rows_affected: int
     last_insert_id: int | None = None
@@ -77,11 +74,18 @@ class RowStream(ABC):
     on demand, so only what was fetched is in memory."""
 
     columns: list[value_pb2.Column]
+    #: One per column: how a driver value becomes a ``Value``.
+    converters: list[Converter]
 
     @abstractmethod
+    async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
+        """The next rows (at most ``n``) as the driver gives them; empty once
+        the result is exhausted."""
+
     async def fetch(self, n: int) -> list[value_pb2.Row]:
         """The next rows (at most ``n``), converted; empty once the result is
         exhausted."""
+        return convert_rows(await self.fetch_records(n), self.converters)
 
 
 class DriverConnection(ABC):

@@ -143,8 +143,8 @@ class MySQLConnection(DriverConnection):
     ) -> ResultSet:
         # Unbuffered, so that a result beyond the caps is never read whole.
         async with self.stream(sql, params) as stream:
-            rows, truncated = await read_result(stream, limits)
-        return ResultSet(stream.columns, rows, truncated)
+            rows, truncated, batches = await read_result(stream, limits)
+        return ResultSet(stream.columns, rows, truncated, batches)
 
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
@@ -181,7 +181,7 @@ class MySQLConnection(DriverConnection):
         read before the connection can run anything else: a short rest is read
         and dropped, a long one is killed (and the connection with it)."""
         try:
-            await rows.fetch(DRAIN_ROWS)
+            await rows.fetch_records(DRAIN_ROWS)
             if rows.exhausted:
                 return
         except GatewayError:
@@ -269,7 +269,7 @@ class MySQLConnection(DriverConnection):
 
 
 class _MySQLRows(RowStream):
-    __slots__ = ("_connection", "_converters", "_cursor", "columns", "exhausted")
+    __slots__ = ("_connection", "_cursor", "columns", "converters", "exhausted")
 
     def __init__(
         self,
@@ -281,10 +281,10 @@ class _MySQLRows(RowStream):
         self._connection = connection
         self._cursor = cursor
         self.columns = columns
-        self._converters = converters
+        self.converters = converters
         self.exhausted = not columns  # a statement without a result set
 
-    async def fetch(self, n: int) -> list[value_pb2.Row]:
+    async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
         if self.exhausted:
             return []
         with translate_errors(self._connection._database):
@@ -297,7 +297,7 @@ class _MySQLRows(RowStream):
                 raise
         if len(records) < n:
             self.exhausted = True
-        return convert_rows(records, self._converters)
+        return records  # type: ignore[no-any-return]
 
 
 class MySQLBackend(Backend):

@@ -176,8 +176,8 @@ class PostgresConnection(DriverConnection):
         with translate_errors(self._database):
             stmt, records = await self._run(sql, params, limits.fetch_rows)
             columns, converters = self._describe(stmt)
-        rows, truncated = collect_rows(records, converters, limits)
-        return ResultSet(columns, rows, truncated)
+        rows, truncated, batches = collect_rows(records, converters, limits)
+        return ResultSet(columns, rows, truncated, batches)
 
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
@@ -293,7 +293,7 @@ class PostgresConnection(DriverConnection):
 
 
 class _PostgresRows(RowStream):
-    __slots__ = ("_converters", "_cursor", "_database", "columns", "exhausted")
+    __slots__ = ("_cursor", "_database", "columns", "converters", "exhausted")
 
     def __init__(
         self,
@@ -304,18 +304,18 @@ class _PostgresRows(RowStream):
     ) -> None:
         self._cursor = cursor
         self.columns = columns
-        self._converters = converters
+        self.converters = converters
         self._database = database
         self.exhausted = False
 
-    async def fetch(self, n: int) -> list[value_pb2.Row]:
+    async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
         if self.exhausted:
             return []
         with translate_errors(self._database):
             records = await self._cursor.fetch(n)
         if len(records) < n:
             self.exhausted = True
-        return convert_rows(records, self._converters)
+        return records  # type: ignore[no-any-return]
 
 
 def _interval_identity(value: Any) -> Any:

@@ -17,7 +17,7 @@ from ..config import sqlite_path
 from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error_name
 from ..results import ResultLimits, read_result
 from ..statements import first_keyword
-from ..values import SQLITE_PARAMS, Column, convert_rows, from_python
+from ..values import SQLITE_PARAMS, Column, Converter, convert_rows, from_python
 from .base import (
     Backend,
     DriverConnection,
@@ -98,8 +98,8 @@ class SQLiteConnection(DriverConnection):
         limits: ResultLimits,
     ) -> ResultSet:
         async with self.stream(sql, params) as stream:
-            rows, truncated = await read_result(stream, limits)
-        return ResultSet(stream.columns, rows, truncated)
+            rows, truncated, batches = await read_result(stream, limits)
+        return ResultSet(stream.columns, rows, truncated, batches)
 
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
@@ -222,17 +222,17 @@ def _columns(cur: aiosqlite.Cursor) -> list[value_pb2.Column]:
 
 
 class _SQLiteRows(RowStream):
-    __slots__ = ("_connection", "_converters", "_cursor", "columns", "exhausted")
+    __slots__ = ("_connection", "_cursor", "columns", "converters", "exhausted")
 
     def __init__(self, connection: SQLiteConnection, cursor: aiosqlite.Cursor) -> None:
         self._connection = connection
         self._cursor = cursor
         self.columns = _columns(cursor)
         # Each value is converted by its own Python type.
-        self._converters = [from_python] * len(self.columns)
+        self.converters: list[Converter] = [from_python] * len(self.columns)
         self.exhausted = not self.columns
 
-    async def fetch(self, n: int) -> list[value_pb2.Row]:
+    async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
         if self.exhausted:
             return []
         conn = self._connection
@@ -240,7 +240,7 @@ class _SQLiteRows(RowStream):
             records = list(await conn._interruptible(self._cursor.fetchmany(n)))
         if len(records) < n:
             self.exhausted = True
-        return convert_rows(records, self._converters)
+        return records
 
 
 class SQLiteBackend(Backend):

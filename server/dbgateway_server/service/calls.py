@@ -265,16 +265,34 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
     return wrapper
 
 
-def call_options(options: pb.RequestOptions, context: grpc.aio.ServicerContext) -> CallOptions:
+_ROW_ENCODINGS = (pb.RESULT_ENCODING_UNSPECIFIED, pb.RESULT_ENCODING_ROWS)
+
+
+def call_options(
+    options: pb.RequestOptions, context: grpc.aio.ServicerContext, *, columnar_ok: bool = False
+) -> CallOptions:
+    """The core's options for a call. ``columnar_ok``: the RPC can answer in
+    RESULT_ENCODING_COLUMNS (Query, StreamQuery); the others refuse it rather
+    than answer in rows the caller did not ask for."""
     timeout: float | None = None
     if options.HasField("timeout"):
         timeout = duration_seconds("options.timeout", options.timeout)
+    encoding = options.encoding
+    if encoding not in _ROW_ENCODINGS and not (
+        columnar_ok and encoding == pb.RESULT_ENCODING_COLUMNS
+    ):
+        if encoding == pb.RESULT_ENCODING_COLUMNS:
+            raise invalid_request(
+                "options.encoding", "RESULT_ENCODING_COLUMNS is for Query and StreamQuery only"
+            )
+        raise invalid_request("options.encoding", f"unknown result encoding {encoding}")
     return CallOptions(
         deadline=Deadline.sooner(context.time_remaining(), timeout),
         max_rows=options.max_rows,
         idempotent=options.idempotent,
         tag=options.tag,
         read_only=current_scope().read_only,
+        columnar=encoding == pb.RESULT_ENCODING_COLUMNS,
     )
 
 

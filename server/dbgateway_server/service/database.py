@@ -26,7 +26,7 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
         self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
     ) -> pb.QueryResponse:
         check_sql(request.sql, request.params)
-        options = call_options(request.options, context)
+        options = call_options(request.options, context, columnar_ok=True)
         outcome = await self._gateway.query(
             request.database,
             request.sql,
@@ -41,7 +41,8 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
             columns=result.columns,
             rows=result.rows,
             truncated=result.truncated,
-            stats=stats(outcome, len(result.rows)),
+            stats=stats(outcome, result.row_count),
+            column_batches=result.batches,
         )
 
     @rpc
@@ -75,7 +76,7 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
         self, request: pb.QueryRequest, context: grpc.aio.ServicerContext
     ) -> None:
         check_sql(request.sql, request.params)
-        options = call_options(request.options, context)
+        options = call_options(request.options, context, columnar_ok=True)
         # Each write waits until gRPC has taken the message (flow control), so
         # a slow reader holds back the next fetch; a cancel lands in an await
         # inside the block, whose exit stops the query on the database.
@@ -88,8 +89,12 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
             current_scope().principal.name,
         ) as result:
             await context.write(pb.StreamQueryResponse(columns=result.columns))
-            async for chunk in result.chunks():
-                await context.write(pb.StreamQueryResponse(rows=chunk))
+            if options.columnar:
+                async for batch in result.batches():
+                    await context.write(pb.StreamQueryResponse(column_batch=batch))
+            else:
+                async for chunk in result.chunks():
+                    await context.write(pb.StreamQueryResponse(rows=chunk))
         await context.write(
             pb.StreamQueryResponse(
                 truncated=result.truncated,

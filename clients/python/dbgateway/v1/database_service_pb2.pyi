@@ -13,6 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ResultEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESULT_ENCODING_UNSPECIFIED: _ClassVar[ResultEncoding]
+    RESULT_ENCODING_ROWS: _ClassVar[ResultEncoding]
+    RESULT_ENCODING_COLUMNS: _ClassVar[ResultEncoding]
+
 class IsolationLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ISOLATION_LEVEL_UNSPECIFIED: _ClassVar[IsolationLevel]
@@ -20,6 +26,9 @@ class IsolationLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ISOLATION_LEVEL_READ_COMMITTED: _ClassVar[IsolationLevel]
     ISOLATION_LEVEL_REPEATABLE_READ: _ClassVar[IsolationLevel]
     ISOLATION_LEVEL_SERIALIZABLE: _ClassVar[IsolationLevel]
+RESULT_ENCODING_UNSPECIFIED: ResultEncoding
+RESULT_ENCODING_ROWS: ResultEncoding
+RESULT_ENCODING_COLUMNS: ResultEncoding
 ISOLATION_LEVEL_UNSPECIFIED: IsolationLevel
 ISOLATION_LEVEL_READ_UNCOMMITTED: IsolationLevel
 ISOLATION_LEVEL_READ_COMMITTED: IsolationLevel
@@ -27,16 +36,18 @@ ISOLATION_LEVEL_REPEATABLE_READ: IsolationLevel
 ISOLATION_LEVEL_SERIALIZABLE: IsolationLevel
 
 class RequestOptions(_message.Message):
-    __slots__ = ("timeout", "max_rows", "idempotent", "tag")
+    __slots__ = ("timeout", "max_rows", "idempotent", "tag", "encoding")
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     timeout: _duration_pb2.Duration
     max_rows: int
     idempotent: bool
     tag: str
-    def __init__(self, timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_rows: _Optional[int] = ..., idempotent: _Optional[bool] = ..., tag: _Optional[str] = ...) -> None: ...
+    encoding: ResultEncoding
+    def __init__(self, timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_rows: _Optional[int] = ..., idempotent: _Optional[bool] = ..., tag: _Optional[str] = ..., encoding: _Optional[_Union[ResultEncoding, str]] = ...) -> None: ...
 
 class ExecutionStats(_message.Message):
     __slots__ = ("elapsed", "rows", "attempts")
@@ -63,16 +74,18 @@ class QueryRequest(_message.Message):
     def __init__(self, database: _Optional[str] = ..., sql: _Optional[str] = ..., params: _Optional[_Iterable[_Union[_value_pb2.Value, _Mapping]]] = ..., options: _Optional[_Union[RequestOptions, _Mapping]] = ..., transaction_id: _Optional[str] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("columns", "rows", "truncated", "stats")
+    __slots__ = ("columns", "rows", "truncated", "stats", "column_batches")
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_BATCHES_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedCompositeFieldContainer[_value_pb2.Column]
     rows: _containers.RepeatedCompositeFieldContainer[_value_pb2.Row]
     truncated: bool
     stats: ExecutionStats
-    def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ...) -> None: ...
+    column_batches: _containers.RepeatedCompositeFieldContainer[_value_pb2.ColumnBatch]
+    def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ..., column_batches: _Optional[_Iterable[_Union[_value_pb2.ColumnBatch, _Mapping]]] = ...) -> None: ...
 
 class ExecuteRequest(_message.Message):
     __slots__ = ("database", "sql", "params", "options", "transaction_id")
@@ -277,13 +290,15 @@ class RollbackResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class StreamQueryResponse(_message.Message):
-    __slots__ = ("columns", "rows", "truncated", "stats")
+    __slots__ = ("columns", "rows", "truncated", "stats", "column_batch")
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_BATCH_FIELD_NUMBER: _ClassVar[int]
     columns: _containers.RepeatedCompositeFieldContainer[_value_pb2.Column]
     rows: _containers.RepeatedCompositeFieldContainer[_value_pb2.Row]
     truncated: bool
     stats: ExecutionStats
-    def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ...) -> None: ...
+    column_batch: _value_pb2.ColumnBatch
+    def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ..., column_batch: _Optional[_Union[_value_pb2.ColumnBatch, _Mapping]] = ...) -> None: ...

@@ -75,3 +75,29 @@ class Row(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.RepeatedCompositeFieldContainer[Value]
     def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class ColumnValues(_message.Message):
+    __slots__ = ("ints", "doubles", "strings", "bytes", "bools", "values", "null_indexes")
+    INTS_FIELD_NUMBER: _ClassVar[int]
+    DOUBLES_FIELD_NUMBER: _ClassVar[int]
+    STRINGS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    BOOLS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    NULL_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    ints: _containers.RepeatedScalarFieldContainer[int]
+    doubles: _containers.RepeatedScalarFieldContainer[float]
+    strings: _containers.RepeatedScalarFieldContainer[str]
+    bytes: _containers.RepeatedScalarFieldContainer[bytes]
+    bools: _containers.RepeatedScalarFieldContainer[bool]
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    null_indexes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ints: _Optional[_Iterable[int]] = ..., doubles: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ..., bytes: _Optional[_Iterable[bytes]] = ..., bools: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., null_indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ColumnBatch(_message.Message):
+    __slots__ = ("row_count", "columns")
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    row_count: int
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnValues]
+    def __init__(self, row_count: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[ColumnValues, _Mapping]]] = ...) -> None: ...

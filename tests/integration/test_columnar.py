@@ -1,0 +1,249 @@
+"""The columnar encoding (RESULT_ENCODING_COLUMNS) against a real server: the
+same query gives the same native rows in both encodings on every engine,
+unary and streamed; simple columns travel as packed lists, the rest as
+Values; chunks and result caps hold; other RPCs refuse it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+import dbgateway
+from dbgateway.v1 import database_service_pb2 as pb
+from tests.integration.conftest import SMALL_CHUNK, SMALL_MAX_RESULT_ROWS
+
+COUNT = 3000
+
+#: (name, expression of g): every column is NULL on every 7th row, so each
+#: list is interleaved with NULLs.
+POSTGRES_COLUMNS = [
+    ("i2", "g::int2"),
+    ("i4", "g"),
+    ("i8", "g::int8 * 1000000007"),
+    ("f4", "(g / 4.0)::float4"),
+    ("f8", "(g / 3.0)::float8"),
+    ("label", "'row ' || g"),
+    ("vc", "('v' || g)::varchar(20)"),
+    ("raw", "decode(lpad(to_hex(g), 8, '0'), 'hex')"),
+    ("flag", "g % 2 = 0"),
+    ("amount", "(g / 7.0)::numeric(12, 4)"),
+    ("at", "timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'"),
+    ("pair", "ARRAY[g, g + 1]"),
+]
+POSTGRES_SQL = (
+    "SELECT "
+    + ", ".join(f"CASE WHEN g % 7 = 0 THEN NULL ELSE {e} END AS {n}" for n, e in POSTGRES_COLUMNS)
+    + f" FROM generate_series(1, {COUNT}) AS g ORDER BY g"
+)
+
+MARIADB_SQL = (
+    "SELECT IF(seq % 7 = 0, NULL, CAST(seq AS SIGNED)) AS n, "
+    "IF(seq % 7 = 0, NULL, seq / 3e0) AS d, "
+    "IF(seq % 7 = 0, NULL, CONCAT('row ', seq)) AS label, "
+    "IF(seq % 7 = 0, NULL, UNHEX(LPAD(HEX(seq), 8, '0'))) AS raw, "
+    "IF(seq % 7 = 0, NULL, CAST(seq / 7 AS DECIMAL(12, 4))) AS amount, "
+    "IF(seq % 7 = 0, NULL, TIMESTAMP '2024-01-01 00:00:00' + INTERVAL seq SECOND) AS at, "
+    "IF(seq % 7 = 0, NULL, CAST(seq AS UNSIGNED) + 18446744073709540000) AS big "
+    f"FROM seq_1_to_{COUNT} ORDER BY seq"
+)
+
+SQLITE_SQL = (
+    "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
+    f"WHERE n < {COUNT}) SELECT "
+    "CASE WHEN n % 7 = 0 THEN NULL ELSE n END AS n, "
+    "CASE WHEN n % 7 = 0 THEN NULL ELSE n / 3.0 END AS d, "
+    "CASE WHEN n % 7 = 0 THEN NULL ELSE 'row ' || n END AS label, "
+    "CASE WHEN n % 7 = 0 THEN NULL ELSE CAST(printf('%08x', n) AS BLOB) END AS raw, "
+    "CASE WHEN n % 7 = 0 THEN NULL WHEN n % 2 = 0 THEN n ELSE 'odd ' || n END AS mixed "
+    "FROM s ORDER BY n"
+)
+
+CASES = [
+    pytest.param("pg", POSTGRES_SQL, id="postgresql"),
+    pytest.param("mysql", MARIADB_SQL, id="mariadb"),
+    pytest.param("lite", SQLITE_SQL, id="sqlite"),
+]
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Iterator[dbgateway.Client]:
+    with dbgateway.Client(server.address, timeout=60) as db:
+        yield db
+
+
+@pytest.fixture(scope="module")
+def tight_client(tight_server) -> Iterator[dbgateway.Client]:
+    with dbgateway.Client(tight_server.address, timeout=60) as db:
+        yield db
+
+
+@pytest.mark.parametrize(("database", "sql"), CASES)
+def test_both_encodings_give_the_same_rows(client, database, sql):
+    rows = client.query(sql, database=database)
+    columns = client.query(sql, database=database, columnar=True)
+    assert columns.column_info == rows.column_info
+    assert len(columns.rows) == COUNT
+    assert columns.rows == rows.rows
+    for i in range(len(rows.columns)):
+        values = [row[i] for row in columns.rows]
+        assert None in values
+        assert any(v is not None for v in values)
+
+
+@pytest.mark.parametrize(("database", "sql"), CASES)
+def test_both_encodings_stream_the_same_rows(client, database, sql):
+    expected = client.query(sql, database=database).rows
+    with client.stream(sql, database=database, columnar=True) as stream:
+        assert list(stream) == expected
+
+
+def test_postgres_values_come_back_with_their_types(client):
+    rows = client.query(POSTGRES_SQL, database="pg", columnar=True).rows
+    first, seventh = rows[0], rows[6]
+    assert first == (
+        1,
+        1,
+        1000000007,
+        0.25,
+        pytest.approx(1 / 3),
+        "row 1",
+        "v1",
+        b"\x00\x00\x00\x01",
+        False,
+        decimal.Decimal("0.1429"),
+        dt.datetime(2024, 1, 1, 0, 0, 1, tzinfo=dt.UTC),
+        [1, 2],
+    )
+    assert seventh == (None,) * 12
+
+
+def test_simple_columns_travel_as_packed_lists(db):
+    request = pb.QueryRequest(
+        database="pg",
+        sql=POSTGRES_SQL,
+        options=pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS),
+    )
+    response = db.Query(request)
+    assert not response.rows
+    assert response.stats.rows == COUNT
+    assert sum(b.row_count for b in response.column_batches) == COUNT
+    batch = response.column_batches[0]
+    lists = [
+        next(
+            (
+                name
+                for name in ("ints", "doubles", "strings", "bytes", "bools", "values")
+                if len(getattr(c, name))
+            ),
+            None,
+        )
+        for c in batch.columns
+    ]
+    assert lists == [
+        "ints", "ints", "ints", "doubles", "doubles", "strings", "strings", "bytes", "bools",
+        "values", "values", "values",
+    ]  # fmt: skip
+    assert list(batch.columns[0].null_indexes[:2]) == [6, 13]
+
+
+def test_an_empty_result_has_its_columns(client):
+    result = client.query(
+        "SELECT g, 'x' AS t FROM generate_series(1, 0) AS g", database="pg", columnar=True
+    )
+    assert result.columns == ("g", "t")
+    assert result.rows == []
+
+
+def test_max_rows_truncates_alike(client):
+    for columnar in (False, True):
+        result = client.query(POSTGRES_SQL, database="pg", max_rows=10, columnar=columnar)
+        assert len(result.rows) == 10
+        assert result.truncated
+        with client.stream(POSTGRES_SQL, database="pg", max_rows=10, columnar=columnar) as s:
+            assert len(list(s)) == 10
+            assert s.truncated
+
+
+@pytest.mark.parametrize("database", ["pg", "mysql", "lite"])
+def test_stream_query_columnar_is_chunked(tight, database):
+    sql = {
+        "pg": "SELECT g, repeat('x', 50) AS pad FROM generate_series(1, 5000) AS g ORDER BY g",
+        "mysql": "SELECT CAST(seq AS SIGNED), REPEAT('x', 50) AS pad FROM seq_1_to_5000 ORDER BY seq",
+        "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 5000) "
+        "SELECT n, printf('%.50c', 'x') AS pad FROM s",
+    }[database]
+    request = pb.QueryRequest(
+        database=database, sql=sql, options=pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS)
+    )
+    messages = list(tight.StreamQuery(request))
+    batches = [m.column_batch for m in messages if m.HasField("column_batch")]
+    assert len(batches) > 5
+    assert all(b.ByteSize() <= SMALL_CHUNK for b in batches)
+    numbers = [n for b in batches for n in b.columns[0].ints]
+    assert numbers == list(range(1, 5001))
+    assert messages[-1].stats.rows == 5000
+
+
+@pytest.mark.parametrize("database", ["pg", "mysql", "lite"])
+def test_unary_caps_hold_in_columnar(tight_client, database):
+    sql = {
+        "pg": "SELECT g FROM generate_series(1, {n}) AS g",
+        "mysql": "SELECT seq FROM seq_1_to_{n}",
+        "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {n}) "
+        "SELECT n FROM s",
+    }[database]
+    assert len(tight_client.query(sql.format(n=SMALL_MAX_RESULT_ROWS), database=database,
+                                  columnar=True)) == SMALL_MAX_RESULT_ROWS  # fmt: skip
+    with pytest.raises(dbgateway.DbGatewayError) as info:
+        tight_client.query(
+            sql.format(n=SMALL_MAX_RESULT_ROWS + 1), database=database, columnar=True
+        )
+    assert info.value.reason == "RESULT_TOO_LARGE"
+    wide = {
+        "pg": "SELECT repeat('x', 1000) FROM generate_series(1, 500)",
+        "mysql": "SELECT REPEAT('x', 1000) FROM seq_1_to_500",
+        "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 500) "
+        "SELECT printf('%.1000c', 'x') FROM s",
+    }[database]
+    with pytest.raises(dbgateway.DbGatewayError) as info:
+        tight_client.query(wide, database=database, columnar=True)
+    assert info.value.reason == "RESULT_TOO_LARGE"
+    assert "max_result_bytes" in str(info.value)
+
+
+def test_query_in_a_handle_transaction_can_be_columnar(db, client):
+    tx = db.BeginTransaction(pb.BeginTransactionRequest(database="pg"))
+    try:
+        response = db.Query(
+            pb.QueryRequest(
+                sql="SELECT g FROM generate_series(1, 5) AS g",
+                transaction_id=tx.transaction_id,
+                options=pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS),
+            )
+        )
+        assert list(response.column_batches[0].columns[0].ints) == [1, 2, 3, 4, 5]
+    finally:
+        db.Rollback(pb.RollbackRequest(transaction_id=tx.transaction_id))
+
+
+def test_other_rpcs_refuse_the_columnar_encoding(db):
+    columns = pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS)
+    with pytest.raises(grpc.RpcError) as info:
+        db.Execute(pb.ExecuteRequest(database="pg", sql="SELECT 1", options=columns))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as info:
+        db.RunTransaction(
+            pb.RunTransactionRequest(
+                database="pg", statements=[pb.Statement(sql="SELECT 1", options=columns)]
+            )
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as info:
+        db.Query(
+            pb.QueryRequest(database="pg", sql="SELECT 1", options=pb.RequestOptions(encoding=9))
+        )
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
