@@ -519,11 +519,9 @@ class Gateway:
         transaction_id: str = "",
         owner: str = "",
     ) -> Outcome:
-        if transaction_id:
-            return await self._in_transaction(
-                transaction_id, database, sql, params, options, False, owner
-            )
-        return await self.database(database).run(sql, params, options, write=False)
+        return await self._statement(
+            database, sql, params, options, transaction_id, owner, write=False
+        )
 
     async def execute(
         self,
@@ -534,22 +532,25 @@ class Gateway:
         transaction_id: str = "",
         owner: str = "",
     ) -> Outcome:
-        if transaction_id:
-            return await self._in_transaction(
-                transaction_id, database, sql, params, options, True, owner
-            )
-        return await self.database(database).run(sql, params, options, write=True)
+        return await self._statement(
+            database, sql, params, options, transaction_id, owner, write=True
+        )
 
-    async def _in_transaction(
+    async def _statement(
         self,
-        transaction_id: str,
         database: str,
         sql: str,
         params: Sequence[value_pb2.Value],
         options: CallOptions,
-        write: bool,
+        transaction_id: str,
         owner: str,
+        *,
+        write: bool,
     ) -> Outcome:
+        """One statement: in the named handle-based transaction, or on its own
+        (through the breaker and the retry policy)."""
+        if not transaction_id:
+            return await self.database(database).run(sql, params, options, write=write)
         started = time.monotonic()
         async with self.transactions.use(transaction_id, database, owner) as tx:
             result = await tx.run(StatementCall(sql, params, options), write=write)

@@ -74,3 +74,12 @@ def tight_server(
 def tight(tight_server: ServerProcess) -> Iterator[database_service_pb2_grpc.DatabaseServiceStub]:
     with tight_server.channel() as channel:
         yield database_service_pb2_grpc.DatabaseServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def own_dsn() -> Iterator[str]:
+    """A PostgreSQL database of the requesting module's own, so that connection
+    counts in it are that module's alone."""
+    dsn = create_postgres_database()
+    yield dsn
+    drop_postgres_database(dsn)

@@ -11,7 +11,6 @@ import concurrent.futures
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -24,20 +23,10 @@ from dbgateway.v1 import database_service_pb2_grpc
 from tests.support import (
     ServerProcess,
     V,
-    create_postgres_database,
-    drop_postgres_database,
     pg_fetch,
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def own_dsn() -> Iterator[str]:
-    """A database of this module's own: connection counts are this module's alone."""
-    dsn = create_postgres_database()
-    yield dsn
-    drop_postgres_database(dsn)
 
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -22,20 +22,10 @@ from tests.support import (
     ServerProcess,
     V,
     call_error,
-    create_postgres_database,
-    drop_postgres_database,
     pg_fetch,
 )
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture(scope="module")
-def own_dsn() -> Iterator[str]:
-    """A database of this module's own: connection counts are this module's alone."""
-    dsn = create_postgres_database()
-    yield dsn
-    drop_postgres_database(dsn)
 
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -311,10 +311,16 @@ def check_sql(sql: str, params: Sequence[Any] = ()) -> None:
         )
 
 
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
+
+
 def stats(outcome: Outcome | BatchOutcome, rows: int) -> pb.ExecutionStats:
-    elapsed = duration_pb2.Duration()
-    elapsed.FromNanoseconds(int(outcome.elapsed * 1e9))
-    return pb.ExecutionStats(elapsed=elapsed, rows=rows, attempts=outcome.attempts)
+    return pb.ExecutionStats(
+        elapsed=_duration(outcome.elapsed), rows=rows, attempts=outcome.attempts
+    )
 
 
 def duration_seconds(field: str, value: duration_pb2.Duration) -> float:
@@ -366,6 +372,4 @@ def statement_error(error: GatewayError) -> pb.StatementResult:
 
 def elapsed_since(started: float) -> duration_pb2.Duration:
     """The time from ``started`` (``time.monotonic()``) until now."""
-    elapsed = duration_pb2.Duration()
-    elapsed.FromNanoseconds(int((time.monotonic() - started) * 1e9))
-    return elapsed
+    return _duration(time.monotonic() - started)
