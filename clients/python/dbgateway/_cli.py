@@ -278,7 +278,7 @@ def add_commands(commands: Any) -> None:
 
 def _client(args: argparse.Namespace, default_timeout: float) -> Any:
     from ._client import Client
-    from ._config import TLSConfig
+    from ._config import ClientConfig, RetryPolicy, TLSConfig
 
     tls: TLSConfig | None = None
     if args.tls or args.ca or args.cert or args.key or args.server_name:
@@ -286,7 +286,10 @@ def _client(args: argparse.Namespace, default_timeout: float) -> Any:
             ca_file=args.ca, cert_file=args.cert, key_file=args.key, server_name=args.server_name
         )
     timeout = args.timeout if args.timeout is not None else default_timeout
-    return Client(args.server, tls=tls, token=args.token, timeout=timeout)
+    # A person at a terminal wants the answer now: no retries, so an open
+    # circuit fails at once with its cause instead of waiting out RetryInfo.
+    config = ClientConfig(retry=RetryPolicy(max_attempts=1))
+    return Client(args.server, tls=tls, token=args.token, timeout=timeout, config=config)
 
 
 def _query(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
@@ -360,10 +363,22 @@ def databases_table(response: Any) -> str:
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    return "\n".join(
+    lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
-    )
+    ]
+    for db in response.databases:
+        if db.HasField("circuit_cause"):
+            lines.append(
+                f"{db.name}: circuit not closed because of {_cause_text(db.circuit_cause)}"
+            )
+    return "\n".join(lines)
+
+
+def _cause_text(cause: Any) -> str:
+    codes = ", ".join(c for c in (cause.sqlstate, cause.vendor_code) if c)
+    where = f" ({codes})" if codes else ""
+    return f"{cause.reason}{where}: {cause.message}"
 
 
 def _databases(args: argparse.Namespace, out: TextIO) -> int:

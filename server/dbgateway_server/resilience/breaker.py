@@ -221,8 +221,8 @@ class CircuitBreaker:
         cause = self.cause()
         if not cause:
             return ""
-        code = cause.get(CAUSE_SQLSTATE) or cause.get(CAUSE_VENDOR_CODE)
-        where = f" ({code})" if code else ""
+        codes = ", ".join(c for c in (cause.get(CAUSE_SQLSTATE), cause.get(CAUSE_VENDOR_CODE)) if c)
+        where = f" ({codes})" if codes else ""
         return f"{cause[CAUSE_REASON]}{where}: {cause[CAUSE_MESSAGE]}"
 
     def record(self, error: BaseException | None, *, probe: bool) -> Verdict:
