@@ -58,6 +58,11 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+#: What calls still open when the drain is over (health watches, answers on
+#: their way out) get once the server stops listening.
+STOP_GRACE = 0.5
+
+
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
         (key, config.max_request_bytes if key == "grpc.max_receive_message_length" else value)
@@ -155,14 +160,20 @@ class GatewayServer:
             )
 
     async def stop(self) -> None:
-        """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
-        grace period, then pools close."""
+        """Drains: NOT_SERVING at once, new calls refused with DRAINING,
+        in-flight calls get the grace period (then they are stopped and
+        answered DRAINING), then the port closes and pools close."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
+        grace = self.config.server.shutdown_grace
+        log.info("draining (grace %.3gs)", grace)
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(self.config.server.shutdown_grace)
+        # The port stays open while calls drain: health checks get
+        # NOT_SERVING and new calls a clear UNAVAILABLE / DRAINING, not a
+        # refused connection. Only then does the server stop listening.
+        await self.gateway.drain.drain(grace)
+        await self.server.stop(STOP_GRACE)
         await self.gateway.close()
         await self.observability.close()
         log.info("stopped")

@@ -202,7 +202,10 @@ LOG_FORMATS = ("text", "json")
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
-    shutdown_grace: float = 10.0
+    #: Seconds in-flight calls get after SIGTERM. Below ``docker stop``'s 10 s
+    #: (and Kubernetes' 30 s terminationGracePeriodSeconds), with room to
+    #: cancel what is left and close the pools before a SIGKILL.
+    shutdown_grace: float = 7.0
     #: HOST:PORT of the Prometheus ``/metrics`` and ``/healthz`` endpoint; empty: off.
     metrics_listen: str = ""
     #: ``text`` (one human-readable line per record) or ``json`` (one object per line).

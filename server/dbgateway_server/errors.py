@@ -47,6 +47,9 @@ class Reason(StrEnum):
     TOO_MANY_CALLS = "TOO_MANY_CALLS"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    #: The server is shutting down: a new call is refused, a call still
+    #: running at the end of the grace period is stopped.
+    DRAINING = "DRAINING"
     POOL_EXHAUSTED = "POOL_EXHAUSTED"
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
     READ_ONLY = "READ_ONLY"
@@ -82,6 +85,7 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TOO_MANY_CALLS: _C.RESOURCE_EXHAUSTED,
     Reason.DATABASE_UNAVAILABLE: _C.UNAVAILABLE,
     Reason.CIRCUIT_OPEN: _C.UNAVAILABLE,
+    Reason.DRAINING: _C.UNAVAILABLE,
     Reason.POOL_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
     Reason.RESULT_TOO_LARGE: _C.RESOURCE_EXHAUSTED,
     # A write refused because the caller may only read here (a read

@@ -31,6 +31,7 @@ from .backends.base import (
     TransactionMode,
 )
 from .config import Config, DatabaseConfig
+from .drain import Drain
 from .errors import GatewayError, Reason, misconfiguration
 from .pool import ConnectionPool
 from .resilience.breaker import CircuitBreaker, CircuitState, Verdict
@@ -547,6 +548,8 @@ class Gateway:
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable()
+        #: The calls in flight, and whether new ones are still taken.
+        self.drain = Drain()
 
     def _on_retry(self, database: str, reason: str) -> None:
         self.retry_listener(database, reason)

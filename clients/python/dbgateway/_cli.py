@@ -336,7 +336,8 @@ def _health(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def databases_table(response: Any) -> str:
-    """A ``ListDatabasesResponse`` as an aligned text table."""
+    """A ``ListDatabasesResponse`` as an aligned text table, then (after a
+    blank line) why each circuit that is not closed is so."""
     from .v1 import admin_service_pb2 as pb
 
     def short(enum: Any, value: int, prefix: str) -> str:
@@ -367,11 +368,13 @@ def databases_table(response: Any) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-    for db in response.databases:
-        if db.HasField("circuit_cause"):
-            lines.append(
-                f"{db.name}: circuit not closed because of {_cause_text(db.circuit_cause)}"
-            )
+    causes = [
+        f"{db.name}: circuit not closed because of {_cause_text(db.circuit_cause)}"
+        for db in response.databases
+        if db.HasField("circuit_cause")
+    ]
+    if causes:
+        lines += ["", *causes]
     return "\n".join(lines)
 
 

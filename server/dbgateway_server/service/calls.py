@@ -218,16 +218,22 @@ async def _served(
     status: a GatewayError to its code and details, anything unexpected to
     INTERNAL with a request id."""
     observability: Observability = servicer.observability
+    drain = servicer._gateway.drain
     call = begin_call(observability, method, request, context)
     try:
-        async with _guarded(servicer, method, request, context, call):
-            yield call
+        with drain.call():
+            async with _guarded(servicer, method, request, context, call):
+                yield call
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
         await abort(context, exc)
     except asyncio.CancelledError:
-        call.failed(grpc.StatusCode.CANCELLED)
-        raise
+        stopped = drain.stopped_by_drain()
+        if stopped is None:
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise
+        call.failed(stopped.code, stopped.reason)
+        await abort(context, stopped)
     except grpc.aio.AbortError:
         call.failed(grpc.StatusCode.UNKNOWN)
         raise
