@@ -22,17 +22,33 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import sys
+import tomllib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-__all__ = ["COMMANDS", "add_commands", "databases_table", "format_table", "parse_param", "run"]
+__all__ = [
+    "COMMANDS",
+    "add_commands",
+    "databases_table",
+    "format_table",
+    "parse_param",
+    "run",
+    "server_settings",
+]
 
 COMMANDS = ("query", "exec", "health", "databases")
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "DBGATEWAY_SERVER"
 TOKEN_ENV = "DBGATEWAY_TOKEN"
+CONFIG_ENV = "DBGATEWAY_CONFIG"
+TLS_ENV = "DBGATEWAY_TLS"
+CA_ENV = "DBGATEWAY_CA"
+CERT_ENV = "DBGATEWAY_CERT"
+KEY_ENV = "DBGATEWAY_KEY"
+SERVER_NAME_ENV = "DBGATEWAY_SERVER_NAME"
 #: Exit status of a failed call, and (as Docker's HEALTHCHECK expects) of an
 #: unhealthy server.
 EXIT_FAILED = 1
@@ -203,14 +219,30 @@ def _print_json_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], out:
 # ---------------------------------------------------------------------------
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _connection_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection")
+    group = common.add_argument_group(
+        "connection",
+        "Each option also comes from its DBGATEWAY_* variable (named in its help), so "
+        "a container's HEALTHCHECK needs no flags; --config takes the address and "
+        "whether TLS is on from the server's own config file.",
+    )
     group.add_argument(
         "--server",
-        default=os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
+        default=os.environ.get(SERVER_ENV) or None,
         metavar="HOST:PORT",
-        help=f"the gateway (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
+        help=f"the gateway (default: ${SERVER_ENV}, else --config's listen, else {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or None,
+        metavar="FILE",
+        help=f"the server's dbgateway.toml (${CONFIG_ENV}): connect to its [server] "
+        "listen (a wildcard address as loopback), with TLS when it has tls_cert",
     )
     group.add_argument(
         "--token",
@@ -218,11 +250,35 @@ def _connection_options() -> argparse.ArgumentParser:
         help=f"bearer token (default: ${TOKEN_ENV}; prefer the variable, "
         "command lines are visible to other users)",
     )
-    group.add_argument("--tls", action="store_true", help="use TLS with the system's CA roots")
-    group.add_argument("--ca", metavar="FILE", help="PEM CA bundle for the server (implies --tls)")
-    group.add_argument("--cert", metavar="FILE", help="client certificate for mutual TLS")
-    group.add_argument("--key", metavar="FILE", help="client private key for mutual TLS")
-    group.add_argument("--server-name", help="name to check in the server certificate")
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        default=_env_flag(TLS_ENV),
+        help=f"use TLS with the system's CA roots (${TLS_ENV}=1)",
+    )
+    group.add_argument(
+        "--ca",
+        default=os.environ.get(CA_ENV) or None,
+        metavar="FILE",
+        help=f"PEM CA bundle for the server, implies --tls (${CA_ENV})",
+    )
+    group.add_argument(
+        "--cert",
+        default=os.environ.get(CERT_ENV) or None,
+        metavar="FILE",
+        help=f"client certificate for mutual TLS (${CERT_ENV})",
+    )
+    group.add_argument(
+        "--key",
+        default=os.environ.get(KEY_ENV) or None,
+        metavar="FILE",
+        help=f"client private key for mutual TLS (${KEY_ENV})",
+    )
+    group.add_argument(
+        "--server-name",
+        default=os.environ.get(SERVER_NAME_ENV) or None,
+        help=f"name to check in the server certificate (${SERVER_NAME_ENV})",
+    )
     group.add_argument(
         "--timeout",
         type=float,
@@ -230,6 +286,30 @@ def _connection_options() -> argparse.ArgumentParser:
         help="deadline of the call (default 30; health and databases 5)",
     )
     return common
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def server_settings(path: str) -> tuple[str, bool]:
+    """The address to reach a server at, and whether it speaks TLS, from its
+    config file: ``[server] listen`` (``${ENV}`` expanded; a wildcard host
+    becomes loopback, as a health check runs next to the server) and
+    ``tls_cert``."""
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    server = raw.get("server", {})
+    if not isinstance(server, dict):
+        raise ValueError(f"{path}: [server] must be a table")
+    listen = _INTERPOLATION.sub(
+        lambda m: os.environ.get(m.group(1), ""), str(server.get("listen", DEFAULT_SERVER))
+    )
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{port}", bool(server.get("tls_cert"))
 
 
 def add_commands(commands: Any) -> None:
@@ -280,8 +360,13 @@ def _client(args: argparse.Namespace, default_timeout: float) -> Any:
     from ._client import Client
     from ._config import ClientConfig, RetryPolicy, TLSConfig
 
+    target, config_tls = args.server, False
+    if args.config:
+        listen, config_tls = server_settings(args.config)
+        target = target or listen
+    target = target or DEFAULT_SERVER
     tls: TLSConfig | None = None
-    if args.tls or args.ca or args.cert or args.key or args.server_name:
+    if config_tls or args.tls or args.ca or args.cert or args.key or args.server_name:
         tls = TLSConfig(
             ca_file=args.ca, cert_file=args.cert, key_file=args.key, server_name=args.server_name
         )
@@ -289,7 +374,7 @@ def _client(args: argparse.Namespace, default_timeout: float) -> Any:
     # A person at a terminal wants the answer now: no retries, so an open
     # circuit fails at once with its cause instead of waiting out RetryInfo.
     config = ClientConfig(retry=RetryPolicy(max_attempts=1))
-    return Client(args.server, tls=tls, token=args.token, timeout=timeout, config=config)
+    return Client(target, tls=tls, token=args.token, timeout=timeout, config=config)
 
 
 def _query(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
