@@ -33,6 +33,7 @@ from .backends.base import (
 from .config import Config, DatabaseConfig
 from .drain import Drain
 from .errors import GatewayError, Reason, misconfiguration
+from .placeholders import with_placeholder_hint
 from .pool import ConnectionPool
 from .resilience.breaker import CircuitBreaker, CircuitState, Verdict
 from .resilience.retry import CallKind, run_with_retries
@@ -453,10 +454,13 @@ class Database:
         deadline, capped by the database's statement_timeout. An expired
         timeout raises TimeoutError (the pool decides what that means for the
         connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT."""
-        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
-            if write:
-                return await conn.execute(sql, params)
-            return await conn.query(sql, params, limits=self.limits(options))
+        try:
+            async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+                if write:
+                    return await conn.execute(sql, params)
+                return await conn.query(sql, params, limits=self.limits(options))
+        except GatewayError as exc:
+            raise with_placeholder_hint(exc, self.engine, sql) from None
 
     @contextlib.contextmanager
     def reporting_errors(self) -> Iterator[None]:
@@ -518,8 +522,11 @@ class Database:
             return options.deadline.bounded(self.config.statement_timeout)
 
         async with contextlib.AsyncExitStack() as stack:
-            async with asyncio.timeout(fetch_timeout()):
-                rows = await stack.enter_async_context(conn.stream(sql, params))
+            try:
+                async with asyncio.timeout(fetch_timeout()):
+                    rows = await stack.enter_async_context(conn.stream(sql, params))
+            except GatewayError as exc:
+                raise with_placeholder_hint(exc, self.engine, sql) from None
             chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
             yield ResultStream(rows, chunker, fetch_timeout, started)
 
