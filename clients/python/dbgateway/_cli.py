@@ -157,10 +157,28 @@ def _json_ready(value: Any) -> Any:
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def _cell(value: Any) -> str:
+def _clock_text(value: dt.timedelta) -> str:
+    """A MySQL TIME (a duration of up to 838 hours, maybe negative) as the
+    database writes it: ``[-]H:MM:SS[.ffffff]``."""
+    sign = "-" if value < dt.timedelta(0) else ""
+    micros = abs(value) // dt.timedelta(microseconds=1)
+    seconds, fraction = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
+def _is_clock_type(db_type: str) -> bool:
+    return db_type.strip().upper().split("(")[0] == "TIME"
+
+
+def _cell(value: Any, db_type: str = "") -> str:
     """A result value as one line of table text."""
     from ._values import Interval
 
+    if isinstance(value, dt.timedelta) and _is_clock_type(db_type):
+        return _clock_text(value)
     if value is None:
         text = "NULL"
     elif isinstance(value, bool):
@@ -185,9 +203,13 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
 
 
-def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """An aligned text table: numbers right-aligned, NULL spelled out."""
-    cells = [[_cell(v) for v in row] for row in rows]
+def format_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], types: Sequence[str] = ()
+) -> list[str]:
+    """An aligned text table: numbers right-aligned, NULL spelled out;
+    ``types`` (the columns' db_type) tells a MySQL TIME from an interval."""
+    kinds = list(types) or [""] * len(columns)
+    cells = [[_cell(v, t) for v, t in zip(row, kinds, strict=True)] for row in rows]
     widths = [len(c) for c in columns]
     for line in cells:
         for i, text in enumerate(line):
@@ -329,6 +351,12 @@ def add_commands(commands: Any) -> None:
         sub.add_argument("--json", action="store_true", help="print rows as JSON lines")
         if name == "query":
             sub.add_argument("--max-rows", type=int, help="return at most this many rows")
+            sub.add_argument(
+                "--stream",
+                action="store_true",
+                help="read through StreamQuery and print rows as they arrive (any size; "
+                "tab-separated, or JSON lines with --json)",
+            )
         else:
             sub.add_argument(
                 "--idempotent", action="store_true", help="the write is safe to run twice"
@@ -377,15 +405,54 @@ def _client(args: argparse.Namespace, default_timeout: float) -> Any:
     return Client(target, tls=tls, token=args.token, timeout=timeout, config=config)
 
 
-def _query(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
+def _query(args: argparse.Namespace, params: list[Any], out: TextIO, err: TextIO) -> int:
+    if args.stream:
+        return _stream(args, params, out)
     with _client(args, 30.0) as db:
         result = db.query(args.sql, *params, database=args.database, max_rows=args.max_rows)
+    types = [c.db_type for c in result.column_info]
     if args.json:
         _print_json_rows(result.columns, result.rows, out)
     else:
-        for line in format_table(result.columns, result.rows):
+        for line in format_table(result.columns, result.rows, types):
             print(line, file=out)
         print(_rows_footer(len(result.rows), result.truncated), file=out)
+    if not result.columns:
+        # The statement ran (a write goes through Query too) but returned no
+        # result set: say so rather than print an empty table silently.
+        print(
+            "dbgateway: the statement returned no result set; if it was a write it ran: "
+            "use `dbgateway exec` to see the rows it affected",
+            file=err,
+        )
+    return 0
+
+
+def _stream(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
+    """Prints a read of any size row by row as StreamQuery delivers it."""
+    count = 0
+    with (
+        _client(args, 30.0) as db,
+        db.stream(args.sql, *params, database=args.database, max_rows=args.max_rows) as rows,
+    ):
+        columns: Sequence[str] = ()
+        types: list[str] = []
+        for row in rows:
+            if count == 0:
+                columns = rows.columns or ()
+                types = [c.db_type for c in rows.column_info or ()]
+                if not args.json:
+                    print("\t".join(columns), file=out)
+            if args.json:
+                _print_json_rows(columns, [row], out)
+            else:
+                print("\t".join(_cell(v, t) for v, t in zip(row, types, strict=True)), file=out)
+            count += 1
+        if count == 0 and not args.json:
+            print("\t".join(rows.columns or ()), file=out)
+        truncated = rows.truncated
+    if not args.json:
+        print(_rows_footer(count, truncated), file=out)
     return 0
 
 
@@ -493,10 +560,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(f"dbgateway: {exc}", file=err)
             return EXIT_USAGE
         if args.command == "query":
-            return _query(args, params, out)
+            return _query(args, params, out, err)
         return _exec(args, params, out)
     except DbGatewayError as exc:
         print(f"dbgateway: {exc.summary()}", file=err)
+        if exc.reason == "RESULT_TOO_LARGE" and args.command == "query":
+            print(
+                "dbgateway: hint: add --stream to print a result of any size as it "
+                "arrives, or --max-rows N to see the first N rows",
+                file=err,
+            )
         return EXIT_FAILED
     except (OSError, ValueError, TypeError) as exc:
         # Unreadable TLS files, a malformed target, a value the client cannot send.
