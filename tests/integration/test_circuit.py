@@ -104,6 +104,14 @@ def test_a_call_counts_once_toward_the_breaker_whatever_its_attempts(gate: Gate)
             reason, metadata = failing_call(gate)
             assert reason == "DATABASE_UNAVAILABLE"
             assert metadata["attempts"] == "3"
+        # The access log agrees with the caller's ErrorInfo.
+        failed = [
+            line
+            for line in gate.server.log().splitlines()
+            if "method=Execute" in line and "code=UNAVAILABLE" in line
+        ]
+        assert len(failed) == 4
+        assert all("retries=2" in line for line in failed), failed
         assert gate.status() == SERVING
         assert gate.pg().circuit_state == admin_pb.CIRCUIT_STATE_CLOSED
         reason, _ = failing_call(gate)

@@ -289,8 +289,11 @@ class PostgresConnection(DriverConnection):
             stmt, records = await self._run(sql, params, 0)
             columns, converters = self._describe(stmt)
             status = stmt.get_statusmsg()
+        # A read's tag counts the rows it returned ("SELECT 3"), not rows it
+        # changed; CREATE TABLE AS also says SELECT, but returns no columns.
+        read = bool(columns) and (status or "").split(" ", 1)[0] in ("SELECT", "FETCH")
         return ExecResult(
-            rows_affected=_rows_affected(status),
+            rows_affected=0 if read else _rows_affected(status),
             columns=columns,
             rows=convert_rows(records, converters),
         )
@@ -416,5 +419,8 @@ class PostgresBackend(Backend):
                 format="tuple",
             )
         version = conn.get_server_version()
-        self.server_version = f"{version.major}.{version.minor}"
+        # Since PostgreSQL 10 a version has two parts, and asyncpg keeps the
+        # second in ``micro`` ("15.4" is major 15, minor 0, micro 4).
+        second = version.micro if version.major >= 10 else version.minor
+        self.server_version = f"{version.major}.{second}"
         return PostgresConnection(conn, name)

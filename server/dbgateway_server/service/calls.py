@@ -226,6 +226,10 @@ async def _served(
                 yield call
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
+        # A failed call's attempts travel in its metadata (there is no
+        # response): the access log's retries must agree with the caller's.
+        if exc.metadata.get("attempts", "").isdigit():
+            call.attempts = int(exc.metadata["attempts"])
         await abort(context, exc)
     except asyncio.CancelledError:
         stopped = drain.stopped_by_drain()
