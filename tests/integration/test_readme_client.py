@@ -7,14 +7,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_readme import _FENCE, README_ADDRESS
-from tests.support import BIN, ROOT, ServerProcess
+from tests.integration.test_readme import _FENCE, README_ADDRESS, readme_shell_env
+from tests.support import ROOT, ServerProcess
 
 
 def client_examples() -> list[tuple[str, str, str | None, str | None]]:
@@ -49,11 +48,7 @@ def test_readme_shows_the_client_and_the_cli():
 
 
 def test_every_readme_client_example_gives_the_output_shown(readme_server: ServerProcess):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DBGATEWAY_")}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        DBGATEWAY_SERVER=readme_server.address,
-    )
+    env = readme_shell_env(DBGATEWAY_SERVER=readme_server.address)
     for lang, code, out_lang, expected in client_examples():
         if lang == "python":
             output = io.StringIO()
