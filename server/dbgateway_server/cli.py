@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     # Set by the parent of --workers N for each worker process.
     serve.add_argument("--worker", help=argparse.SUPPRESS)
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-dir", default="", help=argparse.SUPPRESS)
     # The client commands live in the client package: they need no server driver.
     client_commands.add_commands(commands)
     return parser
@@ -56,13 +57,24 @@ def _positive_int(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .config import Config, ConfigError, check_exposure, load_config, parse_listen
 
-    try:
+    def load() -> Config:
+        """The configuration as the command line and the file say now (read
+        again on SIGHUP)."""
         config = load_config(args.config) if args.config else Config.default()
         if args.listen:
             config = replace(
                 config, server=replace(config.server, listen=parse_listen(args.listen))
             )
         check_exposure(config)
+        if args.worker is not None:
+            from .workers import worker_config
+
+            index, _, count = args.worker.partition("/")
+            config = worker_config(config, int(index), int(count))
+        return config
+
+    try:
+        config = load()
     except ConfigError as exc:
         print(f"dbgateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -85,10 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
         return run_workers(config.server.listen, args.workers, argv)
     on_started = None
     if args.worker is not None:
-        from .workers import notify_ready, worker_config
-
-        index, _, count = args.worker.partition("/")
-        config = worker_config(config, int(index), int(count))
+        from .workers import notify_ready
 
         def on_started(app: Any) -> None:
             notify_ready(args.ready_fd)
@@ -101,7 +110,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:  # pragma: no cover - uvloop is in the server extra
         runner = asyncio.run
     try:
-        runner(serve(config, on_started=on_started, worker=args.worker))
+        runner(
+            serve(
+                config,
+                on_started=on_started,
+                worker=args.worker,
+                worker_dir=args.worker_dir,
+                reload=load,
+            )
+        )
     except OSError as exc:
         print(f"dbgateway: {exc}", file=sys.stderr)
         return 1
