@@ -183,7 +183,8 @@ def test_the_pods_are_hardened_and_selected_by_everything_that_needs_them():
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = pod["containers"][0]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["resources"]["requests"]
+    assert container["resources"]["limits"]
     # What the server writes (worker sockets, SQLite files) has a writable mount.
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/tmp", "/var/lib/dbgateway"} <= mounts
