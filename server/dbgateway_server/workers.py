@@ -21,7 +21,12 @@ What each worker has:
   every series it reports is its own share, so scrape all N and sum them.
 
 A channel is one connection, so one client channel is served by one worker;
-load spreads across workers with the number of client connections.
+load spreads across workers with the number of client connections. A
+handle-based transaction lives in the worker that began it; every worker
+also listens on a socket in a private directory the parent makes for the run,
+and forwards a call on another worker's transaction there (see cluster.py),
+authenticated with a secret the parent hands its workers in the environment.
+SIGHUP to the parent reloads every worker.
 """
 
 from __future__ import annotations
