@@ -225,14 +225,17 @@ class Forwarding:
         server = config.server
         if server.tls and cluster is not None:
             ca_file = cluster.tls_ca or server.tls_client_ca
+            # Under mutual TLS a peer is a client like any other: it shows its
+            # [cluster] certificate, or the server's own.
+            cert_file, key_file = (
+                (cluster.tls_cert or server.tls_cert, cluster.tls_key or server.tls_key)
+                if server.tls_client_ca
+                else ("", "")
+            )
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=Path(ca_file).read_bytes() if ca_file else None,
-                # Under mutual TLS a peer is a client like any other: it shows
-                # this server's own certificate.
-                private_key=Path(server.tls_key).read_bytes() if server.tls_client_ca else None,
-                certificate_chain=Path(server.tls_cert).read_bytes()
-                if server.tls_client_ca
-                else None,
+                private_key=Path(key_file).read_bytes() if key_file else None,
+                certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
             )
         return cls(
             ids,

@@ -304,6 +304,11 @@ class ClusterConfig:
     #: The name peers' certificates are checked against, when peers are dialled
     #: by addresses their certificates do not name.
     tls_server_name: str = ""
+    #: PEM files of the client certificate a replica shows its peers under
+    #: mutual TLS (default: the server's own, which then needs the clientAuth
+    #: extended key usage too).
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def dns_name(self) -> str:
@@ -530,7 +535,23 @@ def _parse(raw: Mapping[str, Any], source: str) -> Config:
 def _parse_cluster(raw: Any, server: ServerConfig, base: Path) -> ClusterConfig:
     _require(isinstance(raw, dict), "cluster", "must be a table")
     _check_keys(
-        raw, {"peers", "secret", "secret_file", "advertise", "tls_ca", "tls_server_name"}, "cluster"
+        raw,
+        {
+            "peers",
+            "secret",
+            "secret_file",
+            "advertise",
+            "tls_ca",
+            "tls_server_name",
+            "tls_cert",
+            "tls_key",
+        },
+        "cluster",
+    )
+    _require(
+        bool(raw.get("tls_cert")) == bool(raw.get("tls_key")),
+        "cluster.tls_key" if raw.get("tls_cert") else "cluster.tls_cert",
+        "tls_cert and tls_key go together",
     )
     peers = raw.get("peers")
     _require(
@@ -583,6 +604,11 @@ def _parse_cluster(raw: Any, server: ServerConfig, base: Path) -> ClusterConfig:
         advertise=advertise or server.listen,
         tls_ca=_readable_file(raw["tls_ca"], "cluster.tls_ca", base) if raw.get("tls_ca") else "",
         tls_server_name=str(raw.get("tls_server_name", "")),
+        **{
+            name: _readable_file(raw[name], f"cluster.{name}", base)
+            for name in ("tls_cert", "tls_key")
+            if raw.get(name)
+        },
     )
     host = cluster.advertise.rpartition(":")[0].strip("[]")
     _require(

@@ -21,6 +21,7 @@ import pytest
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc
 from dbgateway_server.cluster import Owner, TransactionIds
+from tests.certs import make_certificates
 from tests.support import BIN, ServerProcess, V, call_error, pg_fetch
 
 pytestmark = pytest.mark.postgres
@@ -414,3 +415,53 @@ pool = {{ min_size = 1, max_size = 6 }}
         assert "forwarded_to=unix:" in proc.log()
     finally:
         proc.stop()
+
+
+def test_forwarding_between_replicas_speaks_their_tls(tmp_path, table):
+    certificates = make_certificates(tmp_path / "certs")
+    ports = [free_port(), free_port()]
+    replicas: list[ServerProcess] = []
+    tls = (
+        f'tls_cert = "{certificates.server.cert}"\n'
+        f'tls_key = "{certificates.server.key}"\n'
+        f'tls_client_ca = "{certificates.ca}"\n'
+    )
+    # Mutual TLS between peers: each shows a client certificate of the same CA.
+    peer_tls = (
+        f'tls_cert = "{certificates.client.cert}"\n'
+        f'tls_key = "{certificates.client.key}"\n'
+        f'tls_ca = "{certificates.ca}"\n'
+    )
+    try:
+        for index, port in enumerate(ports):
+            config = (
+                _replica_config(table, port, ports)
+                .replace(f'listen = "127.0.0.1:{port}"\n', f'listen = "127.0.0.1:{port}"\n{tls}')
+                .replace("[cluster]\n", f"[cluster]\n{peer_tls}")
+            )
+            replicas.append(
+                ServerProcess(
+                    tmp_path / f"replica-{index}",
+                    config=config,
+                    start_command=[str(BIN / "dbgateway"), "serve"],
+                    env={"CLUSTER_SECRET": SECRET},
+                    tls_ca=certificates.ca,
+                ).start()
+            )
+        client = certificates.client
+        with (
+            replicas[0].channel(cert=client.cert, key=client.key) as first,
+            replicas[1].channel(cert=client.cert, key=client.key) as second,
+        ):
+            owner = database_service_pb2_grpc.DatabaseServiceStub(first)
+            other = database_service_pb2_grpc.DatabaseServiceStub(second)
+            tx = owner.BeginTransaction(pb.BeginTransactionRequest(database="pg"), timeout=10)
+            reply = other.Query(
+                pb.QueryRequest(transaction_id=tx.transaction_id, sql="SELECT 7"), timeout=10
+            )
+            assert reply.rows[0].values[0].int_value == 7
+            other.Commit(pb.CommitRequest(transaction_id=tx.transaction_id), timeout=10)
+        assert "forwarded_to=127.0.0.1:" in replicas[1].log()
+    finally:
+        for replica in replicas:
+            replica.stop()
