@@ -28,7 +28,7 @@ CANCEL_WAIT = 1.0
 class Drain:
     """The calls in flight, and whether the server still takes new ones."""
 
-    __slots__ = ("_calls", "_grace", "_idle", "_stopped")
+    __slots__ = ("_calls", "_grace", "_idle", "_stopped", "_stopped_all")
 
     def __init__(self) -> None:
         self._calls: set[asyncio.Task[object]] = set()
@@ -36,6 +36,8 @@ class Drain:
         self._stopped: set[asyncio.Task[object]] = set()
         self._idle: asyncio.Event | None = None
         self._grace = 0.0
+        #: The grace period is over: nothing is let in any more.
+        self._stopped_all = False
 
     @property
     def draining(self) -> bool:
@@ -46,9 +48,12 @@ class Drain:
         return len(self._calls)
 
     @contextlib.contextmanager
-    def call(self) -> Iterator[None]:
-        """Admits the current call, or refuses it with DRAINING."""
-        if self.draining:
+    def call(self, *, continuing: bool = False) -> Iterator[None]:
+        """Admits the current call, or refuses it with DRAINING. A call that
+        ``continuing`` work begun before the drain (a statement or the commit
+        of an open transaction) is let in until the grace period ends, so
+        that transaction can still finish."""
+        if self.draining and not (continuing and not self._stopped_all):
             raise GatewayError(
                 Reason.DRAINING,
                 "the server is shutting down and takes no new calls; try again "
@@ -85,10 +90,12 @@ class Drain:
         self._grace = grace
         self._idle = asyncio.Event()
         if not self._calls:
+            self._stopped_all = True
             return
         log.info("draining: %d call(s) in flight", len(self._calls))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
+        self._stopped_all = True
         left = list(self._calls)
         if not left:
             return

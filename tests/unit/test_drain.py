@@ -58,3 +58,26 @@ async def test_the_drain_waits_for_calls_in_flight_then_stops_the_rest():
     assert stopped.reason is Reason.DRAINING
     assert "shutdown_grace is 0.3s" in stopped.message
     assert drain.in_flight == 0
+
+
+async def test_a_call_on_an_open_transaction_is_let_in_until_the_grace_ends():
+    drain = Drain()
+    release = asyncio.Event()
+
+    async def long_call() -> None:
+        with drain.call():
+            await release.wait()
+
+    running = asyncio.create_task(long_call())
+    await asyncio.sleep(0)
+    draining = asyncio.create_task(drain.drain(5.0))
+    await asyncio.sleep(0)
+    with drain.call(continuing=True):  # e.g. the Commit of a handle-based transaction
+        pass
+    with pytest.raises(GatewayError), drain.call():
+        pass
+    release.set()
+    await draining
+    await running
+    with pytest.raises(GatewayError), drain.call(continuing=True):
+        pass
