@@ -104,12 +104,17 @@ def test_a_call_counts_once_toward_the_breaker_whatever_its_attempts(gate: Gate)
             reason, metadata = failing_call(gate)
             assert reason == "DATABASE_UNAVAILABLE"
             assert metadata["attempts"] == "3"
-        # The access log agrees with the caller's ErrorInfo.
-        failed = [
-            line
-            for line in gate.server.log().splitlines()
-            if "method=Execute" in line and "code=UNAVAILABLE" in line
-        ]
+        # The access log agrees with the caller's ErrorInfo (its line is
+        # written once the answer went out, so wait for the last one).
+        failed: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(failed) < 4 and time.monotonic() < deadline:
+            failed = [
+                line
+                for line in gate.server.log().splitlines()
+                if "method=Execute" in line and "code=UNAVAILABLE" in line
+            ]
+            time.sleep(0.05)
         assert len(failed) == 4
         assert all("retries=2" in line for line in failed), failed
         assert gate.status() == SERVING
