@@ -20,6 +20,7 @@ from dbgateway.v1 import (
     database_service_pb2_grpc,
 )
 
+from . import tracing
 from .config import MAX_MESSAGE_BYTES, Config, ServerConfig
 from .gateway import Gateway
 from .observability import Observability
@@ -125,6 +126,9 @@ class GatewayServer:
             self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
+        # Decided once: while the OTEL_* environment asks for no traces, the
+        # call path never touches OpenTelemetry.
+        tracing.start_from_environment()
         await self.gateway.start()
         for name, db in self.gateway.databases.items():
             await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
@@ -165,6 +169,7 @@ class GatewayServer:
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
         await self.observability.close()
+        tracing.shutdown()
         log.info("stopped")
 
     async def wait(self) -> None:

@@ -18,9 +18,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from dbgateway.v1 import value_pb2
 
+from . import tracing
 from .backends import backend_for
 from .backends.base import (
     Backend,
@@ -30,13 +32,14 @@ from .backends.base import (
     RowStream,
     TransactionMode,
 )
-from .config import Config, DatabaseConfig
+from .config import Config, DatabaseConfig, Engine
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
 from .resilience.breaker import CircuitBreaker, CircuitState
 from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
-from .statements import check_statement
+from .statement_stats import StatementStatistics, normalize
+from .statements import check_statement, first_keyword
 from .transactions import (
     StatementCall,
     Transaction,
@@ -171,6 +174,51 @@ class ResultStream:
             return await self._rows.fetch_records(n)
 
 
+_SYSTEM_NAMES: Mapping[Engine, str] = {
+    Engine.POSTGRES: "postgresql",
+    Engine.MYSQL: "mysql",
+    Engine.SQLITE: "sqlite",
+}
+
+
+def failure(exc: BaseException) -> str:
+    """The reason a statement failed, as statistics and spans name it."""
+    if isinstance(exc, GatewayError):
+        return exc.reason.value
+    if isinstance(exc, TimeoutError):
+        return Reason.STATEMENT_TIMEOUT.value
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    return Reason.INTERNAL.value
+
+
+def _rows(result: ResultSet | ExecResult) -> int:
+    return result.row_count if isinstance(result, ResultSet) else result.rows_affected
+
+
+def _database_span_attributes(config: DatabaseConfig) -> dict[str, str | int]:
+    """What every span of a statement on this database carries: the database
+    the engine knows (``db.namespace``) and where it runs (never credentials)."""
+    parts = urlsplit(config.dsn)
+    attributes: dict[str, str | int] = {"dbgateway.database": config.name}
+    if config.engine is Engine.SQLITE:
+        attributes["db.namespace"] = config.name
+        return attributes
+    query = parse_qs(parts.query)
+    namespace = parts.path.lstrip("/") or query.get("dbname", [""])[0]
+    host = parts.hostname or query.get("host", [""])[0]
+    if namespace:
+        attributes["db.namespace"] = namespace
+    if host:
+        attributes["server.address"] = host
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        attributes["server.port"] = port or (5432 if config.engine is Engine.POSTGRES else 3306)
+    return attributes
+
+
 class Database:
     """One configured database: its backend, pool, circuit breaker and health.
 
@@ -186,8 +234,12 @@ class Database:
         backend: Backend,
         listener: HealthListener,
         retry_listener: RetryListener | None = None,
+        statements: StatementStatistics | None = None,
     ) -> None:
         self.config = config
+        #: Where every statement sent to this database is counted.
+        self.statements = statements if statements is not None else StatementStatistics(0)
+        self._span_attributes = _database_span_attributes(config)
         self.name = config.name
         self.backend = backend
         self.pool = ConnectionPool(config.name, backend.connect, config.pool)
@@ -376,7 +428,71 @@ class Database:
         """Runs one statement on a checked-out connection within the caller's
         deadline, capped by the database's statement_timeout. An expired
         timeout raises TimeoutError (the pool decides what that means for the
-        connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT."""
+        connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT.
+        Every statement is counted in the statement statistics and, while
+        tracing is on, is a CLIENT span of its own."""
+        if tracing.tracer is not None:
+            return await self._traced_statement(conn, sql, params, options, write=write)
+        started = time.monotonic()
+        try:
+            result = await self._send(conn, sql, params, options, write=write)
+        except BaseException as exc:
+            self.statements.record(self.name, sql, time.monotonic() - started, 0, failure(exc))
+            raise
+        self.statements.record(self.name, sql, time.monotonic() - started, _rows(result))
+        return result
+
+    async def _traced_statement(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        *,
+        write: bool,
+    ) -> ResultSet | ExecResult:
+        operation = first_keyword(sql)
+        attributes = {
+            **self._span_attributes,
+            "db.system.name": self.system_name,
+            "db.operation.name": operation,
+            # The normalized text: the statement as written, minus any literal a
+            # caller inlined; bound parameter values never appear in it.
+            "db.query.text": normalize(sql),
+        }
+        with tracing.database_span(operation, attributes) as (_, outcome):
+            started = time.monotonic()
+            try:
+                result = await self._send(conn, sql, params, options, write=write)
+            except BaseException as exc:
+                reason = failure(exc)
+                self.statements.record(self.name, sql, time.monotonic() - started, 0, reason)
+                if isinstance(exc, GatewayError):
+                    code = exc.metadata.get("sqlstate") or exc.metadata.get("vendor_code")
+                    outcome["db.response.status_code"] = code
+                outcome["error.type"] = reason
+                raise
+            rows = _rows(result)
+            self.statements.record(self.name, sql, time.monotonic() - started, rows)
+            outcome["db.response.returned_rows" if not write else "dbgateway.rows_affected"] = rows
+            return result
+
+    @property
+    def system_name(self) -> str:
+        """``db.system.name`` of the engine behind this database."""
+        if self.config.engine is Engine.MYSQL:
+            return "mariadb" if "mariadb" in self.backend.server_version.lower() else "mysql"
+        return _SYSTEM_NAMES[self.config.engine]
+
+    async def _send(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        *,
+        write: bool,
+    ) -> ResultSet | ExecResult:
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
             if write:
                 return await conn.execute(sql, params)
@@ -466,8 +582,10 @@ class Gateway:
         #: Told of every retry (database, reason of the failed attempt); the
         #: server points it at its metrics.
         self.retry_listener: RetryListener = lambda database, reason: None
+        #: Every statement sent to any database, by normalized text.
+        self.statements = StatementStatistics(config.server.statement_stats)
         self.databases: dict[str, Database] = {
-            name: Database(db, backend_for(db), self._notify, self._on_retry)
+            name: Database(db, backend_for(db), self._notify, self._on_retry, self.statements)
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable()
