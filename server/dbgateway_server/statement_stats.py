@@ -40,7 +40,7 @@ _LOG_GROWTH = math.log(_GROWTH)
 
 _TOKENS = re.compile(
     r"""
-      (?P<comment>--[^\n]*|/\*.*?\*/)
+      (?P<comment>\s*(?:--[^\n]*|/\*.*?\*/)\s*)
     | (?P<quoted_ident>"(?:[^"]|"")*"|`(?:[^`]|``)*`)
     | (?P<string>(?:[eEnNbB]|_[A-Za-z0-9]+)?'(?:[^'\\]|\\.|'')*'
                  |\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
@@ -50,9 +50,9 @@ _TOKENS = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
-# After folding: a list of folded values ("IN (?, ?, ?)", "VALUES (?, ?), (?, ?)")
-# is one statement whatever its length.
-_LIST = re.compile(r"\?(?:\s*,\s*\?)+")
+# After folding: a parenthesized list of folded values ("IN (?, ?, ?)",
+# "VALUES (?, ?), (?, ?)") is one statement whatever its length.
+_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
 
 
@@ -69,7 +69,7 @@ def _fold(match: re.Match[str]) -> str:
 
 def _normalize(sql: str) -> str:
     text = _TOKENS.sub(_fold, sql).strip()
-    text = _LIST.sub("?", text)
+    text = _LIST.sub("(?)", text)
     text = _ROWS.sub("(?)", text)
     return text[:MAX_TEXT]
 

@@ -134,9 +134,11 @@ def start_from_environment(env: Mapping[str, str] | None = None) -> bool:
         ) from None
     from dbgateway import __version__
 
-    resource = Resource.create({"service.name": "dbgateway", "service.version": __version__})
-    # Resource.create lets OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win over
-    # these defaults.
+    resource = Resource.create({"service.version": __version__})
+    # OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES name the service when set;
+    # otherwise it is "dbgateway", not the SDK's "unknown_service".
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "dbgateway"}))
     provider = TracerProvider(resource=resource)
     for exporter in _exporters(env):
         provider.add_span_processor(BatchSpanProcessor(exporter))

@@ -724,6 +724,26 @@ class Client:
         )
         return response
 
+    def _list_statements(
+        self, database: str = "", limit: int = 0, timeout: float | None = None
+    ) -> admin_pb.ListStatementsResponse:
+        """AdminService/ListStatements, for the ``dbgateway statements`` command."""
+        request = admin_pb.ListStatementsRequest(database=database, limit=limit)
+        response: admin_pb.ListStatementsResponse = self._call(
+            self._admin.ListStatements, request, timeout
+        )
+        return response
+
+    def _reset_statements(
+        self, database: str = "", timeout: float | None = None
+    ) -> admin_pb.ResetStatementsResponse:
+        """AdminService/ResetStatements, for ``dbgateway statements --reset``."""
+        request = admin_pb.ResetStatementsRequest(database=database)
+        response: admin_pb.ResetStatementsResponse = self._call(
+            self._admin.ResetStatements, request, timeout
+        )
+        return response
+
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """The server's health status for ``service`` (see :meth:`AsyncClient.health`)."""
         try:

@@ -194,11 +194,15 @@ def begin_call(
 
 
 def record_response(call: Call, response: Any) -> None:
-    """Takes rows and attempts from a response's ``stats``, when it has them."""
+    """Takes rows and attempts from a response's ``stats``, when it has them
+    (RunTransaction reports its attempts on the response itself)."""
     stats = getattr(response, "stats", None)
     if stats is not None:
         call.rows = getattr(stats, "rows", 0)
         call.attempts = getattr(stats, "attempts", 0) or 1
+    attempts = getattr(response, "attempts", 0)
+    if attempts:
+        call.attempts = attempts
 
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
