@@ -192,6 +192,16 @@ def failure(exc: BaseException) -> str:
     return Reason.INTERNAL.value
 
 
+class StatementCount:
+    """What the block of :meth:`Database.counted` learnt about its statement."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        #: Returned by a read, affected by a write.
+        self.rows = 0
+
+
 def _rows(result: ResultSet | ExecResult) -> int:
     return result.row_count if isinstance(result, ResultSet) else result.rows_affected
 
@@ -431,26 +441,26 @@ class Database:
         connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT.
         Every statement is counted in the statement statistics and, while
         tracing is on, is a CLIENT span of its own."""
-        if tracing.tracer is not None:
-            return await self._traced_statement(conn, sql, params, options, write=write)
-        started = time.monotonic()
-        try:
+        with self.counted(sql, write=write) as count:
             result = await self._send(conn, sql, params, options, write=write)
-        except BaseException as exc:
-            self.statements.record(self.name, sql, time.monotonic() - started, 0, failure(exc))
-            raise
-        self.statements.record(self.name, sql, time.monotonic() - started, _rows(result))
+            count.rows = _rows(result)
         return result
 
-    async def _traced_statement(
-        self,
-        conn: DriverConnection,
-        sql: str,
-        params: Sequence[value_pb2.Value],
-        options: CallOptions,
-        *,
-        write: bool,
-    ) -> ResultSet | ExecResult:
+    @contextlib.contextmanager
+    def counted(self, sql: str, *, write: bool) -> Iterator[StatementCount]:
+        """Counts the statement run in the block in the statement statistics
+        (the block sets the rows) and, while tracing is on, makes it a CLIENT
+        span of its own with the database conventions."""
+        count = StatementCount()
+        started = time.monotonic()
+        if tracing.tracer is None:
+            try:
+                yield count
+            except BaseException as exc:
+                self.statements.record(self.name, sql, time.monotonic() - started, 0, failure(exc))
+                raise
+            self.statements.record(self.name, sql, time.monotonic() - started, count.rows)
+            return
         operation = first_keyword(sql)
         attributes = {
             **self._span_attributes,
@@ -460,10 +470,9 @@ class Database:
             # caller inlined; bound parameter values never appear in it.
             "db.query.text": normalize(sql),
         }
-        with tracing.database_span(operation, attributes) as (_, outcome):
-            started = time.monotonic()
+        with tracing.database_span(operation, attributes) as outcome:
             try:
-                result = await self._send(conn, sql, params, options, write=write)
+                yield count
             except BaseException as exc:
                 reason = failure(exc)
                 self.statements.record(self.name, sql, time.monotonic() - started, 0, reason)
@@ -472,10 +481,10 @@ class Database:
                     outcome["db.response.status_code"] = code
                 outcome["error.type"] = reason
                 raise
-            rows = _rows(result)
-            self.statements.record(self.name, sql, time.monotonic() - started, rows)
-            outcome["db.response.returned_rows" if not write else "dbgateway.rows_affected"] = rows
-            return result
+            self.statements.record(self.name, sql, time.monotonic() - started, count.rows)
+            outcome["dbgateway.rows_affected" if write else "db.response.returned_rows"] = (
+                count.rows
+            )
 
     @property
     def system_name(self) -> str:
@@ -557,11 +566,16 @@ class Database:
         def fetch_timeout() -> float:
             return options.deadline.bounded(self.config.statement_timeout)
 
-        async with contextlib.AsyncExitStack() as stack:
-            async with asyncio.timeout(fetch_timeout()):
-                rows = await stack.enter_async_context(conn.stream(sql, params))
-            chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
-            yield ResultStream(rows, chunker, fetch_timeout, started)
+        with self.counted(sql, write=False) as count:
+            async with contextlib.AsyncExitStack() as stack:
+                async with asyncio.timeout(fetch_timeout()):
+                    rows = await stack.enter_async_context(conn.stream(sql, params))
+                chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
+                stream = ResultStream(rows, chunker, fetch_timeout, started)
+                try:
+                    yield stream
+                finally:
+                    count.rows = stream.rows
 
     async def close(self) -> None:
         self._closing = True

@@ -214,12 +214,12 @@ def event(name: str, attributes: Mapping[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def database_span(
-    operation: str, attributes: Mapping[str, Any]
-) -> Iterator[tuple[Span, dict[str, Any]]]:
-    """A CLIENT span around one statement sent to a database. The block fills
-    the returned dict with what it learns (``db.response.status_code``,
-    ``error.type``, returned rows); the span ends when the block does."""
+def database_span(operation: str, attributes: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """A CLIENT span (a child of the current one) around one statement sent to
+    a database. The block fills the returned dict with what it learns
+    (``db.response.status_code``, ``error.type``, rows); the span ends when the
+    block does. It is never made current: nothing runs beneath it, and a
+    stream's block spans many yields."""
     from opentelemetry import trace
     from opentelemetry.trace import StatusCode
 
@@ -227,18 +227,17 @@ def database_span(
     namespace = attributes.get("db.namespace") or ""
     name = f"{operation} {namespace}".strip() if operation else str(namespace or "statement")
     outcome: dict[str, Any] = {}
-    with tracer.start_as_current_span(
+    span = tracer.start_span(
         name,
         kind=trace.SpanKind.CLIENT,
         attributes={k: v for k, v in attributes.items() if v not in ("", None)},
-        record_exception=False,
-        set_status_on_exception=False,
-    ) as span:
-        try:
-            yield span, outcome
-        finally:
-            for key, value in outcome.items():
-                if value not in ("", None):
-                    span.set_attribute(key, value)
-            if "error.type" in outcome:
-                span.set_status(StatusCode.ERROR, str(outcome["error.type"]))
+    )
+    try:
+        yield outcome
+    finally:
+        for key, value in outcome.items():
+            if value not in ("", None):
+                span.set_attribute(key, value)
+        if "error.type" in outcome:
+            span.set_status(StatusCode.ERROR, str(outcome["error.type"]))
+        span.end()

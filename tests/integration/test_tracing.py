@@ -254,3 +254,28 @@ def test_call_without_traceparent_starts_a_trace_of_its_own(stub, receiver):
     (server,) = _server_spans(spans)
     assert server.parent_span_id == ""
     assert client.parent_span_id == server.span_id
+
+
+def test_serve_refuses_an_exporter_it_does_not_have(tmp_path):
+    proc = ServerProcess(tmp_path, env={"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(RuntimeError, match="server exited 2") as info:
+        proc.start()
+    assert "OTEL_TRACES_EXPORTER: 'zipkin' is not supported" in str(info.value)
+
+
+def test_stream_query_is_one_client_span_for_the_whole_stream(stub, receiver):
+    caller = Caller()
+    replies = list(
+        stub.StreamQuery(
+            pb.QueryRequest(database="pg", sql="SELECT g FROM generate_series(1, 500) g"),
+            metadata=caller.metadata,
+        )
+    )
+    assert sum(len(r.rows) for r in replies) == 500
+    spans = receiver.wait_for(caller.trace_id, _complete(1))
+    (server,) = _server_spans(spans)
+    assert server.name == "dbgateway.v1.DatabaseService/StreamQuery"
+    (client,) = _children(spans, server)
+    assert client.attributes["db.query.text"] == "SELECT g FROM generate_series(?) g"
+    assert client.attributes["db.response.returned_rows"] == 500
+    assert client.end <= server.end
