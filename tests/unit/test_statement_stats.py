@@ -111,3 +111,18 @@ def test_capacity_zero_keeps_nothing():
     stats = StatementStatistics(0)
     stats.record("pg", "SELECT 1", 0.001, 1)
     assert stats.top() == []
+
+
+def test_statement_stats_setting_defaults_to_1000_and_is_validated():
+    import tomllib
+
+    from dbgateway_server.config import ConfigError, parse_config
+
+    def parse(text: str):
+        return parse_config(tomllib.loads(text), env={}, source="x.toml")
+
+    db = '[databases.a]\ndsn = "sqlite:///tmp/a.sqlite3"\n'
+    assert parse(db).server.statement_stats == 1000
+    assert parse("[server]\nstatement_stats = 0\n" + db).server.statement_stats == 0
+    with pytest.raises(ConfigError, match="statement_stats"):
+        parse("[server]\nstatement_stats = -1\n" + db)
