@@ -279,3 +279,24 @@ def test_stream_query_is_one_client_span_for_the_whole_stream(stub, receiver):
     assert client.attributes["db.query.text"] == "SELECT g FROM generate_series(?) g"
     assert client.attributes["db.response.returned_rows"] == 500
     assert client.end <= server.end
+
+
+def test_execute_batch_is_one_client_span_for_all_its_parameter_sets(stub, receiver):
+    table = unique_name("traced")
+    stub.Execute(pb.ExecuteRequest(database="pg", sql=f"CREATE TABLE {table} (n INT)"))
+    caller = Caller()
+    stub.ExecuteBatch(
+        pb.ExecuteBatchRequest(
+            database="pg",
+            sql=f"INSERT INTO {table} VALUES ($1)",
+            param_sets=[pb.ParamSet(params=[V.of(int_value=31337 + n)]) for n in range(3)],
+        ),
+        metadata=caller.metadata,
+    )
+    spans = receiver.wait_for(caller.trace_id, _complete(1))
+    (server,) = _server_spans(spans)
+    assert server.name == "dbgateway.v1.DatabaseService/ExecuteBatch"
+    (client,) = _children(spans, server)
+    assert client.attributes["db.query.text"] == f"INSERT INTO {table} VALUES ($1)"
+    assert client.attributes["db.operation.name"] == "INSERT"
+    _assert_no_value_in_attributes(spans, "31337", "31338", "31339")
