@@ -187,7 +187,7 @@ def failure(exc: BaseException) -> str:
         return exc.reason.value
     if isinstance(exc, TimeoutError):
         return Reason.STATEMENT_TIMEOUT.value
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return "CANCELLED"
     return Reason.INTERNAL.value
 
