@@ -24,7 +24,7 @@ from tests.support import (
     unique_name,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +41,15 @@ def pg_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory, receiver: OtlpReceiver, pg_dsn: str) -> Iterator[ServerProcess]:
+def traced(
+    tmp_path_factory, receiver: OtlpReceiver, pg_dsn: str, mysql_dsn: str
+) -> Iterator[ServerProcess]:
     workdir = tmp_path_factory.mktemp("traced")
-    config = f'[databases.pg]\ndsn = "{pg_dsn}"\npool = {{ min_size = 1, max_size = 4 }}\n'
+    config = (
+        f'[databases.pg]\ndsn = "{pg_dsn}"\npool = {{ min_size = 1, max_size = 4 }}\n\n'
+        f'[databases.mysql]\ndsn = "{mysql_dsn}"\n\n'
+        f'[databases.lite]\ndsn = "sqlite://{workdir / "lite.sqlite3"}"\n'
+    )
     proc = ServerProcess(workdir, config=config, env=receiver.env()).start()
     yield proc
     proc.stop()
@@ -300,3 +306,36 @@ def test_execute_batch_is_one_client_span_for_all_its_parameter_sets(stub, recei
     assert client.attributes["db.query.text"] == f"INSERT INTO {table} VALUES ($1)"
     assert client.attributes["db.operation.name"] == "INSERT"
     _assert_no_value_in_attributes(spans, "31337", "31338", "31339")
+
+
+@pytest.mark.parametrize(
+    ("database", "system", "status_code", "placeholder"),
+    [
+        ("mysql", "mariadb", "23000", "%s"),
+        ("lite", "sqlite", "SQLITE_CONSTRAINT_PRIMARYKEY", "?"),
+    ],
+)
+def test_each_engine_names_its_system_and_its_own_error_code(
+    stub, receiver, database, system, status_code, placeholder
+):
+    table = unique_name("traced")
+    stub.Execute(
+        pb.ExecuteRequest(database=database, sql=f"CREATE TABLE {table} (k INT PRIMARY KEY)")
+    )
+    insert = pb.ExecuteRequest(
+        database=database,
+        sql=f"INSERT INTO {table} VALUES ({placeholder})",
+        params=[V.of(int_value=8675309)],
+    )
+    stub.Execute(insert)
+    caller = Caller()
+    with pytest.raises(grpc.RpcError):
+        stub.Execute(insert, metadata=caller.metadata)
+    spans = receiver.wait_for(caller.trace_id, _complete(1))
+    (server,) = _server_spans(spans)
+    (client,) = _children(spans, server)
+    assert client.attributes["db.system.name"] == system
+    assert client.attributes["db.response.status_code"] == status_code
+    assert client.attributes["error.type"] == "UNIQUE_VIOLATION"
+    assert client.failed
+    _assert_no_value_in_attributes(spans, "8675309")
