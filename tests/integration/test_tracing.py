@@ -3,6 +3,7 @@ real OTLP receiver; each call continues the caller's traceparent."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -234,18 +235,38 @@ def test_transaction_stream_is_one_span_over_every_statement(stub, receiver):
     _assert_no_value_in_attributes(spans, "90210")
 
 
-def test_python_client_sends_the_current_span_as_traceparent(traced, receiver):
+def _assert_child_of(receiver: OtlpReceiver, span) -> None:
     from opentelemetry import trace
+
+    context = span.get_span_context()
+    spans = receiver.wait_for(trace.format_trace_id(context.trace_id), _complete(1))
+    (server,) = _server_spans(spans)
+    assert server.parent_span_id == trace.format_span_id(context.span_id)
+
+
+def test_python_client_sends_the_current_span_as_traceparent(traced, receiver):
     from opentelemetry.sdk.trace import TracerProvider
 
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("caller") as span, Client(traced.address) as db:
         db.query("SELECT 1", database="pg")
-        context = span.get_span_context()
-    trace_id = trace.format_trace_id(context.trace_id)
-    spans = receiver.wait_for(trace_id, _complete(1))
-    (server,) = _server_spans(spans)
-    assert server.parent_span_id == trace.format_span_id(context.span_id)
+    _assert_child_of(receiver, span)
+
+
+def test_async_client_sends_the_current_span_as_traceparent(traced, receiver):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from dbgateway import AsyncClient
+
+    tracer = TracerProvider().get_tracer("test")
+
+    async def call() -> None:
+        async with AsyncClient(traced.address) as db:
+            await db.execute("CREATE TABLE IF NOT EXISTS traced_async (n INT)", database="pg")
+
+    with tracer.start_as_current_span("caller") as span:
+        asyncio.run(call())
+    _assert_child_of(receiver, span)
 
 
 def test_call_without_traceparent_starts_a_trace_of_its_own(stub, receiver):

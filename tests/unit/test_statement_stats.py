@@ -87,6 +87,7 @@ def test_reset_forgets_one_database_or_all():
     assert stats.top() == []
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_with_100_000_distinct_statements():
     stats = StatementStatistics(1000)
 
