@@ -169,7 +169,8 @@ class GatewayServer:
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
         await self.observability.close()
-        tracing.shutdown()
+        # Sending the last spans may wait on the collector: off the event loop.
+        await asyncio.to_thread(tracing.shutdown)
         log.info("stopped")
 
     async def wait(self) -> None:

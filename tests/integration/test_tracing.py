@@ -360,3 +360,19 @@ def test_each_engine_names_its_system_and_its_own_error_code(
     assert client.attributes["error.type"] == "UNIQUE_VIOLATION"
     assert client.failed
     _assert_no_value_in_attributes(spans, "8675309")
+
+
+def test_drain_sends_the_spans_still_buffered(tmp_path, receiver):
+    # A batch delay far beyond the test: only the shutdown flush can send them.
+    env = receiver.env(OTEL_BSP_SCHEDULE_DELAY="600000")
+    proc = ServerProcess(tmp_path, env=env).start()
+    caller = Caller()
+    try:
+        with proc.channel() as channel:
+            database_service_pb2_grpc.DatabaseServiceStub(channel).Query(
+                pb.QueryRequest(sql="SELECT 1"), metadata=caller.metadata
+            )
+    finally:
+        assert proc.stop() == 0
+    spans = receiver.wait_for(caller.trace_id, _complete(1), timeout=5)
+    assert [s.name for s in _server_spans(spans)] == ["dbgateway.v1.DatabaseService/Query"]
