@@ -84,6 +84,15 @@ class StatementCall:
     options: CallOptions
 
 
+def _beginning_call() -> tuple[str, str]:
+    """(request id, tag) of the call being served, if any."""
+    # Imported here: observability reads the gateway, which imports this module.
+    from .observability import current_call
+
+    call = current_call()
+    return ("", "") if call is None else (call.request_id, call.tag)
+
+
 class Transaction:
     """An open transaction on a connection checked out of its database's pool."""
 
@@ -99,7 +108,9 @@ class Transaction:
         "lock",
         "lost",
         "owner",
+        "request_id",
         "started_at",
+        "tag",
     )
 
     def __init__(
@@ -113,6 +124,9 @@ class Transaction:
         owner: str = "",
     ) -> None:
         self.id = new_transaction_id()
+        #: The request id and tag of the call that began it, for the
+        #: long-transaction warning.
+        self.request_id, self.tag = _beginning_call()
         #: The principal that began it: no other may use it.
         self.owner = owner
         self.database = database

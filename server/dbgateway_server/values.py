@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -468,11 +469,34 @@ def mysql_column(type_code: int, flags: int, charsetnr: int) -> tuple[str, Conve
 _TIME_RE = re.compile(r"^(-)?(\d+):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$")
 
 
+#: Most digits a decimal parameter may have written out in full (what the
+#: engines store: PostgreSQL's numeric keeps at most 16,383 digits after the
+#: point, MySQL's DECIMAL 65 in all). A bound on the written-out form, not on
+#: the text: "1E+300000000" is 12 characters but 300 million digits, and
+#: expanding it would stall every call on the event loop.
+MAX_DECIMAL_DIGITS = 16_383
+
+
 def _parse_decimal(text: str, index: int) -> decimal.Decimal:
+    if len(text) > MAX_DECIMAL_DIGITS + 16:  # sign, point, exponent: never parse a huge text
+        raise invalid_parameter(index, f"decimal_value has more than {MAX_DECIMAL_DIGITS} digits")
     try:
-        return decimal.Decimal(text)
+        value = decimal.Decimal(text)
     except decimal.InvalidOperation:
-        raise invalid_parameter(index, f"decimal_value {text!r} is not a decimal number") from None
+        raise invalid_parameter(
+            index, f"decimal_value {text[:40]!r} is not a decimal number"
+        ) from None
+    if value.is_finite():
+        _, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)
+        written = len(digits) + exponent if exponent >= 0 else max(len(digits), -exponent)
+        if written > MAX_DECIMAL_DIGITS:
+            raise invalid_parameter(
+                index,
+                f"decimal_value {text[:40]!r} has {written} digits written out, "
+                f"more than {MAX_DECIMAL_DIGITS}",
+            )
+    return value
 
 
 def _parse_iso(parse: Callable[[str], Any], text: str, kind: str, index: int) -> Any:
@@ -614,6 +638,13 @@ class PostgresParams(ParamDecoder):
 class MySQLParams(ParamDecoder):
     engine = "MySQL"
 
+    def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
+        if v.WhichOneof("kind") == "double_value" and not math.isfinite(v.double_value):
+            raise invalid_parameter(
+                index, f"double_value {v.double_value}: MySQL stores no NaN or infinity"
+            )
+        return super().decode(v, index, depth)
+
     def uint(self, value: int, index: int) -> Any:
         return value
 
@@ -640,8 +671,12 @@ class SQLiteParams(ParamDecoder):
     engine = "SQLite"
 
     def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
-        if v.WhichOneof("kind") == "bool_value":
+        kind = v.WhichOneof("kind")
+        if kind == "bool_value":
             return int(v.bool_value)
+        if kind == "double_value" and math.isnan(v.double_value):
+            # SQLite would store NULL in its place, silently.
+            raise invalid_parameter(index, "double_value NaN: SQLite stores NaN as NULL")
         return super().decode(v, index, depth)
 
     def uint(self, value: int, index: int) -> Any:

@@ -105,7 +105,8 @@ def authorize_database(servicer: Servicer, database: str, *, write: bool = False
     """The current principal's right on ``database`` (resolved as the
     gateway resolves it); it becomes the call's scope."""
     scope = current_scope()
-    name = servicer._gateway.database(database).name
+    principal = scope.principal
+    name = servicer._gateway.database(database, lambda n: principal.access(n) is not None).name
     access = servicer.guard.access(scope.principal, name, write=write)
     _scope.set(CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters))
     return access
