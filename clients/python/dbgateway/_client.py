@@ -423,8 +423,9 @@ class AsyncClient:
     ) -> TransactionResult:
         """Runs ``[(sql, params), ...]`` atomically in one round trip, and
         returns one result per statement. The server runs the whole
-        transaction again on a serialization failure or deadlock (up to
-        ``max_attempts``, default 3; ``attempts`` says how many it took). A
+        transaction again on a serialization failure or deadlock, until the
+        call's deadline (or at most ``max_attempts`` times, when given;
+        ``attempts`` says how many it took). A
         failing statement rolls everything back and raises, with its index in
         ``statement_index``."""
         request = _run_transaction_request(
