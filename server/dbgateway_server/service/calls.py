@@ -233,11 +233,25 @@ async def _served(
         call.failed(grpc.StatusCode.UNKNOWN)
         raise
     except Exception:
+        if _client_cancelled(context):
+            # Whatever the transport raised once the caller had gone (a failed
+            # receive or send on a cancelled stream) is the cancellation, not
+            # a bug: nobody is left to answer.
+            log.debug("%s cancelled by the client (request id %s)", method, call.request_id)
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise asyncio.CancelledError from None
         error = _internal_error(call.request_id, method)
         call.failed(error.code, error.reason)
         await abort(context, error)
     finally:
         observability.end(call)
+
+
+def _client_cancelled(context: grpc.aio.ServicerContext) -> bool:
+    try:
+        return bool(context.cancelled())
+    except Exception:  # a context that cannot tell
+        return False
 
 
 def _internal_error(rid: str, where: str) -> GatewayError:
