@@ -404,8 +404,8 @@ class AsyncClient:
         tag: str | None = None,
     ) -> ExecuteResult:
         """Runs ``sql`` once per parameter set, atomically, through the
-        driver's bulk path. ``rows_affected`` is the total, or None when the
-        engine does not report it (PostgreSQL)."""
+        driver's bulk path. ``rows_affected`` is the total over every
+        parameter set."""
         request = _batch_request(sql, param_sets, database, tag)
         response = await self._call(self._stub.ExecuteBatch, request, timeout, write=True)
         return _batch_result(response)
