@@ -89,16 +89,11 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     return translating(translate, database)
 
 
-#: (database, SQL) -> the statement that runs a batch of it and counts its
-#: rows, or None when it cannot be wrapped (see PostgresConnection.execute_many).
+#: (database, SQL) -> the statement that runs a batch of it returning one row
+#: per row affected, or None when there is none (see PostgresConnection.execute_many).
 _COUNTING_FORMS: dict[tuple[str, str], str | None] = {}
 _COUNTING_FORMS_LIMIT = 1024
-_BATCH_CTE = "dbgateway_batch"
 _PROBE_SAVEPOINT = "dbgateway_probe"
-#: What PostgreSQL answers a statement that cannot be wrapped: a syntax error
-#: (not INSERT / UPDATE / DELETE, or RETURNING already there) or a feature it
-#: lacks there (DO INSTEAD rules, ...).
-_NOT_WRAPPABLE = frozenset({"42601", "0A000"})
 
 
 def _rows_affected(status: str | None) -> int:
@@ -254,17 +249,17 @@ class PostgresConnection(DriverConnection):
         """Runs ``sql`` once per parameter set and returns the rows affected.
 
         asyncpg's pipelined executemany keeps only the last command tag, so a
-        data-modifying statement runs pipelined as ``WITH b AS (<sql>
-        RETURNING 1) SELECT count(*) FROM b``: one round trip per batch as
-        before, and each parameter set's count comes back as a row. A
-        statement that cannot be wrapped (not INSERT / UPDATE / DELETE, or a
-        rule in the way) runs once per parameter set, reading each tag."""
+        statement that can return rows runs pipelined through fetchmany (one
+        round trip per batch, as executemany) and its rows are counted: an
+        INSERT / UPDATE / DELETE with ``RETURNING 1`` appended (one small row
+        per row changed, which is what its tag would count), one that already
+        has RETURNING (or a SELECT) as it is. Any other statement runs once
+        per parameter set, reading each tag."""
         args = [POSTGRES_PARAMS.decode_all(params) for params in param_sets]
         with translate_errors(self._database):
             counting = await self._counting_form(sql)
             if counting is not None:
-                counts = await self._conn.fetchmany(counting, args)
-                return sum(int(row[0]) for row in counts)
+                return len(await self._conn.fetchmany(counting, args))
             total = 0
             for one in args:
                 stmt = await self._prepare(sql, len(one))
@@ -273,49 +268,45 @@ class PostgresConnection(DriverConnection):
             return total
 
     async def _counting_form(self, sql: str) -> str | None:
-        """The statement that runs ``sql`` and answers its row count (see
-        :meth:`execute_many`), or None; decided once per SQL text."""
+        """The statement that runs ``sql`` and returns one row per row it
+        affects (see :meth:`execute_many`), or None; decided once per SQL text."""
         key = (self._database, sql)
         if key in _COUNTING_FORMS:
             return _COUNTING_FORMS[key]
-        # A newline ends a trailing -- comment; a trailing ; would end the CTE.
+        # A newline ends a trailing -- comment; a trailing ; would end the statement.
         body = sql.rstrip().removesuffix(";").rstrip()
-        found = None
-        for form in (
-            f"WITH {_BATCH_CTE} AS (\n{body}\nRETURNING 1\n) SELECT count(*) FROM {_BATCH_CTE}",
-            f"WITH {_BATCH_CTE} AS (\n{body}\n) SELECT count(*) FROM {_BATCH_CTE}",
-        ):
-            accepted = await self._prepares(form)
-            if accepted is None:
+        returning = f"{body}\nRETURNING 1"
+        found: str | None = returning
+        if not await self._prepares(returning):
+            stmt = await self._prepared_quietly(sql)
+            if stmt is None:
                 # The statement itself is wrong (a missing table, say): its
                 # own error comes from running it; decide again next time.
                 return None
-            if accepted:
-                found = form
-                break
+            found = sql if stmt.get_attributes() else None
         if len(_COUNTING_FORMS) >= _COUNTING_FORMS_LIMIT:
             _COUNTING_FORMS.clear()
         _COUNTING_FORMS[key] = found
         return found
 
-    async def _prepares(self, sql: str) -> bool | None:
-        """Whether PostgreSQL accepts ``sql`` as a statement (None: it
-        refused it for another reason than its shape), leaving the caller's
-        transaction as it was (a failed Parse would abort it)."""
+    async def _prepares(self, sql: str) -> bool:
+        return await self._prepared_quietly(sql) is not None
+
+    async def _prepared_quietly(self, sql: str) -> Any:
+        """``sql`` prepared, or None when PostgreSQL refuses it, leaving the
+        caller's transaction as it was (a failed Parse would abort it)."""
         guarded = self._conn.is_in_transaction()
         if guarded:
             await self._conn.execute(f"SAVEPOINT {_PROBE_SAVEPOINT}")
         try:
-            await self._conn._prepare(sql, use_cache=True)
-        except pgexc.PostgresError as exc:
+            return await self._conn._prepare(sql, use_cache=True)
+        except pgexc.PostgresError:
             if guarded:
                 await self._conn.execute(f"ROLLBACK TO SAVEPOINT {_PROBE_SAVEPOINT}")
-            shape = getattr(exc, "sqlstate", None) in _NOT_WRAPPABLE
-            return False if shape else None
+            return None
         finally:
             if guarded:
                 await self._conn.execute(f"RELEASE SAVEPOINT {_PROBE_SAVEPOINT}")
-        return True
 
     async def begin(self, mode: TransactionMode) -> None:
         parts = ["BEGIN"]
