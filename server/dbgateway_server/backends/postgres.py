@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -15,6 +15,7 @@ from dbgateway.v1 import value_pb2
 from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
 from ..results import ResultLimits, collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
+from . import pg_text
 from .base import (
     Backend,
     DriverConnection,
@@ -96,6 +97,13 @@ _COUNTING_FORMS_LIMIT = 1024
 _PROBE_SAVEPOINT = "dbgateway_probe"
 
 
+#: What a prepared statement's description holds: (asyncpg's statement state,
+#: parameter count, result columns, their converters, parameter coercions).
+_Description = tuple[
+    Any, int, list[value_pb2.Column], list[Converter], list[tuple[int, Callable[[Any], Any]]]
+]
+
+
 def _rows_affected(status: str | None) -> int:
     # "INSERT 0 3", "UPDATE 2", "SELECT 5", "CREATE TABLE"
     if not status:
@@ -117,7 +125,7 @@ class PostgresConnection(DriverConnection):
         # converters): decided once per prepared statement, not per call. The
         # state is held, so its id cannot be reused while the entry lives; a
         # re-prepared statement is a new state and gets a new entry.
-        self._described: dict[int, tuple[Any, int, list[value_pb2.Column], list[Converter]]] = {}
+        self._described: dict[int, _Description] = {}
 
     async def _prepare(self, sql: str, nparams: int) -> Any:
         # The private _prepare(use_cache=True) reuses the driver's statement
@@ -132,7 +140,7 @@ class PostgresConnection(DriverConnection):
             )
         return stmt
 
-    def _description(self, stmt: Any) -> tuple[Any, int, list[value_pb2.Column], list[Converter]]:
+    def _description(self, stmt: Any) -> _Description:
         state = stmt._state
         entry = self._described.get(id(state))
         if entry is None or entry[0] is not state:
@@ -143,14 +151,21 @@ class PostgresConnection(DriverConnection):
                 converters.append(pg_converter(attr.type.name, attr.type.kind))
             if len(self._described) >= self.DESCRIBED_LIMIT:
                 self._described.clear()
-            entry = (state, len(stmt.get_parameters()), columns, converters)
+            parameters = stmt.get_parameters()
+            entry = (state, len(parameters), columns, converters, pg_text.coercions(parameters))
             self._described[id(state)] = entry
         return entry
 
     def _describe(self, stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
         """The result columns and their converters (shared: do not mutate)."""
-        _, _, columns, converters = self._description(stmt)
+        _, _, columns, converters, _ = self._description(stmt)
         return columns, converters
+
+    def _bindable(self, stmt: Any, args: list[Any]) -> list[Any]:
+        """``args`` with the parameters given in text form that asyncpg binds
+        only from its own objects (ranges, bit strings, ...) parsed."""
+        plan = self._description(stmt)[4]
+        return pg_text.apply(args, plan) if plan else args
 
     async def _run(self, sql: str, params: Sequence[value_pb2.Value], limit: int) -> Any:
         """Runs ``sql`` and fetches at most ``limit`` rows (0: all). A limit
@@ -160,6 +175,7 @@ class PostgresConnection(DriverConnection):
         for attempt in (1, 2):
             try:
                 stmt = await self._prepare(sql, len(args))
+                args = self._bindable(stmt, args)
                 if limit:
                     records = await stmt._PreparedStatement__bind_execute(args, limit, None)
                 else:
@@ -197,7 +213,7 @@ class PostgresConnection(DriverConnection):
             try:
                 stmt = await self._prepare(sql, len(args))
                 columns, converters = self._describe(stmt)
-                cursor = await stmt.cursor(*args)
+                cursor = await stmt.cursor(*self._bindable(stmt, args))
             except BaseException:
                 if own is not None:
                     await self._end_quietly(own)
@@ -257,6 +273,10 @@ class PostgresConnection(DriverConnection):
         per parameter set, reading each tag."""
         args = [POSTGRES_PARAMS.decode_all(params) for params in param_sets]
         with translate_errors(self._database):
+            if args:
+                stmt = await self._prepare(sql, len(args[0]))
+                if self._description(stmt)[4]:
+                    args = [self._bindable(stmt, one) for one in args]
             counting = await self._counting_form(sql)
             if counting is not None:
                 return len(await self._conn.fetchmany(counting, args))
