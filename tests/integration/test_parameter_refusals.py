@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
@@ -84,6 +85,8 @@ dsn = "{proxy.dsn(mysql_dsn)}"
 connect_timeout = 2
 stream_chunk_bytes = 1024
 pool = {{ min_size = 1, max_size = 2 }}
+# One infrastructure failure opens the circuit: the lost stream must count.
+breaker = {{ failure_threshold = 1, open_time = 3 }}
 """
         server = ServerProcess(workdir, config=config).start()
         try:
@@ -114,7 +117,15 @@ def test_a_mysql_link_lost_mid_stream_is_unavailable_not_internal(proxied_mysql)
         err = call_error(info.value)
         assert (err.code, err.reason) == (grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE")
         assert "unexpected error" not in server.log()
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="db/mysql")
+        assert health.Check(check, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
         proxy.restore()
-        # The lost connection was discarded: the next call gets a working one.
+        # The circuit closes by itself, and the lost connection was discarded:
+        # the next call gets a working one.
+        deadline = time.monotonic() + 20
+        while health.Check(check, timeout=5).status != health_pb2.HealthCheckResponse.SERVING:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
         reply = stub.Query(pb.QueryRequest(database="mysql", sql="SELECT 1"), timeout=20)
         assert reply.rows[0].values[0].int_value == 1
