@@ -221,6 +221,9 @@ class ServerConfig:
     max_concurrent_calls: int = 1000
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Distinct statements whose statistics are kept (AdminService/ListStatements);
+    #: the least recently executed are forgotten beyond it. 0: none are kept.
+    statement_stats: int = 1000
 
     @property
     def tls(self) -> bool:
@@ -245,6 +248,11 @@ class ServerConfig:
         for name in ("max_sql_length", "max_parameters", "max_concurrent_calls"):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
+        _require(
+            0 <= self.statement_stats <= 1_000_000,
+            "statement_stats",
+            f"must be between 0 and 1000000, got {self.statement_stats}",
+        )
         if self.metrics_listen:
             _validate_listen(self.metrics_listen, "metrics_listen")
         _require(
