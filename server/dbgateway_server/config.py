@@ -85,8 +85,10 @@ class PoolSettings:
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
-    """Retries of failures on the way to the database (DESIGN §5). Durations are
-    seconds; the wait before attempt n+1 is uniform in
+    """Retries of failures on the way to the database, and of whole
+    transactions after a conflict. ``max_attempts`` bounds a statement call; a
+    transaction runs again until its deadline. Durations are seconds; the wait
+    before attempt n+1 is uniform in
     ``[0, min(max_backoff, initial_backoff * 2**(n-1))]`` (full jitter)."""
 
     max_attempts: int = 3
