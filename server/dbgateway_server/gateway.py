@@ -37,6 +37,7 @@ from .resilience.breaker import CircuitBreaker, CircuitState
 from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
 from .statements import check_statement
+from .subscriptions import Subscription, SubscriptionHub
 from .transactions import (
     StatementCall,
     Transaction,
@@ -471,6 +472,7 @@ class Gateway:
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable()
+        self.subscriptions = SubscriptionHub(config.server.subscription_queue)
 
     def _on_retry(self, database: str, reason: str) -> None:
         self.retry_listener(database, reason)
@@ -488,8 +490,22 @@ class Gateway:
         cancelled: open transactions are rolled back (their connections come
         back to the pools rolled back or are discarded), then every database's
         background probe stops and its pool closes."""
+        await self.subscriptions.close()
         await self.transactions.close()
         await asyncio.gather(*(db.close() for db in self.databases.values()))
+
+    async def subscribe(
+        self, database: str, channels: Sequence[str], deadline: Deadline
+    ) -> Subscription:
+        """A live subscription to ``channels`` of ``database`` (through its one
+        listening connection); the caller must close it."""
+        return await self.subscriptions.subscribe(self.database(database), channels, deadline)
+
+    async def end_subscriptions(self) -> None:
+        """Ends every subscription (UNAVAILABLE) and closes the listening
+        connections: they never finish by themselves, so a drain ends them
+        first."""
+        await self.subscriptions.close()
 
     def database(self, name: str) -> Database:
         if not name:
