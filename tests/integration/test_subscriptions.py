@@ -389,3 +389,73 @@ dsn = "{drain_dsn}"
         assert asyncio.run(listening_backends(drain_dsn)) == []
     finally:
         server.stop()
+
+
+# -- the Python client and the CLI ------------------------------------------------
+
+
+def test_async_client_subscribe_yields_notifications_in_order(sub_server, own_dsn):
+    import dbgateway
+
+    async def scenario() -> list[dbgateway.Notification]:
+        async with (
+            dbgateway.AsyncClient(sub_server.address) as client,
+            client.subscribe("pg", "client_orders", "client_payments") as subscription,
+        ):
+            await notify(
+                own_dsn,
+                [("client_orders", "o1"), ("elsewhere", "no"), ("client_payments", "p1")],
+            )
+            got = []
+            async for n in subscription:
+                got.append(n)
+                if len(got) == 2:
+                    break
+            return got
+
+    got = asyncio.run(scenario())
+    assert [(n.channel, n.payload, n.gap) for n in got] == [
+        ("client_orders", "o1", False),
+        ("client_payments", "p1", False),
+    ]
+    assert got[0].sender_pid > 0
+    assert got[0].received_at is not None
+
+
+def test_sync_client_subscribe_and_its_errors(sub_server, own_dsn):
+    import dbgateway
+
+    with dbgateway.Client(sub_server.address) as client:
+        with client.subscribe("pg", "sync_channel") as subscription:
+            asyncio.run(notify(own_dsn, [("sync_channel", "hello")]))
+            n = next(subscription)
+            assert (n.channel, n.payload) == ("sync_channel", "hello")
+        with pytest.raises(dbgateway.DbGatewayError) as raised:
+            next(client.subscribe("lite", "x"))
+    assert raised.value.code is grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.reason == "UNSUPPORTED"
+
+
+def test_cli_listen_prints_one_line_per_notification(sub_server, own_dsn):
+    import subprocess
+
+    from tests.support import BIN
+
+    proc = subprocess.Popen(
+        [
+            *(str(BIN / "dbgateway"), "listen", "--server", sub_server.address),
+            *("--count", "2", "pg", "cli_a", "cli_b"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().strip() == "listening on cli_a, cli_b"
+        asyncio.run(notify(own_dsn, [("cli_b", "first"), ("cli_a", "second")]))
+        out, _ = proc.communicate(timeout=WAIT)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert out.splitlines() == ["cli_b\tfirst", "cli_a\tsecond"]
