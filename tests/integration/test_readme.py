@@ -49,6 +49,7 @@ def postgres_readme_server(workdir: Path, dsn: str) -> ServerProcess:
     config = f'[databases.{POSTGRES_DATABASE}]\ndsn = "{dsn}"\n'
     return ServerProcess(workdir, config=config).start()
 
+
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 

@@ -85,9 +85,7 @@ def test_every_readme_client_example_gives_the_output_shown(
             output = io.StringIO()
             with contextlib.redirect_stdout(output):
                 exec(
-                    compile(
-                        code.replace(README_ADDRESS, server.address), "README.md", "exec"
-                    ),
+                    compile(code.replace(README_ADDRESS, server.address), "README.md", "exec"),
                     {},
                 )
             stdout, status = output.getvalue(), 0
