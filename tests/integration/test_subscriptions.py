@@ -54,6 +54,11 @@ dsn = "{mysql_dsn}"
 
 [databases.lite]
 dsn = "sqlite://{workdir / "lite.sqlite3"}"
+
+# Nothing listens on port 1: this database is down for the whole run.
+[databases.down]
+dsn = "postgresql://postgres@127.0.0.1:1/nowhere"
+connect_timeout = 1
 """
     proc = ServerProcess(workdir, config=config).start()
     yield proc
@@ -387,6 +392,116 @@ dsn = "{drain_dsn}"
         assert server.process.wait(30) == 0
         assert "listening connection closed" in server.log()
         assert asyncio.run(listening_backends(drain_dsn)) == []
+    finally:
+        server.stop()
+
+
+async def listening_query(dsn: str) -> str:
+    """The last statement the listening connection ran."""
+    name = urlsplit(dsn).path.lstrip("/")
+    rows = await pg(
+        dsn,
+        "SELECT query FROM pg_stat_activity "
+        f"WHERE application_name = 'dbgateway-listen' AND datname = '{name}'",
+    )
+    return str(rows[0]["query"]) if rows else ""
+
+
+def test_the_last_subscriber_leaving_unlistens_its_channel(sub_server, own_dsn):
+    async def scenario() -> None:
+        async with stub(sub_server) as db:
+            first = await subscribe(db, "Leaving Soon")
+            second = await subscribe(db, "Leaving Soon")
+            first.cancel()
+            await notify(own_dsn, [("Leaving Soon", "still wanted")])
+            assert (await asyncio.wait_for(second.read(), WAIT)).payload == "still wanted"
+            second.cancel()
+            async with asyncio.timeout(WAIT):
+                while True:
+                    if await listening_query(own_dsn) == 'UNLISTEN "Leaving Soon"':
+                        break
+                    await asyncio.sleep(0.05)
+
+    asyncio.run(scenario())
+
+
+def test_the_listening_connection_is_not_one_of_the_pool(sub_server, own_dsn):
+    from dbgateway.v1 import admin_service_pb2 as admin_pb
+    from dbgateway.v1 import admin_service_pb2_grpc
+
+    async def scenario() -> None:
+        async with grpc.aio.insecure_channel(sub_server.address) as channel:
+            db = database_service_pb2_grpc.DatabaseServiceStub(channel)
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            call = await subscribe(db, "pool_check")
+            listing = await admin.ListDatabases(admin_pb.ListDatabasesRequest())
+            pool = next(d.pool for d in listing.databases if d.name == "pg")
+            name = urlsplit(own_dsn).path.lstrip("/")
+            rows = await pg(
+                own_dsn,
+                "SELECT count(*) AS n FROM pg_stat_activity "
+                f"WHERE application_name = 'dbgateway' AND datname = '{name}'",
+            )
+            assert pool.size == rows[0]["n"]
+            assert len(await listening_backends(own_dsn)) == 1
+            call.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_a_database_that_is_down_answers_unavailable(sub_server):
+    async def scenario() -> grpc.aio.AioRpcError:
+        async with stub(sub_server) as db:
+            call = db.Subscribe(spb.SubscribeRequest(database="down", channels=["x"]))
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await asyncio.wait_for(call.read(), WAIT)
+            return raised.value
+
+    error = call_error(asyncio.run(scenario()))
+    assert error.code is grpc.StatusCode.UNAVAILABLE
+    # Down since start: its circuit is open, so the listener never dials it.
+    assert error.reason == "CIRCUIT_OPEN"
+    assert error.retry_delay is not None
+
+
+def test_subscribing_needs_the_read_right(tmp_path, own_dsn):
+    import hashlib
+
+    def principal(name: str, databases: str) -> str:
+        digest = hashlib.sha256(f"token-{name}".encode()).hexdigest()
+        return (
+            f'[[principals]]\nname = "{name}"\ntoken_sha256 = "{digest}"\n'
+            f"databases = {{ {databases} }}\n"
+        )
+
+    config = (
+        f'[databases.pg]\ndsn = "{own_dsn}"\n\n'
+        f'[databases.lite]\ndsn = "sqlite://{tmp_path / "lite.sqlite3"}"\n\n'
+        + principal("reader", 'pg = "read"')
+        + principal("stranger", 'lite = "write"')
+    )
+    server = ServerProcess(tmp_path, config=config).start()
+    try:
+
+        async def scenario() -> grpc.aio.AioRpcError:
+            async with stub(server) as db:
+
+                def call(name: str) -> Any:
+                    return db.Subscribe(
+                        spb.SubscribeRequest(database="pg", channels=["secured"]),
+                        metadata=[("authorization", f"Bearer token-{name}")],
+                    )
+
+                allowed = call("reader")
+                first = await asyncio.wait_for(allowed.read(), WAIT)
+                assert first.ready
+                allowed.cancel()
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await asyncio.wait_for(call("stranger").read(), WAIT)
+                return raised.value
+
+        error = call_error(asyncio.run(scenario()))
+        assert error.code is grpc.StatusCode.PERMISSION_DENIED
     finally:
         server.stop()
 
