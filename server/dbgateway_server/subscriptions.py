@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .backends.base import ListeningConnection
 from .errors import GatewayError, Reason
@@ -90,11 +90,15 @@ class Subscription:
         self._capacity = capacity
         self._items: collections.deque[Notice] = collections.deque()
         self._wake = asyncio.Event()
-        self._task = asyncio.current_task()
+        self._task: asyncio.Task[Any] | None = None
         #: Why the subscription was ended by the server; None while it lives.
         self.error: GatewayError | None = None
         #: The listening connection was lost while this subscription was live.
         self.missed = False
+
+    def bind(self, task: asyncio.Task[Any] | None) -> None:
+        """``task`` reads this subscription; ending it cancels that task."""
+        self._task = task
 
     def offer(self, notice: Notice) -> None:
         """Queues ``notice``; a subscriber whose queue is full is ended."""
@@ -187,7 +191,13 @@ class ChannelListener:
                 await self._listen(wanted - self._listening)
             except BaseException:
                 self.forget(sub)
+                self._check_open()  # a drain that began meanwhile says so
                 raise
+            if sub.error is not None:
+                raise sub.error
+            # Only a live subscription is ended by cancelling its caller's
+            # task; until now an ending shows in sub.error.
+            sub.bind(asyncio.current_task())
         return sub
 
     def forget(self, sub: Subscription) -> None:
