@@ -17,7 +17,7 @@ with an error (a drain: :class:`~dbgateway.Unavailable`; falling behind:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -128,46 +128,39 @@ class Subscription:
     """An iterator of :class:`Notification` from ``Client.subscribe`` (see
     :class:`AsyncSubscription`); ``with`` it or call :meth:`close` to unsubscribe."""
 
-    __slots__ = ("_call", "_messages", "_open")
+    __slots__ = ("_call", "_open")
 
     def __init__(self, open_call: Callable[[], Any]) -> None:
         self._open = open_call
         self._call: Any = None
-        self._messages: Generator[Notification] | None = None
 
     def ready(self) -> None:
         """Waits until LISTEN is in place (see :meth:`AsyncSubscription.ready`)."""
-        if self._messages is None:
-            self._messages = self._generate()
-            next(self._messages)  # stops right after the ready message
-
-    def _generate(self) -> Generator[Notification]:
+        if self._call is not None:
+            return
         self._call = self._open()
         try:
             first = next(self._call, None)
-            if first is None or not first.ready:
-                raise _not_ready(first)
-            yield Notification("", "", 0, None)  # the ready marker, consumed by ready()
-            for message in self._call:
-                yield _notification(message)
         except grpc.RpcError as exc:
             raise from_rpc_error(exc) from None
-        finally:
+        if first is None or not first.ready:
             self._call.cancel()
+            raise _not_ready(first)
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> Notification:
         self.ready()
-        assert self._messages is not None
-        return next(self._messages)
+        try:
+            message = next(self._call)
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return _notification(message)
 
     def close(self) -> None:
         """Unsubscribes (cancels the call)."""
-        if self._messages is not None:
-            self._messages.close()
-        elif self._call is not None:
+        if self._call is not None:
             self._call.cancel()
 
     def __enter__(self) -> Self:
