@@ -163,6 +163,8 @@ class Call:
     attempts: int = 1
     code: grpc.StatusCode = grpc.StatusCode.OK
     reason: str = ""
+    #: The address of the gateway process that served it, when it was forwarded there.
+    forwarded_to: str = ""
 
     def failed(self, code: grpc.StatusCode, reason: str = "") -> None:
         self.code = code
@@ -586,6 +588,7 @@ class Observability:
                 "duration_ms": elapsed * 1000,
                 "rows": call.rows,
                 "retries": call.retries,
+                **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
             },
         )
         if call.sql and elapsed >= self.config.slow_query_threshold:

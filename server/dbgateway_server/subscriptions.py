@@ -153,7 +153,7 @@ class ChannelListener:
     """The one listening connection of one database, shared by its subscribers."""
 
     def __init__(self, database: Database, queue_size: int) -> None:
-        self._database = database
+        self.database = database
         self.name = database.name
         self._queue_size = queue_size
         self._conn: ListeningConnection | None = None
@@ -248,7 +248,7 @@ class ChannelListener:
         channel. Called with the lock held."""
         if self.connected and not self._lost.is_set():
             return
-        db = self._database
+        db = self.database
         try:
             await run_with_retries(
                 lambda: db.guarded(self._connect_once),
@@ -272,7 +272,7 @@ class ChannelListener:
         self._listening.clear()
         self._generation += 1
         generation = self._generation
-        db = self._database
+        db = self.database
         conn = await asyncio.wait_for(
             db.backend.connect_listener(self._fan_out, lambda: self._on_lost(generation)),
             db.config.connect_timeout,
@@ -310,7 +310,7 @@ class ChannelListener:
     async def _listen(self, channels: Iterable[str]) -> None:
         conn = self._conn
         assert conn is not None
-        db = self._database
+        db = self.database
         with db.reporting_errors():
             for channel in sorted(channels):
                 async with asyncio.timeout(db.config.statement_timeout):
@@ -325,7 +325,7 @@ class ChannelListener:
                 if conn is None or conn.is_closed():
                     continue
                 try:
-                    async with asyncio.timeout(self._database.config.statement_timeout):
+                    async with asyncio.timeout(self.database.config.statement_timeout):
                         await conn.unlisten(channel)
                 except (GatewayError, TimeoutError) as exc:
                     # The supervisor finds a broken connection; a new one
@@ -350,7 +350,7 @@ class ChannelListener:
     async def _supervise(self) -> None:
         """Pings the connection while it is idle and re-establishes it when it
         is lost, for as long as anybody subscribes."""
-        settings = self._database.config.retry
+        settings = self.database.config.retry
         while self._ended is None:
             try:
                 async with asyncio.timeout(KEEPALIVE_INTERVAL):
@@ -387,7 +387,7 @@ class ChannelListener:
             if conn is None or conn.is_closed() or self._lost.is_set():
                 return
             try:
-                await conn.ping(self._database.config.connect_timeout)
+                await conn.ping(self.database.config.connect_timeout)
             except (GatewayError, TimeoutError, OSError) as exc:
                 log.warning("database %s: listening connection failed a ping: %s", self.name, exc)
                 self._on_lost(self._generation)
@@ -403,7 +403,7 @@ class SubscriptionHub:
 
     def listener(self, database: Database) -> ChannelListener:
         listener = self._listeners.get(database.name)
-        if listener is None:
+        if listener is None or listener.database is not database:
             listener = ChannelListener(database, self._queue_size)
             if self._ended is not None:
                 listener._ended = self._ended
@@ -414,6 +414,22 @@ class SubscriptionHub:
         self, database: Database, channels: Iterable[str], deadline: Deadline
     ) -> Subscription:
         return await self.listener(database).subscribe(channels, deadline)
+
+    async def retire(self, database: Database) -> None:
+        """Ends the subscriptions of ``database`` (a reload removed or changed
+        it) with UNAVAILABLE and closes its listening connection."""
+        listener = self._listeners.get(database.name)
+        if listener is None or listener.database is not database:
+            return
+        del self._listeners[database.name]
+        await listener.close(
+            GatewayError(
+                Reason.DATABASE_UNAVAILABLE,
+                f"database {database.name!r} was reconfigured: subscription ended; subscribe again",
+                metadata={"database": database.name},
+                retry_after=0.1,
+            )
+        )
 
     async def close(self) -> None:
         """Ends every subscription with UNAVAILABLE / SERVER_DRAINING and

@@ -506,6 +506,37 @@ def test_subscribing_needs_the_read_right(tmp_path, own_dsn):
         server.stop()
 
 
+def test_a_reload_that_changes_the_database_ends_its_subscriptions(tmp_path, drain_dsn):
+    from tests.integration.test_reload import reload
+
+    def config(pool_max: int) -> str:
+        return f'[databases.pg]\ndsn = "{drain_dsn}"\npool = {{ max_size = {pool_max} }}\n'
+
+    server = ServerProcess(tmp_path, config=config(4)).start()
+    try:
+
+        async def scenario() -> grpc.aio.AioRpcError:
+            async with stub(server) as db:
+                old = await subscribe(db, "reloaded")
+                (old_pid,) = await listening_backends(drain_dsn)
+                await asyncio.to_thread(reload, server, config(5))
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await drain(old)
+                # A new subscription listens through the database as now configured.
+                new = await subscribe(db, "reloaded")
+                await notify(drain_dsn, [("reloaded", "after the reload")])
+                assert (await asyncio.wait_for(new.read(), WAIT)).payload == "after the reload"
+                assert await listening_backends(drain_dsn) != [old_pid]
+                new.cancel()
+                return raised.value
+
+        error = call_error(asyncio.run(scenario()))
+        assert error.code is grpc.StatusCode.UNAVAILABLE
+        assert "reconfigured" in error.message
+    finally:
+        server.stop()
+
+
 # -- the Python client and the CLI ------------------------------------------------
 
 
