@@ -224,6 +224,9 @@ class ServerConfig:
     #: Notifications queued per subscriber; one that falls further behind is
     #: ended with RESOURCE_EXHAUSTED rather than buffered without limit.
     subscription_queue: int = 1000
+    #: Distinct statements whose statistics are kept (AdminService/ListStatements);
+    #: the least recently executed are forgotten beyond it. 0: none are kept.
+    statement_stats: int = 1000
 
     @property
     def tls(self) -> bool:
@@ -253,6 +256,11 @@ class ServerConfig:
         ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
+        _require(
+            0 <= self.statement_stats <= 1_000_000,
+            "statement_stats",
+            f"must be between 0 and 1000000, got {self.statement_stats}",
+        )
         if self.metrics_listen:
             _validate_listen(self.metrics_listen, "metrics_listen")
         _require(
