@@ -56,6 +56,7 @@ class Reason(StrEnum):
     TRANSACTION_BUSY = "TRANSACTION_BUSY"
     TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
     TRANSACTION_EXPIRED = "TRANSACTION_EXPIRED"
+    STREAM_STALLED = "STREAM_STALLED"
     COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
     UNSUPPORTED = "UNSUPPORTED"
     DATABASE_ERROR = "DATABASE_ERROR"
@@ -94,6 +95,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TRANSACTION_BUSY: _C.FAILED_PRECONDITION,
     Reason.TRANSACTION_NOT_FOUND: _C.NOT_FOUND,
     Reason.TRANSACTION_EXPIRED: _C.ABORTED,
+    # A StreamQuery whose client took no message within stream_idle_timeout:
+    # its query was stopped to free the connection; reading again can work.
+    Reason.STREAM_STALLED: _C.ABORTED,
     Reason.COMMIT_OUTCOME_UNKNOWN: _C.UNKNOWN,
     Reason.UNSUPPORTED: _C.UNIMPLEMENTED,
     Reason.DATABASE_ERROR: _C.INTERNAL,

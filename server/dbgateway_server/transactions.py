@@ -98,6 +98,7 @@ class Transaction:
         "last_used",
         "lock",
         "lost",
+        "on_end",
         "owner",
         "started_at",
     )
@@ -111,8 +112,12 @@ class Transaction:
         idle_timeout: float,
         now: float,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> None:
         self.id = new_transaction_id()
+        #: Called once the connection is back: frees what the caller's
+        #: concurrency limit counted for the transaction.
+        self.on_end = on_end
         #: The principal that began it: no other may use it.
         self.owner = owner
         self.database = database
@@ -141,6 +146,7 @@ class Transaction:
         idle_timeout: float = MAX_IDLE_TIMEOUT,
         now: float | None = None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> Transaction:
         checkout = database.connection(deadline)
         with database.reporting_errors():
@@ -159,6 +165,7 @@ class Transaction:
             idle_timeout=idle_timeout,
             now=time.monotonic() if now is None else now,
             owner=owner,
+            on_end=on_end,
         )
 
     def expires_at(self) -> float:
@@ -300,7 +307,11 @@ class Transaction:
             error = exc
         finally:
             self.database.live_transactions.discard(self)
-            await self._checkout.__aexit__(None if error is None else type(error), error, None)
+            try:
+                await self._checkout.__aexit__(None if error is None else type(error), error, None)
+            finally:
+                if self.on_end is not None:
+                    self.on_end()
 
 
 # -- RunTransaction -------------------------------------------------------------------
@@ -431,6 +442,7 @@ class TransactionTable:
         deadline: Deadline,
         idle_timeout: float | None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> Transaction:
         if idle_timeout is None:
             idle_timeout = MAX_IDLE_TIMEOUT
@@ -440,7 +452,13 @@ class TransactionTable:
                 f"must be more than 0 and at most {MAX_IDLE_TIMEOUT:g}s, got {idle_timeout:g}s",
             )
         tx = await Transaction.begin(
-            database, mode, deadline, idle_timeout=idle_timeout, now=self._clock(), owner=owner
+            database,
+            mode,
+            deadline,
+            idle_timeout=idle_timeout,
+            now=self._clock(),
+            owner=owner,
+            on_end=on_end,
         )
         self._open[tx.id] = tx
         return tx

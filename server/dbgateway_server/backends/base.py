@@ -98,6 +98,8 @@ class DriverConnection(ABC):
     #: used again? (asyncpg and sqlite3 settle the cancel themselves; MySQL's
     #: protocol state is unknown, so those connections are discarded.)
     reusable_after_interrupt: bool = True
+    #: The engine runs a transaction as another role (``TransactionMode.role``).
+    has_roles: bool = False
 
     @abstractmethod
     async def query(

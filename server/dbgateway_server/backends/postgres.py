@@ -113,6 +113,7 @@ def _rows_affected(status: str | None) -> int:
 
 class PostgresConnection(DriverConnection):
     reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
+    has_roles = True
 
     #: Described statements kept per connection (beyond it, the cache starts over).
     DESCRIBED_LIMIT = 1024
@@ -306,10 +307,9 @@ class PostgresConnection(DriverConnection):
             if self._conn.is_in_transaction():
                 await self._conn.execute("ROLLBACK")
             for _ in range(2):
-                try:
+                # A stray transaction that failed refuses the reset: rolled back below.
+                with contextlib.suppress(pgexc.InFailedSQLTransactionError):
                     await self._conn.execute(RESET_QUERY)
-                except pgexc.InFailedSQLTransactionError:
-                    pass  # a stray transaction that failed: rolled back below
                 if not self._conn.is_in_transaction():
                     return
                 await self._conn.execute("ROLLBACK")

@@ -121,7 +121,7 @@ class SQLiteConnection(DriverConnection):
         self._refused = ""
         try:
             yield
-        except GatewayError as exc:
+        except GatewayError:
             if not self._refused:
                 raise
             what, self._refused = self._refused, ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import time
@@ -34,7 +35,7 @@ from ..config import Access, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
 from ..observability import REQUEST_ID_HEADER, Call, Observability
-from ..security import ANONYMOUS, Guard, Principal
+from ..security import ANONYMOUS, CallSlot, Guard, Principal
 
 log = logging.getLogger("dbgateway_server.service")
 
@@ -59,6 +60,9 @@ class CallScope:
     access: Access | None = None
     max_sql_length: int = _DEFAULTS.max_sql_length
     max_parameters: int = _DEFAULTS.max_parameters
+    #: The principal's concurrency slot this call holds; None for a call on
+    #: an open transaction, which holds its own.
+    slot: CallSlot | None = None
 
     @property
     def read_only(self) -> bool:
@@ -107,7 +111,9 @@ def authorize_database(servicer: Servicer, database: str, *, write: bool = False
     scope = current_scope()
     name = servicer._gateway.database(database).name
     access = servicer.guard.access(scope.principal, name, write=write)
-    _scope.set(CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters))
+    _scope.set(
+        CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters, scope.slot)
+    )
     return access
 
 
@@ -122,14 +128,18 @@ async def _guarded(
     # while it is sent is still counted under its principal).
     await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
     config = servicer.observability.config
-    _scope.set(
-        CallScope(
-            principal,
-            max_sql_length=config.max_sql_length,
-            max_parameters=config.max_parameters,
-        )
+    scope = CallScope(
+        principal, max_sql_length=config.max_sql_length, max_parameters=config.max_parameters
     )
-    with guard.call_slot(principal):
+    if getattr(request, "transaction_id", ""):
+        # The open transaction holds a slot of its own, and runs one call at
+        # a time: a principal at its limit can still finish what it began.
+        _scope.set(scope)
+        _authorize(servicer, method, request, principal)
+        yield
+        return
+    with guard.call_slot(principal) as slot:
+        _scope.set(dataclasses.replace(scope, slot=slot))
         _authorize(servicer, method, request, principal)
         yield
 
@@ -293,6 +303,7 @@ def call_options(
         tag=options.tag,
         read_only=current_scope().read_only,
         columnar=encoding == pb.RESULT_ENCODING_COLUMNS,
+        role=current_scope().principal.postgres_role,
     )
 
 
@@ -348,6 +359,7 @@ def transaction_mode(options: pb.TransactionOptions) -> TransactionMode:
         # A principal that may only read gets a read-only transaction, whatever it asked.
         read_only=options.read_only or current_scope().read_only,
         deferrable=options.deferrable,
+        role=current_scope().principal.postgres_role,
     )
 
 
