@@ -96,8 +96,8 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TRANSACTION_NOT_FOUND: _C.NOT_FOUND,
     Reason.TRANSACTION_EXPIRED: _C.ABORTED,
     # A StreamQuery whose client took no message within stream_idle_timeout:
-    # its query was stopped to free the connection; reading again can work.
-    Reason.STREAM_STALLED: _C.ABORTED,
+    # its query was stopped to give the connection back to the pool.
+    Reason.STREAM_STALLED: _C.RESOURCE_EXHAUSTED,
     Reason.COMMIT_OUTCOME_UNKNOWN: _C.UNKNOWN,
     Reason.UNSUPPORTED: _C.UNIMPLEMENTED,
     Reason.DATABASE_ERROR: _C.INTERNAL,
