@@ -93,7 +93,7 @@ class SQLiteConnection(DriverConnection):
         self._query_only = False
 
     def _authorize(
-        self, action: int, arg1: str | None, arg2: str | None, _db: str | None, _src: str | None
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None, _src: str | None
     ) -> int:
         # Runs on aiosqlite's thread while a statement is prepared (never for
         # one taken from sqlite3's statement cache, which was authorized when
@@ -108,7 +108,8 @@ class SQLiteConnection(DriverConnection):
         if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
             self._refused = "ATTACH" if action == sqlite3.SQLITE_ATTACH else "DETACH"
             return sqlite3.SQLITE_DENY
-        if action in _TEMP_CREATES:
+        if action in _TEMP_CREATES or db == "temp":
+            # CREATE TEMP ..., or CREATE ... temp.name (an ordinary create in the temp schema).
             self._temp_used = True
         return sqlite3.SQLITE_OK
 
