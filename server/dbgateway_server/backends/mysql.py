@@ -12,7 +12,7 @@ import aiomysql
 import aiomysql.cursors
 import pymysql
 import pymysql.err
-from pymysql.constants import CLIENT
+from pymysql.constants import CLIENT, COMMAND
 
 from dbgateway.v1 import value_pb2
 
@@ -65,7 +65,7 @@ _SERVER_STATUS_IN_TRANS = 1
 #: COM_RESET_CONNECTION (MySQL 5.7.3+, MariaDB 10.2.4+), which PyMySQL does not name.
 _COM_RESET_CONNECTION = 0x1F
 #: What every connection's session starts with; COM_RESET_CONNECTION undoes it.
-_SESSION_SETUP = "SET NAMES utf8mb4, time_zone = '+00:00'"
+_SESSION_SETUP = "SET NAMES utf8mb4, time_zone = '+00:00', autocommit = 1"
 
 
 class _SingleStatementConnection(aiomysql.Connection):  # type: ignore[misc]
@@ -266,10 +266,21 @@ class MySQLConnection(DriverConnection):
         value, as a new connection has it; then the gateway's own session
         setup runs again. (An interrupted call never gets here: its
         connection is discarded, since the protocol state is unknown.)"""
+        conn = self._conn
         with translate_errors(self._database):
-            await self._conn._execute_command(_COM_RESET_CONNECTION, "")
-            await self._conn._read_ok_packet()
-            await self._simple(_SESSION_SETUP)
+            # Both commands go out before either answer is read: one round
+            # trip. (The server reads commands in order; each answer is
+            # numbered from 1, as it would be alone.)
+            await conn._execute_command(_COM_RESET_CONNECTION, "")
+            await conn._execute_command(COMMAND.COM_QUERY, _SESSION_SETUP)
+            try:
+                await conn._read_ok_packet()
+                conn._next_seq_id = 1
+                await conn._read_ok_packet()
+            except BaseException:
+                # An answer may be left unread: the connection cannot be used.
+                self._broken = True
+                raise
 
     def in_transaction(self) -> bool:
         return bool(self._conn.server_status & _SERVER_STATUS_IN_TRANS)
