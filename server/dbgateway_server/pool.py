@@ -103,6 +103,7 @@ class ConnectionPool:
         self._dead_on_checkout_total = 0
         self._returned = asyncio.Event()  # set whenever a checked-out connection comes back
         self._maintenance: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()  # releases under way
         #: Told how many seconds each checkout waited (given up ones included).
         self.acquire_observer: Callable[[float], None] | None = None
 
@@ -263,8 +264,7 @@ class ConnectionPool:
             return False
         if conn.is_closed():
             self._dead_on_checkout_total += 1
-            log.info("pool %s: replaced a connection found closed on checkout", self.name)
-            await self._discard(holder)
+            self.invalidate(holder, "found closed on checkout; replaced")
             return False
         if now - holder.released_at >= self._settings.validate_after_idle:
             limit = min(VALIDATION_TIMEOUT, max(deadline - now, 0.0))
@@ -272,11 +272,10 @@ class ConnectionPool:
                 await conn.ping(limit)
             except (GatewayError, TimeoutError, OSError):
                 self._dead_on_checkout_total += 1
-                log.info("pool %s: replaced a connection that failed validation", self.name)
-                await self._discard(holder)
+                self.invalidate(holder, "failed validation on checkout; replaced")
                 return False
             except BaseException:
-                await self._discard(holder)
+                self.invalidate(holder, "its validation was cut off")
                 raise
         return True
 
@@ -284,12 +283,13 @@ class ConnectionPool:
         """Resets the connection and puts it back, or discards it. The work
         runs in its own task: a caller cancelled (again) while waiting for it
         must not leave a connection half reset, nor lose it from the pool."""
-        task = asyncio.get_running_loop().create_task(self._settle(holder, why))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            # The task finishes on its own; the caller's cancellation goes on.
-            raise
+        task = asyncio.get_running_loop().create_task(
+            self._settle(holder, why), name=f"pool-release-{self.name}"
+        )
+        # Held until done: a task nobody references may be collected mid-way.
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
 
     async def _settle(self, holder: _Holder, why: str) -> None:
         try:
@@ -305,6 +305,9 @@ class ConnectionPool:
                 except (GatewayError, TimeoutError, OSError) as exc:
                     message = exc.message if isinstance(exc, GatewayError) else repr(exc)
                     why = f"its reset failed ({message})"
+                except Exception as exc:  # a driver bug must not lose the connection's slot
+                    log.exception("pool %s: unexpected error resetting a connection", self.name)
+                    why = f"its reset failed unexpectedly ({exc!r})"
                 if not why and conn.is_closed():
                     why = "it was lost during its reset"
             if why:
@@ -333,8 +336,9 @@ class ConnectionPool:
                 return
 
     def invalidate(self, holder: _Holder, why: str) -> None:
-        """Discards a connection whose state cannot be trusted, saying why:
-        the one way a connection leaves the pool other than by age or idleness."""
+        """Discards a connection that cannot be trusted or used, saying why:
+        the one way a connection leaves the pool other than by age, idleness
+        or the pool closing."""
         if id(holder) in self._holders:
             log.info("pool %s: discarded a connection: %s", self.name, why)
         self._drop(holder)
