@@ -403,7 +403,8 @@ async def execute_batch_atomically(
 ) -> int | None:
     """An ExecuteBatch outside a transaction: all parameter sets or none."""
     check_statement(sql)
-    tx = await Transaction.begin(database, TransactionMode(), options.deadline)
+    mode = TransactionMode(read_only=options.read_only, role=options.role)
+    tx = await Transaction.begin(database, mode, options.deadline)
     try:
         rows = await tx.execute_batch(sql, param_sets, options, savepoint=False)
         await tx.commit(options.deadline)
