@@ -113,8 +113,9 @@ class Transaction:
         now: float,
         owner: str = "",
         on_end: Callable[[], None] | None = None,
+        transaction_id: str | None = None,
     ) -> None:
-        self.id = new_transaction_id()
+        self.id = transaction_id or new_transaction_id()
         #: Called once the connection is back: frees what the caller's
         #: concurrency limit counted for the transaction.
         self.on_end = on_end
@@ -147,6 +148,7 @@ class Transaction:
         now: float | None = None,
         owner: str = "",
         on_end: Callable[[], None] | None = None,
+        transaction_id: str | None = None,
     ) -> Transaction:
         checkout = database.connection(deadline)
         with database.reporting_errors():
@@ -166,6 +168,7 @@ class Transaction:
             now=time.monotonic() if now is None else now,
             owner=owner,
             on_end=on_end,
+            transaction_id=transaction_id,
         )
 
     def expires_at(self) -> float:
@@ -236,10 +239,10 @@ class Transaction:
         with self.database.reporting_errors(), self._watching_connection():
             async with asyncio.timeout(timeout):
                 if not savepoint:
-                    return await conn.execute_many(sql, param_sets)
+                    return await self._execute_many(sql, param_sets)
                 await conn.execute(f"SAVEPOINT {_BATCH_SAVEPOINT}", ())
                 try:
-                    rows = await conn.execute_many(sql, param_sets)
+                    rows = await self._execute_many(sql, param_sets)
                 except GatewayError:
                     if not conn.is_closed():
                         await conn.execute(f"ROLLBACK TO SAVEPOINT {_BATCH_SAVEPOINT}", ())
@@ -247,6 +250,15 @@ class Transaction:
                     raise
                 await conn.execute(f"RELEASE SAVEPOINT {_BATCH_SAVEPOINT}", ())
                 return rows
+
+    async def _execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        """The batch itself, counted (and traced) as one statement."""
+        with self.database.counted(sql, write=True) as count:
+            rows = await self._conn.execute_many(sql, param_sets)
+            count.rows = rows or 0
+        return rows
 
     async def commit(self, deadline: Deadline) -> None:
         """Commits and returns the connection. A definite refusal by the
@@ -419,8 +431,15 @@ async def execute_batch_atomically(
 class TransactionTable:
     """The open handle-based transactions of this server."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        new_id: Callable[[], str] = new_transaction_id,
+    ) -> None:
         self._clock = clock
+        #: Ids name the process that owns the transaction (see cluster.py).
+        self._new_id = new_id
         self._open: dict[str, Transaction] = {}
         # id -> (when it ended, why, owner): for TRANSACTION_EXPIRED instead of NOT_FOUND.
         self._ended: collections.OrderedDict[str, tuple[float, str, str]] = (
@@ -460,6 +479,7 @@ class TransactionTable:
             now=self._clock(),
             owner=owner,
             on_end=on_end,
+            transaction_id=self._new_id(),
         )
         self._open[tx.id] = tx
         return tx
