@@ -91,6 +91,12 @@ class SQLiteConnection(DriverConnection):
         #: A temporary object was created: the reset drops the temp schema's objects.
         self._temp_used = False
         self._query_only = False
+        #: interrupt() was called: the reset proves the connection still runs statements.
+        self._interrupted = False
+
+    def _interrupt(self) -> None:
+        self._interrupted = True
+        self._conn._conn.interrupt()
 
     def _authorize(
         self, action: int, arg1: str | None, arg2: str | None, db: str | None, _src: str | None
@@ -160,7 +166,7 @@ class SQLiteConnection(DriverConnection):
             return await step
         except asyncio.CancelledError:
             # The statement runs on aiosqlite's thread: stop it there.
-            self._conn._conn.interrupt()
+            self._interrupt()
             raise
 
     async def query(
@@ -208,7 +214,7 @@ class SQLiteConnection(DriverConnection):
                 try:
                     cur = await self._conn.executemany(sql, args)
                 except asyncio.CancelledError:
-                    self._conn._conn.interrupt()
+                    self._interrupt()
                     raise
                 try:
                     return max(cur.rowcount, 0)
@@ -265,6 +271,13 @@ class SQLiteConnection(DriverConnection):
         session state a statement can leave."""
         try:
             with translate_errors(self._database):
+                if self._interrupted:
+                    # While any statement of the connection is still active
+                    # (the cursor of a call cancelled before it got it), the
+                    # interrupt goes on stopping every statement it runs: a
+                    # connection that cannot run this one is discarded.
+                    self._interrupted = False
+                    await _run_to_end(self._conn, "SELECT 1")
                 if self._conn.in_transaction:
                     await self._conn.execute("ROLLBACK")
                 await self._writable()
