@@ -93,6 +93,9 @@ class CallOptions:
     read_only: bool = False
     #: A read's rows go out as ColumnBatches (RESULT_ENCODING_COLUMNS).
     columnar: bool = False
+    #: The caller's database role (PostgreSQL ``SET LOCAL ROLE``): outside a
+    #: transaction the statement then runs in one of its own, as that role.
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,13 +420,15 @@ class Database:
     async def read_only(self, conn: DriverConnection, options: CallOptions) -> AsyncIterator[None]:
         """With ``options.read_only``, the block runs in a read-only
         transaction on ``conn`` (PostgreSQL / MySQL ``READ ONLY``, SQLite
-        ``query_only``): the database itself refuses a write. Whatever ends
+        ``query_only``): the database itself refuses a write. With a role
+        (PostgreSQL) it runs in a transaction as that role. Whatever ends
         the block early leaves the rollback to the pool's release."""
-        if not options.read_only:
+        role = options.role if conn.has_roles else ""
+        if not options.read_only and not role:
             yield
             return
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
-            await conn.begin(TransactionMode(read_only=True))
+            await conn.begin(TransactionMode(read_only=options.read_only, role=role))
         yield
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.commit()
@@ -849,11 +854,13 @@ class Gateway:
         deadline: Deadline,
         idle_timeout: float | None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> Transaction:
         """A handle-based transaction, kept in the table until committed,
-        rolled back or expired; only ``owner`` can use it."""
+        rolled back or expired; only ``owner`` can use it. ``on_end`` is
+        called once it has ended and its connection is back."""
         return await self.transactions.begin(
-            self.database(database), mode, deadline, idle_timeout, owner
+            self.database(database), mode, deadline, idle_timeout, owner, on_end
         )
 
     async def commit(
