@@ -238,6 +238,8 @@ class GatewayServer:
         grace = self.config.server.shutdown_grace
         log.info("draining (grace %.3gs)", grace)
         await self.health.enter_graceful_shutdown()
+        # A subscription would otherwise hold the drain for the whole grace period.
+        await self.gateway.end_subscriptions()
         # The port stays open while calls drain: health checks get
         # NOT_SERVING and new calls a clear UNAVAILABLE / DRAINING, not a
         # refused connection. Only then does the server stop listening.

@@ -12,8 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_readme import _FENCE, README_ADDRESS, readme_shell_env
-from tests.support import ROOT, ServerProcess
+from tests.integration.test_readme import (
+    _FENCE,
+    README_ADDRESS,
+    needs_postgres,
+    postgres_readme_server,
+    readme_shell_env,
+)
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    create_postgres_database,
+    drop_postgres_database,
+)
 
 
 def client_examples() -> list[tuple[str, str, str | None, str | None]]:
@@ -40,6 +51,17 @@ def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def readme_postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    dsn = create_postgres_database()
+    try:
+        proc = postgres_readme_server(tmp_path_factory.mktemp("readme-client-pg"), dsn)
+        yield proc
+        proc.stop()
+    finally:
+        drop_postgres_database(dsn)
+
+
 def test_readme_shows_the_client_and_the_cli():
     examples = client_examples()
     assert sum(lang == "python" for lang, *_ in examples) >= 2
@@ -47,16 +69,17 @@ def test_readme_shows_the_client_and_the_cli():
     assert any(code.startswith("dbgateway health") for _, code, _, _ in examples)
 
 
-def test_every_readme_client_example_gives_the_output_shown(readme_server: ServerProcess):
-    env = readme_shell_env(DBGATEWAY_SERVER=readme_server.address)
+def test_every_readme_client_example_gives_the_output_shown(
+    readme_server: ServerProcess, readme_postgres_server: ServerProcess
+):
     for lang, code, out_lang, expected in client_examples():
+        server = readme_postgres_server if needs_postgres(code) else readme_server
+        env = readme_shell_env(DBGATEWAY_SERVER=server.address)
         if lang == "python":
             output = io.StringIO()
             with contextlib.redirect_stdout(output):
                 exec(
-                    compile(
-                        code.replace(README_ADDRESS, readme_server.address), "README.md", "exec"
-                    ),
+                    compile(code.replace(README_ADDRESS, server.address), "README.md", "exec"),
                     {},
                 )
             stdout, status = output.getvalue(), 0
