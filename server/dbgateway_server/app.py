@@ -128,6 +128,11 @@ class GatewayServer:
         await self.gateway.start()
         for name, db in self.gateway.databases.items():
             await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+            if db.replicas:
+                serving = db.replicas.serving
+                await self.health.set(
+                    health_key(f"{name}/replicas"), SERVING if serving else NOT_SERVING
+                )
         await self.health.set("", SERVING)
         await self.health.set(DATABASE_SERVICE, SERVING)
         await self.health.set(ADMIN_SERVICE, SERVING)

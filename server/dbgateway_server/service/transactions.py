@@ -23,6 +23,7 @@ from .calls import (
     check_sql,
     current_scope,
     duration_seconds,
+    read_preference,
     rpc,
     rpc_stream,
     statement_error,
@@ -76,6 +77,7 @@ class TransactionRpcs(Servicer):
                         request.begin.database,
                         transaction_mode(options),
                         Deadline(context.time_remaining()),
+                        read_preference(options.read_preference, "begin.options.read_preference"),
                     )
                     yield pb.TransactionResponse(
                         begun=pb.TransactionResponse.Begun(transaction_id=tx.id)
@@ -98,8 +100,12 @@ class TransactionRpcs(Servicer):
                         continue
                     yield pb.TransactionResponse(result=statement_result(result))
                 elif action == "commit":
-                    await tx.commit(Deadline(context.time_remaining()))
-                    yield pb.TransactionResponse(committed=pb.TransactionResponse.Committed())
+                    deadline = Deadline(context.time_remaining())
+                    await tx.commit(deadline)
+                    token = await tx.database.read_token(deadline)
+                    yield pb.TransactionResponse(
+                        committed=pb.TransactionResponse.Committed(read_token=token)
+                    )
                     return
                 else:
                     await tx.close()
@@ -127,6 +133,7 @@ class TransactionRpcs(Servicer):
             Deadline(context.time_remaining()),
             idle_timeout,
             current_scope().principal.name,
+            read_preference(request.options.read_preference, "options.read_preference"),
         )
         expire_time = timestamp_pb2.Timestamp()
         expire_time.FromDatetime(
@@ -138,13 +145,13 @@ class TransactionRpcs(Servicer):
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommitResponse:
-        await self._gateway.commit(
+        token = await self._gateway.commit(
             request.transaction_id,
             request.database,
             Deadline(context.time_remaining()),
             current_scope().principal.name,
         )
-        return pb.CommitResponse()
+        return pb.CommitResponse(read_token=token)
 
     @rpc
     async def Rollback(
@@ -164,15 +171,18 @@ class TransactionRpcs(Servicer):
         calls = [
             _statement(s, f"statements[{i}]", context) for i, s in enumerate(request.statements)
         ]
+        deadline = Deadline(context.time_remaining())
         results, attempts = await self._gateway.run_transaction(
             request.database,
             calls,
             transaction_mode(request.options),
-            Deadline(context.time_remaining()),
+            deadline,
             request.max_attempts,
         )
         return pb.RunTransactionResponse(
-            results=[statement_result(r) for r in results], attempts=attempts
+            results=[statement_result(r) for r in results],
+            attempts=attempts,
+            read_token=await self._gateway.read_token(request.database, deadline),
         )
 
     @rpc
@@ -196,7 +206,7 @@ class TransactionRpcs(Servicer):
             request.transaction_id,
             current_scope().principal.name,
         )
-        reply = pb.ExecuteBatchResponse(stats=stats(outcome, 0))
+        reply = pb.ExecuteBatchResponse(stats=stats(outcome, 0), read_token=outcome.read_token)
         if outcome.rows_affected is not None:
             reply.rows_affected = outcome.rows_affected
         return reply
