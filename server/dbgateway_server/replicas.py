@@ -236,9 +236,9 @@ class ReplicaSet:
                 async with asyncio.timeout(limit):
                     return await conn.replayed(token, max(wait, 0.0))
         except GatewayError as exc:
-            if exc.reason is Reason.INVALID_REQUEST:
-                raise
-            return False
+            if exc.is_infrastructure or exc.reason in (Reason.CIRCUIT_OPEN, Reason.POOL_EXHAUSTED):
+                return False
+            raise
         except TimeoutError:
             return False
 

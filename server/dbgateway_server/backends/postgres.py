@@ -94,7 +94,7 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
 
 _LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
 _REPLAY_POLL = 0.005
-_REPLAYED_SQL = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)"
+_REPLAYED_SQL = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)"
 #: A standby that replayed all it received from a walsender that is still
 #: streaming is current (an idle primary sends nothing, so the age of the
 #: last replayed transaction says nothing then). Otherwise its lag is the age
@@ -304,8 +304,11 @@ class PostgresConnection(DriverConnection):
             await self._conn.execute("SELECT 1", timeout=limit)
 
     async def replication_position(self) -> str:
+        # The insert position, not the write one: with synchronous_commit off
+        # a commit record may still sit in the WAL buffers, behind which the
+        # write position would point.
         with translate_errors(self._database):
-            return str(await self._conn.fetchval("SELECT pg_current_wal_lsn()::text"))
+            return str(await self._conn.fetchval("SELECT pg_current_wal_insert_lsn()::text"))
 
     async def replica_lag(self) -> float | None:
         with translate_errors(self._database):
