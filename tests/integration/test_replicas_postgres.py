@@ -5,6 +5,9 @@ itself: ``pg_is_in_recovery()`` is true only on the replica."""
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -405,3 +408,77 @@ def test_a_killed_replica_leaves_replica_preferred_reads_answering_and_recovers(
     )
     assert replicated.status("db/lagged/replicas") == SERVING
     assert replicated.endpoint("lagged", "replica-1").serving
+
+
+LOAD_SECONDS = 20.0
+LOAD_READERS = 6
+LOAD_WRITERS = 2
+
+
+@pytest.mark.slow
+def test_mixed_load_survives_a_replica_killed_and_restarted(replicated: Replicated) -> None:
+    """Reads (REPLICA_PREFERRED) and writes for 20 s while the replica is
+    killed and restarted: no read fails, every acknowledged write is there,
+    and the pools are back within their limits with nothing left in use."""
+    cluster = replicated.cluster
+    wait_for("the replica to be used", lambda: replicated.on_replica("lagged", REPLICA))
+    stop = threading.Event()
+    read_errors: list[str] = []
+    reads_on: collections.Counter[bool] = collections.Counter()
+    written: list[str] = []
+    write_errors: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                reads_on[replicated.on_replica("lagged", PREFERRED)] += 1
+            except grpc.RpcError as exc:
+                error = call_error(exc)
+                read_errors.append(f"{error.code.name} {error.reason}: {error.message}")
+
+    def writer(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            body = f"load-{n}-{i}"
+            i += 1
+            try:
+                replicated.insert("lagged", body)
+            except grpc.RpcError as exc:
+                write_errors.append(f"{body}: {call_error(exc).reason}")
+                continue
+            written.append(body)
+
+    with concurrent.futures.ThreadPoolExecutor(LOAD_READERS + LOAD_WRITERS) as pool:
+        futures = [pool.submit(reader) for _ in range(LOAD_READERS)]
+        futures += [pool.submit(writer, n) for n in range(LOAD_WRITERS)]
+        try:
+            time.sleep(LOAD_SECONDS / 4)
+            cluster.replica.kill()
+            time.sleep(LOAD_SECONDS / 4)
+        finally:
+            cluster.replica.start()
+            time.sleep(LOAD_SECONDS / 2)
+            stop.set()
+        for future in futures:
+            future.result()
+
+    total = sum(reads_on.values()) + len(written)
+    assert total >= 500, f"only {total} calls in {LOAD_SECONDS}s"
+    assert read_errors == []
+    assert write_errors == []  # the primary stayed up: every write was acknowledged
+    assert reads_on[True] > 0  # the replica took reads before the kill and after the restart
+    assert reads_on[False] > 0  # and the primary while it was down
+    rows = cluster.fetch(
+        cluster.primary, "SELECT count(*) FROM notes WHERE body = ANY($1::text[])", written
+    )
+    assert rows[0][0] == len(written)  # no acknowledged write lost
+    listing = replicated.admin.ListDatabases(admin_pb.ListDatabasesRequest(), timeout=5)
+    for endpoint in next(d for d in listing.databases if d.name == "lagged").endpoints:
+        wait_for(
+            f"{endpoint.name}'s connections to be back in its pool",
+            lambda name=endpoint.name: replicated.endpoint("lagged", name).pool.in_use == 0,
+            timeout=5,
+        )
+        pool_stats = replicated.endpoint("lagged", endpoint.name).pool
+        assert pool_stats.size <= pool_stats.max_size
+        assert pool_stats.waiting == 0

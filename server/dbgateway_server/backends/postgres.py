@@ -75,6 +75,13 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
         return GatewayError(
             Reason.DATABASE_UNAVAILABLE, str(exc), metadata={"engine": ENGINE, "database": database}
         )
+    if type(exc) is pgexc.InternalClientError and "cannot switch to state" in str(exc):
+        # What asyncpg raises when the server's FATAL goodbye (a crashed or
+        # killed postmaster: 57P02) lands while another operation is under
+        # way on the connection: it is gone, as lost as a reset socket.
+        return GatewayError(
+            Reason.DATABASE_UNAVAILABLE, str(exc), metadata={"engine": ENGINE, "database": database}
+        )
     for cls, reason in _CLIENT_ERRORS:
         if isinstance(exc, cls):
             return GatewayError(reason, str(exc), metadata={"engine": ENGINE, "database": database})
