@@ -1,0 +1,85 @@
+"""Which replica a read goes to: pure routing logic, with stand-in endpoints."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from dbgateway_server.config import BreakerSettings, ReadPreference
+from dbgateway_server.errors import Reason
+from dbgateway_server.replicas import ReplicaSet
+from dbgateway_server.resilience.breaker import CircuitState
+
+
+def endpoint(state: CircuitState = CircuitState.CLOSED) -> Any:
+    return SimpleNamespace(breaker=SimpleNamespace(state=state), name="orders")
+
+
+def replica_set(*endpoints: Any, default: ReadPreference = ReadPreference.PRIMARY) -> ReplicaSet:
+    primary: Any = SimpleNamespace(
+        name="orders",
+        engine="postgresql",
+        config=SimpleNamespace(
+            max_replica_lag=10.0, read_preference=default, breaker=BreakerSettings()
+        ),
+    )
+    health: list[bool] = []
+    replicas = ReplicaSet(primary, list(endpoints), on_health=health.append)
+    replicas.health = health  # type: ignore[attr-defined]
+    return replicas
+
+
+def test_the_usable_replica_with_the_fewest_calls_in_flight_is_chosen():
+    replicas = replica_set(endpoint(), endpoint(), endpoint())
+    for r, lag in zip(replicas.replicas, (0.0, 1.0, 2.0), strict=True):
+        r.lag = lag
+    first, second, third = replicas.replicas
+    first.in_flight, second.in_flight, third.in_flight = 3, 1, 2
+    assert replicas.choose() is second
+    with replicas.running(second), replicas.running(second):
+        assert replicas.choose() is third
+    assert second.in_flight == 1
+    assert replicas.choose(exclude=[second]) is third
+
+
+@pytest.mark.parametrize(
+    ("state", "lag"),
+    [
+        (CircuitState.OPEN, 0.0),
+        (CircuitState.HALF_OPEN, 0.0),
+        (CircuitState.CLOSED, None),  # unknown: unreachable or replication broken
+        (CircuitState.CLOSED, 10.5),  # beyond max_replica_lag
+    ],
+)
+def test_a_replica_that_is_down_broken_or_behind_is_not_used(state, lag):
+    replicas = replica_set(endpoint(state))
+    replicas.replicas[0].lag = lag
+    assert replicas.choose() is None
+    assert not replicas.serving
+    error = replicas.no_replica()
+    assert error.reason is Reason.NO_REPLICA_AVAILABLE
+    assert "replica-1" in error.message
+
+
+def test_a_replica_within_the_lag_bound_is_used_again_by_itself():
+    replicas = replica_set(endpoint())
+    replica = replicas.replicas[0]
+    replica.lag = 30.0
+    replicas.changed()
+    assert replicas.choose() is None
+    replica.lag = 10.0  # at the bound is within it
+    replicas.changed()
+    assert replicas.choose() is replica
+    assert replicas.health == [True]  # type: ignore[attr-defined]
+
+
+def test_an_unspecified_preference_is_the_database_default_and_none_without_replicas():
+    assert replica_set(endpoint(), default=ReadPreference.REPLICA).preference(None) is (
+        ReadPreference.REPLICA
+    )
+    assert replica_set(endpoint()).preference(ReadPreference.REPLICA_PREFERRED) is (
+        ReadPreference.REPLICA_PREFERRED
+    )
+    assert replica_set().preference(ReadPreference.REPLICA) is ReadPreference.PRIMARY
