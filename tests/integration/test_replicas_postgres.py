@@ -482,3 +482,55 @@ def test_mixed_load_survives_a_replica_killed_and_restarted(replicated: Replicat
         pool_stats = replicated.endpoint("lagged", endpoint.name).pool
         assert pool_stats.size <= pool_stats.max_size
         assert pool_stats.waiting == 0
+
+
+def test_the_python_client_carries_read_tokens_for_you(replicated: Replicated) -> None:
+    import dbgateway
+
+    cluster = replicated.cluster
+    wait_for("the replica to catch up", cluster.caught_up)
+    sql = "SELECT count(*), pg_is_in_recovery() FROM notes WHERE body = $1"
+    with dbgateway.Client(replicated.server.address) as client:
+        cluster.pause_replay()
+        try:
+            with client.read_your_writes():
+                written = client.execute(
+                    "INSERT INTO notes (body) VALUES ($1)", "client write", database="ryw"
+                )
+                assert written.read_token
+                seen = client.query(sql, "client write", database="ryw", read_preference="replica")
+                assert seen.rows == [(1, False)]  # from the primary: the replica lags
+            # Outside the block, no token: the replica's stale answer.
+            stale = client.query(sql, "client write", database="ryw", read_preference="replica")
+            assert stale.rows == [(0, True)]
+            # An explicit token works anywhere.
+            explicit = client.query(
+                sql,
+                "client write",
+                database="ryw",
+                read_preference=dbgateway.ReadPreference.REPLICA,
+                read_after=written.read_token,
+            )
+            assert explicit.rows == [(1, False)]
+        finally:
+            cluster.resume_replay()
+
+
+async def test_the_async_client_keeps_the_token_of_a_committed_transaction(
+    replicated: Replicated,
+) -> None:
+    import dbgateway
+
+    sql = "SELECT count(*) FROM notes WHERE body = $1"
+    async with dbgateway.AsyncClient(replicated.server.address) as client:
+        async with client.read_your_writes() as session:
+            async with client.transaction(database="ryw") as tx:
+                await tx.execute("INSERT INTO notes (body) VALUES ($1)", "async write")
+            assert tx.read_token
+            assert session.tokens == {"ryw": tx.read_token}
+            seen = await client.query(
+                sql, "async write", database="ryw", read_preference="replica_preferred"
+            )
+            assert seen.rows == [(1,)]
+        with pytest.raises(ValueError, match="read_preference must be one of"):
+            await client.query(sql, "x", database="ryw", read_preference="nearest")

@@ -32,6 +32,7 @@ from ._errors import (
     UniqueViolation,
 )
 from ._health import HealthStatus
+from ._replicas import ReadPreference, ReadYourWrites
 from ._result import Column, ExecuteResult, Result, StatementResult, TransactionResult
 from ._stream import AsyncRowStream, RowStream
 from ._transaction import AsyncTransaction, Isolation, Transaction
@@ -56,6 +57,8 @@ __all__ = [
     "KeepaliveConfig",
     "NotFound",
     "PermissionDenied",
+    "ReadPreference",
+    "ReadYourWrites",
     "ResourceExhausted",
     "Result",
     "RetryPolicy",
