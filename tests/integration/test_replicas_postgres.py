@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from dbgateway.v1 import admin_service_pb2 as admin_pb
 from dbgateway.v1 import admin_service_pb2_grpc, database_service_pb2_grpc
 from dbgateway.v1 import database_service_pb2 as pb
 from tests.replication import PostgresReplication, postgres_replication, wait_for
-from tests.support import ServerProcess, V, call_error
+from tests.support import BIN, ServerProcess, V, call_error
 
 pytestmark = pytest.mark.postgres
 
@@ -534,3 +535,20 @@ async def test_the_async_client_keeps_the_token_of_a_committed_transaction(
             assert seen.rows == [(1,)]
         with pytest.raises(ValueError, match="read_preference must be one of"):
             await client.query(sql, "x", database="ryw", read_preference="nearest")
+
+
+def test_the_databases_command_lists_the_endpoints(replicated: Replicated) -> None:
+    result = subprocess.run(
+        [str(BIN / "dbgateway"), "databases", "--server", replicated.server.address],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    rows = [line.split() for line in result.stdout.splitlines()]
+    endpoints = [row for row in rows if row and row[0] == "lagged" and len(row) >= 7]
+    assert [row[1:4] for row in endpoints[-2:]] == [
+        ["primary", "primary", f"127.0.0.1:{replicated.cluster.primary.port}"],
+        ["replica-1", "replica", f"127.0.0.1:{replicated.cluster.replica.port}"],
+    ]
+    assert "postgres@" not in result.stdout

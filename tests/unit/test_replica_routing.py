@@ -83,3 +83,55 @@ def test_an_unspecified_preference_is_the_database_default_and_none_without_repl
         ReadPreference.REPLICA_PREFERRED
     )
     assert replica_set().preference(ReadPreference.REPLICA) is ReadPreference.PRIMARY
+
+
+def test_the_databases_command_prints_each_endpoint_of_a_database_with_replicas():
+    from google.protobuf import duration_pb2
+
+    from dbgateway._cli import databases_table
+    from dbgateway.v1 import admin_service_pb2 as admin_pb
+
+    primary = admin_pb.EndpointInfo(
+        name="primary",
+        role=admin_pb.ENDPOINT_ROLE_PRIMARY,
+        address="db-1:5432",
+        serving=True,
+        circuit_state=admin_pb.CIRCUIT_STATE_CLOSED,
+        pool=admin_pb.PoolStats(size=2, in_use=1, max_size=10),
+    )
+    behind = admin_pb.EndpointInfo(
+        name="replica-1",
+        role=admin_pb.ENDPOINT_ROLE_REPLICA,
+        address="db-2:5432",
+        circuit_state=admin_pb.CIRCUIT_STATE_CLOSED,
+        lag=duration_pb2.Duration(seconds=12, nanos=500_000_000),
+        pool=admin_pb.PoolStats(max_size=4),
+    )
+    down = admin_pb.EndpointInfo(
+        name="replica-2",
+        role=admin_pb.ENDPOINT_ROLE_REPLICA,
+        address="db-3:5432",
+        circuit_state=admin_pb.CIRCUIT_STATE_OPEN,
+    )
+    response = admin_pb.ListDatabasesResponse(
+        databases=[
+            admin_pb.DatabaseInfo(name="orders", endpoints=[primary, behind, down]),
+            admin_pb.DatabaseInfo(name="solo", endpoints=[primary]),
+        ]
+    )
+    lines = databases_table(response).splitlines()
+    start = lines.index("") + 1
+    assert lines[start].split() == [
+        *("DATABASE", "ENDPOINT", "ROLE", "ADDRESS", "SERVING", "CIRCUIT", "LAG"),
+        *("SIZE", "IN", "USE", "WAITING", "MAX"),
+    ]
+    assert lines[start + 1].split() == [
+        *("orders", "primary", "primary", "db-1:5432", "yes", "closed", "-", "2", "1", "0", "10")
+    ]
+    assert lines[start + 2].split()[:7] == [
+        *("orders", "replica-1", "replica", "db-2:5432", "no", "closed", "12.500s")
+    ]
+    assert lines[start + 3].split()[:7] == [
+        *("orders", "replica-2", "replica", "db-3:5432", "no", "open", "?")
+    ]
+    assert len(lines) == start + 4  # a database without replicas has no endpoint rows
