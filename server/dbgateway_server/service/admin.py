@@ -80,7 +80,8 @@ def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
         circuit_state=CIRCUIT_STATES[circuit_state(db)],  # type: ignore[arg-type]
         pool=_pool(db),
         open_transactions=open_transactions,
-        endpoints=endpoint_infos(db),
+        # A database without replicas is its primary alone, shown above.
+        endpoints=endpoint_infos(db) if db.replicas else [],
     )
 
 
