@@ -101,14 +101,14 @@ class Replica:
             async with db.admitted(), db.pool.connection(limit) as conn:
                 async with asyncio.timeout(limit):
                     lag = await conn.replica_lag()
-        except (GatewayError, TimeoutError, OSError) as exc:
-            if self.lag is not None:
-                log.warning(
-                    "replica %s of database %s: lag unknown, not used for reads: %s",
-                    self.name,
-                    db.name,
-                    getattr(exc, "message", None) or str(exc) or type(exc).__name__,
-                )
+        except GatewayError as exc:
+            if exc.reason is Reason.POOL_EXHAUSTED:
+                # Every connection is busy with reads: the replica is alive and
+                # answering, so the last measurement stands until the next one.
+                return
+            self._unknown(exc)
+        except (TimeoutError, OSError) as exc:
+            self._unknown(exc)
         else:
             if lag is None and self.lag is not None:
                 log.warning(
@@ -129,6 +129,15 @@ class Replica:
                 self.max_lag,
             )
             self._on_change()
+
+    def _unknown(self, exc: BaseException) -> None:
+        if self.lag is not None:
+            log.warning(
+                "replica %s of database %s: lag unknown, not used for reads: %s",
+                self.name,
+                self.database.name,
+                getattr(exc, "message", None) or str(exc) or type(exc).__name__,
+            )
 
     async def _monitor(self) -> None:
         while True:

@@ -135,3 +135,45 @@ def test_the_databases_command_prints_each_endpoint_of_a_database_with_replicas(
         *("orders", "replica-2", "replica", "db-3:5432", "no", "open", "?")
     ]
     assert len(lines) == start + 4  # a database without replicas has no endpoint rows
+
+
+def test_metrics_and_the_access_log_name_the_endpoint(caplog):
+    import logging
+
+    from dbgateway_server.config import Config, DatabaseConfig, Engine, PoolSettings, ServerConfig
+    from dbgateway_server.gateway import Gateway
+    from dbgateway_server.observability import Observability
+    from dbgateway_server.replicas import routed_to
+
+    orders = DatabaseConfig(
+        name="orders",
+        dsn="postgresql://app:secret@127.0.0.1:1/orders",
+        engine=Engine.POSTGRES,
+        replicas=("postgresql://app:secret@127.0.0.1:2/orders",),
+        replica_pool=PoolSettings(max_size=3),
+    )
+    gateway = Gateway(Config(server=ServerConfig(), databases={"orders": orders}))
+    obs = Observability(ServerConfig(), gateway)
+    registry = obs.metrics.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("dbgateway_pool_max_connections", database="orders", endpoint="primary") == 10
+    assert value("dbgateway_pool_max_connections", database="orders", endpoint="replica-1") == 3
+    # Never measured yet: not usable, and no lag sample rather than a made-up one.
+    assert value("dbgateway_replica_usable", database="orders", endpoint="replica-1") == 0
+    assert value("dbgateway_replica_lag_seconds", database="orders", endpoint="replica-1") is None
+
+    with caplog.at_level(logging.INFO, logger="dbgateway.access"):
+        read = obs.begin("Query", request_id="r1", database="orders")
+        routed_to("replica-1")
+        obs.end(read)
+        write = obs.begin("Execute", request_id="r2", database="orders")
+        obs.end(write)
+    labels = {"database": "orders", "code": "OK"}
+    assert value("dbgateway_requests_total", method="Query", endpoint="replica-1", **labels) == 1
+    assert value("dbgateway_requests_total", method="Execute", endpoint="primary", **labels) == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "dbgateway.access"]
+    assert "endpoint=replica-1" in lines[0]
+    assert "endpoint=primary" in lines[1]
