@@ -191,7 +191,7 @@ class Database:
     Each configured replica is a ``Database`` too (an endpoint with its own
     pool, breaker and prober), held in :attr:`replicas`; reads outside a
     transaction and read-only transactions go where their read preference
-    says (:meth:`read`, :meth:`read_stream`, :meth:`begin_on_endpoint`).
+    says (:meth:`read`, :meth:`read_stream`, :meth:`transaction_on_endpoint`).
     """
 
     def __init__(
@@ -445,16 +445,17 @@ class Database:
                     break
             yield rows
 
-    async def begin_on_endpoint(
+    async def transaction_on_endpoint(
         self,
         read_only: bool,
         preference: ReadPreference | None,
         deadline: Deadline,
         begin: Callable[[Database], Awaitable[T]],
     ) -> T:
-        """Begins a transaction (``begin(endpoint)``) where it must run: a
-        read-only one where its read preference says, any other on the
-        primary. Every call in it then stays on that endpoint."""
+        """Begins a transaction (``begin(endpoint)``, which may also run it to
+        the end) where it must run: a read-only one where its read preference
+        says, any other on the primary. Every call in it then stays on that
+        endpoint. A replica that fails to begin it hands it on, as a read."""
         if not read_only:
             return await begin(self)
         options = CallOptions(deadline=deadline, read_preference=preference)
@@ -778,9 +779,14 @@ class Gateway:
         mode: TransactionMode,
         deadline: Deadline,
         max_attempts: int,
+        read_preference: ReadPreference | None = None,
     ) -> tuple[list[ResultSet | ExecResult], int]:
-        return await run_atomically(
-            self.database(database), statements, mode, deadline, max_attempts
+        """RunTransaction: a read-only one runs where ``read_preference`` says."""
+        return await self.database(database).transaction_on_endpoint(
+            mode.read_only,
+            read_preference,
+            deadline,
+            lambda endpoint: run_atomically(endpoint, statements, mode, deadline, max_attempts),
         )
 
     async def open_transaction(
@@ -793,7 +799,7 @@ class Gateway:
         """A transaction for one caller that keeps it to itself (the stream);
         the caller must close it. A read-only one runs where
         ``read_preference`` says."""
-        return await self.database(database).begin_on_endpoint(
+        return await self.database(database).transaction_on_endpoint(
             mode.read_only,
             read_preference,
             deadline,
@@ -816,7 +822,7 @@ class Gateway:
         """A handle-based transaction, kept in the table until committed,
         rolled back or expired; only ``owner`` can use it. A read-only one
         runs where ``read_preference`` says, and every call on it stays there."""
-        return await self.database(database).begin_on_endpoint(
+        return await self.database(database).transaction_on_endpoint(
             mode.read_only,
             read_preference,
             deadline,

@@ -205,6 +205,24 @@ def test_a_read_only_handle_transaction_with_replica_runs_there_and_the_database
         db.Rollback(pb.RollbackRequest(transaction_id=begun.transaction_id), timeout=10)
 
 
+def test_a_read_only_run_transaction_with_replica_runs_on_the_replica(
+    replicated: Replicated,
+) -> None:
+    def run(read_only: bool) -> bool:
+        reply = replicated.db.RunTransaction(
+            pb.RunTransactionRequest(
+                database="ryw",
+                statements=[pb.Statement(sql="SELECT pg_is_in_recovery()")],
+                options=pb.TransactionOptions(read_only=read_only, read_preference=REPLICA),
+            ),
+            timeout=10,
+        )
+        return reply.results[0].rows[0].values[0].bool_value
+
+    assert run(read_only=True) is True
+    assert run(read_only=False) is False  # read-write: the primary, whatever it asks
+
+
 def test_a_read_write_transaction_runs_on_the_primary_whatever_it_asks(
     replicated: Replicated,
 ) -> None:

@@ -178,6 +178,7 @@ class TransactionRpcs(Servicer):
             transaction_mode(request.options),
             deadline,
             request.max_attempts,
+            read_preference(request.options.read_preference, "options.read_preference"),
         )
         return pb.RunTransactionResponse(
             results=[statement_result(r) for r in results],
