@@ -225,6 +225,16 @@ def test_read_after_a_gtid_token_sees_the_write_while_the_replica_is_behind(
     )
 
 
+def test_a_read_token_that_is_not_a_gtid_is_refused_as_invalid(replicated: Replicated) -> None:
+    for token in ("abc", "0-1", "0-1-2;SELECT 1", "0/3000148"):
+        with pytest.raises(grpc.RpcError) as info:
+            replicated.count("x", read_preference=REPLICA, read_after=token)
+        error = call_error(info.value)
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT, token
+        assert error.field_violations[0][0] == "options.read_after"
+    assert replicated.server_id(REPLICA) == REPLICA_ID  # and it keeps serving
+
+
 def test_a_killed_replica_leaves_replica_preferred_reads_answering_and_recovers(
     replicated: Replicated,
 ) -> None:

@@ -396,6 +396,17 @@ def test_a_read_token_that_is_not_one_is_refused_as_invalid(replicated: Replicat
     )
 
 
+def test_an_unknown_read_preference_is_refused_as_invalid(replicated: Replicated) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        replicated.on_replica("lagged", 99)
+    error = call_error(info.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.field_violations == [("options.read_preference", "unknown read preference 99")]
+    with pytest.raises(grpc.RpcError) as info:
+        replicated.count("ryw", "x", read_preference=REPLICA, read_after="0/1" * 2000)
+    assert call_error(info.value).code == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_a_killed_replica_leaves_replica_preferred_reads_answering_and_recovers(
     replicated: Replicated,
 ) -> None:

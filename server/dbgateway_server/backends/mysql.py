@@ -64,8 +64,12 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
 _SERVER_STATUS_IN_TRANS = 1
 
 
-#: A MariaDB GTID list (domain-server-seq, comma-separated) or a MySQL GTID set.
-_GTID_RE = re.compile(r"^[0-9A-Za-z:,\-\s]{1,4096}$")
+#: A MariaDB GTID list: domain-server-seq, comma-separated.
+_MARIADB_GTID_RE = re.compile(r"^\d{1,10}-\d{1,10}-\d{1,20}(,\d{1,10}-\d{1,10}-\d{1,20})*$")
+#: A MySQL GTID set: uuid:interval[:interval...], comma-separated.
+_MYSQL_GTID_RE = re.compile(
+    r"^[0-9a-fA-F-]{36}(:\d+(-\d+)?)+(,\s*[0-9a-fA-F-]{36}(:\d+(-\d+)?)+)*$"
+)
 
 
 class MySQLConnection(DriverConnection):
@@ -292,7 +296,8 @@ class MySQLConnection(DriverConnection):
         return None if lag is None else float(lag)
 
     async def replayed(self, position: str, wait: float) -> bool:
-        if not _GTID_RE.match(position):
+        pattern = _MARIADB_GTID_RE if self._mariadb else _MYSQL_GTID_RE
+        if len(position) > 4096 or not pattern.match(position):
             raise invalid_request("options.read_after", "not a read_token of this MySQL database")
         quoted = self._conn.escape(position)
         if self._mariadb:
