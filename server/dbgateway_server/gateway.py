@@ -208,12 +208,10 @@ class Database:
         #: ``primary``, or the replica's name (``replica-1``, ...).
         self.endpoint = endpoint
         self.backend = backend
-        self.pool = ConnectionPool(config.name, backend.connect, config.pool)
-        self.breaker = CircuitBreaker(
-            config.name if endpoint == PRIMARY else f"{config.name}/{endpoint}",
-            config.breaker,
-            on_change=self._on_circuit,
-        )
+        # How its pool and breaker name it in logs: a replica says which it is.
+        label = config.name if endpoint == PRIMARY else f"{config.name}/{endpoint}"
+        self.pool = ConnectionPool(label, backend.connect, config.pool)
+        self.breaker = CircuitBreaker(label, config.breaker, on_change=self._on_circuit)
         self._listener = listener
         self._retry_listener = retry_listener
         #: Every transaction holding a connection of this database right now:
@@ -363,8 +361,18 @@ class Database:
                 on_retry=self.retried,
             )
         except GatewayError as exc:
-            raise exc.with_metadata(database=self.name, engine=self.engine) from None
+            raise self.named(exc) from None
         return Outcome(result=result, elapsed=time.monotonic() - started, attempts=attempts)
+
+    def named(self, error: GatewayError) -> GatewayError:
+        """Names this database (and a replica's endpoint) in ``error``: a
+        replica's pool and breaker call themselves ``<name>/replica-N`` in
+        logs, but a caller's ErrorInfo names the configured database."""
+        error.with_metadata(database=self.name, engine=self.engine)
+        if self.endpoint != PRIMARY:
+            error.metadata["database"] = self.name
+            error.metadata["endpoint"] = self.endpoint
+        return error
 
     def retried(self, error: GatewayError) -> None:
         """One more attempt is about to run after ``error`` (counted in metrics)."""
@@ -573,7 +581,7 @@ class Database:
                 metadata={"database": self.name, "engine": self.engine},
             ) from None
         except GatewayError as exc:
-            raise exc.with_metadata(database=self.name, engine=self.engine) from None
+            raise self.named(exc) from None
 
     def limits(self, options: CallOptions) -> ResultLimits:
         return ResultLimits(

@@ -93,7 +93,7 @@ def _config(cluster: PostgresReplication) -> str:
     primary, replica = cluster.primary.dsn, cluster.replica.dsn
     common = (
         f'dsn = "{primary}"\nreplicas = ["{replica}"]\nconnect_timeout = 1\n'
-        "pool = { min_size = 1, max_size = 6, acquire_timeout = 3 }\n"
+        "pool = { min_size = 1, max_size = 10, acquire_timeout = 3 }\n"
         "breaker = { open_time = 1, max_open_time = 2 }\n"
     )
     return (
@@ -201,6 +201,8 @@ def test_a_read_only_handle_transaction_with_replica_runs_there_and_the_database
             )
         error = call_error(info.value)
         assert error.metadata.get("sqlstate") == "25006"  # read_only_sql_transaction
+        # The configured database, and the endpoint that refused it.
+        assert (error.metadata["database"], error.metadata["endpoint"]) == ("ryw", "replica-1")
     finally:
         db.Rollback(pb.RollbackRequest(transaction_id=begun.transaction_id), timeout=10)
 
@@ -273,7 +275,7 @@ def test_list_databases_shows_each_endpoint_without_credentials(replicated: Repl
     assert replica.circuit_state == admin_pb.CIRCUIT_STATE_CLOSED
     assert replica.HasField("lag")
     assert replica.lag.ToTimedelta().total_seconds() < MAX_LAG
-    assert replica.pool.max_size == 6
+    assert replica.pool.max_size == 10
     assert "postgres@" not in str(listing)
     assert replicated.status("db/lagged/replicas") == SERVING
 
