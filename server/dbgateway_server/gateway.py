@@ -6,7 +6,9 @@ policy (:mod:`.resilience.retry`), on a connection checked out of the pool
 within the caller's deadline, with the rest of that deadline (capped by the
 database's ``statement_timeout``) as the statement's timeout. Transactions
 (:mod:`.transactions`) hold a connection across calls; the gateway owns the
-table of handle-based ones.
+table of handle-based ones. A database with read replicas sends its reads
+and read-only transactions to the endpoint their read preference picks
+(:mod:`.replicas`); writes always run on the primary.
 """
 
 from __future__ import annotations
