@@ -1042,8 +1042,13 @@ class Gateway:
         )
 
     async def read_token(self, database: str, deadline: Deadline) -> str:
-        """The ``read_token`` for writes just committed on ``database``."""
-        return await self.database(database).read_token(deadline)
+        """The ``read_token`` for writes just committed on ``database``
+        (empty when a reload removed it meanwhile: the write still committed)."""
+        try:
+            db = self.database(database)
+        except GatewayError:
+            return ""
+        return await db.read_token(deadline)
 
     async def begin(
         self,
@@ -1070,7 +1075,9 @@ class Gateway:
         """Commits; returns the ``read_token`` of what it wrote (empty on a
         database without replicas)."""
         endpoint = await self.transactions.commit(transaction_id, database, deadline, owner)
-        return await self.database(endpoint.name).read_token(deadline)
+        # The endpoint itself, not a lookup by name: a reload may have removed
+        # the name while the transaction finished.
+        return await endpoint.read_token(deadline)
 
     async def rollback(self, transaction_id: str, database: str, owner: str = "") -> None:
         await self.transactions.rollback(transaction_id, database, owner)

@@ -219,6 +219,8 @@ def test_read_after_a_gtid_token_sees_the_write_while_the_replica_is_behind(
         cluster.replica.fetch("CHANGE MASTER TO MASTER_DELAY = 0")
         cluster.replica.fetch("START SLAVE")
     wait_for("the replica to catch up", cluster.caught_up)
+    # Its lag was unknown while the SQL thread stopped; the monitor sees it again.
+    wait_for("the replica to be usable", lambda: replicated.endpoint("replica-1").serving)
     assert replicated.count("mine", read_preference=REPLICA, read_after=written.read_token) == (
         1,
         REPLICA_ID,
@@ -226,6 +228,7 @@ def test_read_after_a_gtid_token_sees_the_write_while_the_replica_is_behind(
 
 
 def test_a_read_token_that_is_not_a_gtid_is_refused_as_invalid(replicated: Replicated) -> None:
+    wait_for("the replica to be usable", lambda: replicated.endpoint("replica-1").serving)
     for token in ("abc", "0-1", "0-1-2;SELECT 1", "0/3000148"):
         with pytest.raises(grpc.RpcError) as info:
             replicated.count("x", read_preference=REPLICA, read_after=token)

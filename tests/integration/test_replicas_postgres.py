@@ -409,6 +409,30 @@ def test_an_unknown_read_preference_is_refused_as_invalid(replicated: Replicated
     assert call_error(info.value).code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+def test_a_reload_adds_replicas_to_a_database_and_takes_them_away(replicated: Replicated) -> None:
+    from tests.integration.test_reload import reload
+
+    cluster, server = replicated.cluster, replicated.server
+    original = _config(cluster)
+    plain = f'[databases.added]\ndsn = "{cluster.primary.dsn}"\n'
+    reload(server, original + plain)
+    assert not replicated.on_replica("added", PREFERRED)  # no replicas: the primary
+    with_replica = plain + f'replicas = ["{cluster.replica.dsn}"]\n'
+    try:
+        reload(server, original + with_replica)
+        wait_for(
+            "db/added/replicas SERVING",
+            lambda: replicated.status("db/added/replicas") == SERVING,
+            timeout=10,
+        )
+        assert replicated.on_replica("added", PREFERRED)
+        reload(server, original + plain)
+        assert not replicated.on_replica("added", PREFERRED)
+        assert replicated.status("db/added/replicas") == NOT_SERVING
+    finally:
+        reload(server, original)
+
+
 def test_a_killed_replica_leaves_replica_preferred_reads_answering_and_recovers(
     replicated: Replicated,
 ) -> None:
