@@ -258,6 +258,9 @@ class ServerConfig:
     max_concurrent_calls: int = 1000
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Notifications queued per subscriber; one that falls further behind is
+    #: ended with RESOURCE_EXHAUSTED rather than buffered without limit.
+    subscription_queue: int = 1000
     #: Distinct statements whose statistics are kept (AdminService/ListStatements);
     #: the least recently executed are forgotten beyond it. 0: none are kept.
     statement_stats: int = 1000
@@ -282,7 +285,12 @@ class ServerConfig:
             "max_request_bytes",
             f"must be between 1024 and {MAX_MESSAGE_BYTES}, got {self.max_request_bytes}",
         )
-        for name in ("max_sql_length", "max_parameters", "max_concurrent_calls"):
+        for name in (
+            "max_sql_length",
+            "max_parameters",
+            "max_concurrent_calls",
+            "subscription_queue",
+        ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
         _require(

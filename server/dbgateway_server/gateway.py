@@ -43,6 +43,7 @@ from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
 from .statement_stats import StatementStatistics, normalize
 from .statements import check_statement, first_keyword
+from .subscriptions import Subscription, SubscriptionHub
 from .transactions import (
     StatementCall,
     Transaction,
@@ -824,6 +825,7 @@ class Gateway:
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable(new_id=transaction_ids)
+        self.subscriptions = SubscriptionHub(config.server.subscription_queue)
         #: Databases a reload removed, by name, while their last calls and
         #: transactions finish: new calls naming them are refused.
         self.removed: dict[str, Database] = {}
@@ -845,11 +847,25 @@ class Gateway:
         cancelled: open transactions are rolled back (their connections come
         back to the pools rolled back or are discarded), then every database's
         background probe stops and its pool closes."""
+        await self.subscriptions.close()
         await self.transactions.close()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(db.close() for db in self.databases.values()))
+
+    async def subscribe(
+        self, database: str, channels: Sequence[str], deadline: Deadline
+    ) -> Subscription:
+        """A live subscription to ``channels`` of ``database`` (through its one
+        listening connection); the caller must close it."""
+        return await self.subscriptions.subscribe(self.database(database), channels, deadline)
+
+    async def end_subscriptions(self) -> None:
+        """Ends every subscription (UNAVAILABLE) and closes the listening
+        connections: they never finish by themselves, so a drain ends them
+        first."""
+        await self.subscriptions.close()
 
     async def reconfigure(self, config: Config) -> Reconfiguration:
         """Takes the databases of a reloaded configuration. An unchanged
@@ -891,7 +907,10 @@ class Gateway:
 
     async def _retire(self, db: Database) -> None:
         """Waits until nothing uses ``db`` any more (or its transactions have
-        outlived their maximum lifetime), then closes its pool."""
+        outlived their maximum lifetime), then closes its pool. Its
+        subscriptions end at once (they never finish by themselves); their
+        callers subscribe again, to the database as now configured."""
+        await self.subscriptions.retire(db)
         deadline = time.monotonic() + RETIRE_LIMIT
         endpoints = [db, *(r.database for r in db.replicas.replicas)]
         while time.monotonic() < deadline:

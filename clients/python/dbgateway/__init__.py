@@ -35,6 +35,7 @@ from ._health import HealthStatus
 from ._replicas import ReadPreference, ReadYourWrites
 from ._result import Column, ExecuteResult, Result, StatementResult, TransactionResult
 from ._stream import AsyncRowStream, RowStream
+from ._subscription import AsyncSubscription, Notification, Subscription
 from ._transaction import AsyncTransaction, Isolation, Transaction
 from ._values import Interval, Json
 
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "AsyncClient",
     "AsyncRowStream",
+    "AsyncSubscription",
     "AsyncTransaction",
     "Client",
     "ClientConfig",
@@ -56,6 +58,7 @@ __all__ = [
     "Json",
     "KeepaliveConfig",
     "NotFound",
+    "Notification",
     "PermissionDenied",
     "ReadPreference",
     "ReadYourWrites",
@@ -65,6 +68,7 @@ __all__ = [
     "RowStream",
     "SqlError",
     "StatementResult",
+    "Subscription",
     "TLSConfig",
     "Transaction",
     "TransactionAborted",

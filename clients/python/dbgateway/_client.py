@@ -29,6 +29,7 @@ from ._result import (
     rows_of_batches,
 )
 from ._stream import AsyncRowStream, RowStream, no_columns_error
+from ._subscription import AsyncSubscription, Subscription, subscribe_request
 from ._tracing import with_trace_context
 from ._transaction import (
     AsyncTransaction,
@@ -439,6 +440,18 @@ class AsyncClient:
 
         return AsyncRowStream(lambda: self._retrying(attempt, timeout))
 
+    def subscribe(self, database: str, *channels: str) -> AsyncSubscription:
+        """Listens on PostgreSQL notification channels (``Subscribe``):
+        ``async for n in db.subscribe("orders", "orders", "payments")`` yields
+        a :class:`Notification` per NOTIFY, in the order PostgreSQL sent them
+        (``n.gap`` after the gateway had to reconnect). ``async with`` it to
+        wait until LISTEN is in place and to unsubscribe on leaving. Raises
+        DbGatewayError: UNIMPLEMENTED on an engine without LISTEN/NOTIFY,
+        ResourceExhausted when the caller fell too far behind, Unavailable
+        when the server drains."""
+        request = subscribe_request(database, channels)
+        return AsyncSubscription(lambda: self._stub.Subscribe(request, metadata=self._metadata))
+
     async def execute_batch(
         self,
         sql: str,
@@ -709,6 +722,12 @@ class Client:
             return call, first
 
         return RowStream(lambda: self._retrying(attempt, timeout))
+
+    def subscribe(self, database: str, *channels: str) -> Subscription:
+        """Listens on PostgreSQL notification channels (see
+        :meth:`AsyncClient.subscribe`): ``for n in db.subscribe(...)``."""
+        request = subscribe_request(database, channels)
+        return Subscription(lambda: self._stub.Subscribe(request, metadata=self._metadata))
 
     def execute_batch(
         self,

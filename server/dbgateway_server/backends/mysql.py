@@ -351,6 +351,11 @@ class _MySQLRows(RowStream):
 
 class MySQLBackend(Backend):
     engine = ENGINE
+    #: MySQL and MariaDB have no notification channels for a client to listen on.
+    no_notifications = (
+        "MySQL/MariaDB has no LISTEN/NOTIFY (the server cannot push notifications "
+        "to a client); subscriptions need a PostgreSQL database"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -22,6 +22,9 @@ from .base import (
     Backend,
     DriverConnection,
     ExecResult,
+    ListeningConnection,
+    LostCallback,
+    NotificationCallback,
     ResultSet,
     RowStream,
     TransactionMode,
@@ -29,6 +32,8 @@ from .base import (
 )
 
 ENGINE = "postgresql"
+#: The application_name of the one listening connection per database.
+LISTEN_APPLICATION_NAME = "dbgateway-listen"
 
 #: asyncpg client-side errors that are not PostgresError, and what they mean.
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], Reason], ...] = (
@@ -379,17 +384,66 @@ def _interval_identity(value: Any) -> Any:
     return value
 
 
+class PostgresListeningConnection(ListeningConnection):
+    """An asyncpg connection that only LISTENs. asyncpg hands each
+    notification to the callback through the event loop in the order the
+    server sent them, and calls the termination listener once the
+    connection is gone, however it went."""
+
+    def __init__(
+        self,
+        conn: Any,
+        database: str,
+        on_notification: NotificationCallback,
+        on_lost: LostCallback,
+    ) -> None:
+        self._conn = conn
+        self._database = database
+        self._on_notification = on_notification
+        self._on_lost = on_lost
+        conn.add_termination_listener(self._terminated)
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._on_notification(channel, payload, pid)
+
+    def _terminated(self, conn: Any) -> None:
+        self._on_lost()
+
+    async def listen(self, channel: str) -> None:
+        # asyncpg quotes the channel as an identifier before it sends LISTEN.
+        with translate_errors(self._database):
+            await self._conn.add_listener(channel, self._notified)
+
+    async def unlisten(self, channel: str) -> None:
+        with translate_errors(self._database):
+            await self._conn.remove_listener(channel, self._notified)
+
+    async def ping(self, limit: float) -> None:
+        with translate_errors(self._database):
+            await self._conn.execute("SELECT 1", timeout=limit)
+
+    def is_closed(self) -> bool:
+        return bool(self._conn.is_closed())
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._conn.close(), 2.0)
+        except Exception:
+            self._conn.terminate()
+
+
 class PostgresBackend(Backend):
     engine = ENGINE
 
-    async def connect(self) -> DriverConnection:
+    async def _open(self, application_name: str) -> Any:
+        """A new asyncpg connection, or the GatewayError that says why not."""
         name = self.config.name
         with translate_errors(name):
             try:
-                conn = await asyncpg.connect(
+                return await asyncpg.connect(
                     self.config.dsn,
                     timeout=self.config.connect_timeout,
-                    server_settings={"application_name": "dbgateway"},
+                    server_settings={"application_name": application_name},
                 )
             except TimeoutError:
                 raise GatewayError(
@@ -405,6 +459,11 @@ class PostgresBackend(Backend):
                     f"cannot connect to PostgreSQL: {exc}",
                     metadata={"sqlstate": exc.sqlstate, "engine": ENGINE, "database": name},
                 ) from exc
+
+    async def connect(self) -> DriverConnection:
+        name = self.config.name
+        conn = await self._open("dbgateway")
+        with translate_errors(name):
             # Intervals as (months, days, microseconds): exact, unlike timedelta.
             await conn.set_type_codec(
                 "interval",
@@ -416,3 +475,10 @@ class PostgresBackend(Backend):
         version = conn.get_server_version()
         self.server_version = f"{version.major}.{version.minor}"
         return PostgresConnection(conn, name)
+
+    async def connect_listener(
+        self, on_notification: NotificationCallback, on_lost: LostCallback
+    ) -> ListeningConnection:
+        # Its own application_name, so operators tell it from pooled connections.
+        conn = await self._open(LISTEN_APPLICATION_NAME)
+        return PostgresListeningConnection(conn, self.config.name, on_notification, on_lost)

@@ -12,10 +12,11 @@ from ..gateway import Gateway
 from ..observability import Observability
 from ..security import Guard
 from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
+from .subscriptions import SubscriptionRpcs
 from .transactions import TransactionRpcs
 
 
-class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
+class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServiceServicer):
     def __init__(self, gateway: Gateway, observability: Observability, guard: Guard) -> None:
         self._gateway = gateway
         self.observability = observability

@@ -22,83 +22,84 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dbgateway.v1 import subscription_pb2 as dbgateway_dot_v1_dot_subscription__pb2
 from dbgateway.v1 import value_pb2 as dbgateway_dot_v1_dot_value__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#dbgateway/v1/database_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x18\x64\x62gateway/v1/value.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xea\x01\n\x0eRequestOptions\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12.\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1c.dbgateway.v1.ResultEncoding\x12\x35\n\x0fread_preference\x18\x06 \x01(\x0e\x32\x1c.dbgateway.v1.ReadPreference\x12\x12\n\nread_after\x18\x07 \x01(\t\"\\\n\x0e\x45xecutionStats\x12*\n\x07\x65lapsed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\x99\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xca\x01\n\rQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x31\n\x0e\x63olumn_batches\x18\x05 \x03(\x0b\x32\x19.dbgateway.v1.ColumnBatch\"\x9b\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xe1\x01\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x04 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12+\n\x05stats\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x12\n\nread_token\x18\x06 \x01(\tB\x11\n\x0f_last_insert_id\"/\n\x08ParamSet\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.dbgateway.v1.Value\"\xa7\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12*\n\nparam_sets\x18\x03 \x03(\x0b\x32\x16.dbgateway.v1.ParamSet\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\x85\x01\n\x14\x45xecuteBatchResponse\x12\x1a\n\rrows_affected\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x12\n\nread_token\x18\x03 \x01(\tB\x10\n\x0e_rows_affected\"\xd4\x01\n\x12TransactionOptions\x12/\n\tisolation\x18\x01 \x01(\x0e\x32\x1c.dbgateway.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x12\n\ndeferrable\x18\x03 \x01(\x08\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x0fread_preference\x18\x05 \x01(\x0e\x32\x1c.dbgateway.v1.ReadPreference\"l\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\xd6\x01\n\x0fStatementResult\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x11\n\x0f_last_insert_id\"\x9f\x01\n\x15RunTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12+\n\nstatements\x18\x02 \x03(\x0b\x32\x17.dbgateway.v1.Statement\x12\x31\n\x07options\x18\x03 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\"n\n\x16RunTransactionResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dbgateway.v1.StatementResult\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x12\n\nread_token\x18\x03 \x01(\t\"\xe3\x02\n\x12TransactionRequest\x12\x37\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32&.dbgateway.v1.TransactionRequest.BeginH\x00\x12,\n\tstatement\x18\x02 \x01(\x0b\x32\x17.dbgateway.v1.StatementH\x00\x12\x39\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\'.dbgateway.v1.TransactionRequest.CommitH\x00\x12=\n\x08rollback\x18\x04 \x01(\x0b\x32).dbgateway.v1.TransactionRequest.RollbackH\x00\x1aL\n\x05\x42\x65gin\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x1a\x08\n\x06\x43ommit\x1a\n\n\x08RollbackB\x08\n\x06\x61\x63tion\"\xe0\x02\n\x13TransactionResponse\x12\x38\n\x05\x62\x65gun\x18\x01 \x01(\x0b\x32\'.dbgateway.v1.TransactionResponse.BegunH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.dbgateway.v1.StatementResultH\x00\x12@\n\tcommitted\x18\x03 \x01(\x0b\x32+.dbgateway.v1.TransactionResponse.CommittedH\x00\x12\x43\n\x0brolled_back\x18\x04 \x01(\x0b\x32,.dbgateway.v1.TransactionResponse.RolledBackH\x00\x1a\x1f\n\x05\x42\x65gun\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x1a\x1f\n\tCommitted\x12\x12\n\nread_token\x18\x01 \x01(\t\x1a\x0c\n\nRolledBackB\x07\n\x05\x65vent\"^\n\x17\x42\x65ginTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\"c\n\x18\x42\x65ginTransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"$\n\x0e\x43ommitResponse\x12\x12\n\nread_token\x18\x01 \x01(\t\";\n\x0fRollbackRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x12\n\x10RollbackResponse\"\xce\x01\n\x13StreamQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12/\n\x0c\x63olumn_batch\x18\x05 \x01(\x0b\x32\x19.dbgateway.v1.ColumnBatch*\x92\x01\n\x0eReadPreference\x12\x1f\n\x1bREAD_PREFERENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17READ_PREFERENCE_PRIMARY\x10\x01\x12%\n!READ_PREFERENCE_REPLICA_PREFERRED\x10\x02\x12\x1b\n\x17READ_PREFERENCE_REPLICA\x10\x03*h\n\x0eResultEncoding\x12\x1f\n\x1bRESULT_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14RESULT_ENCODING_ROWS\x10\x01\x12\x1b\n\x17RESULT_ENCODING_COLUMNS\x10\x02*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32\xea\x05\n\x0f\x44\x61tabaseService\x12@\n\x05Query\x12\x1a.dbgateway.v1.QueryRequest\x1a\x1b.dbgateway.v1.QueryResponse\x12\x46\n\x07\x45xecute\x12\x1c.dbgateway.v1.ExecuteRequest\x1a\x1d.dbgateway.v1.ExecuteResponse\x12U\n\x0c\x45xecuteBatch\x12!.dbgateway.v1.ExecuteBatchRequest\x1a\".dbgateway.v1.ExecuteBatchResponse\x12[\n\x0eRunTransaction\x12#.dbgateway.v1.RunTransactionRequest\x1a$.dbgateway.v1.RunTransactionResponse\x12V\n\x0bTransaction\x12 .dbgateway.v1.TransactionRequest\x1a!.dbgateway.v1.TransactionResponse(\x01\x30\x01\x12\x61\n\x10\x42\x65ginTransaction\x12%.dbgateway.v1.BeginTransactionRequest\x1a&.dbgateway.v1.BeginTransactionResponse\x12\x43\n\x06\x43ommit\x12\x1b.dbgateway.v1.CommitRequest\x1a\x1c.dbgateway.v1.CommitResponse\x12I\n\x08Rollback\x12\x1d.dbgateway.v1.RollbackRequest\x1a\x1e.dbgateway.v1.RollbackResponse\x12N\n\x0bStreamQuery\x12\x1a.dbgateway.v1.QueryRequest\x1a!.dbgateway.v1.StreamQueryResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#dbgateway/v1/database_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x1f\x64\x62gateway/v1/subscription.proto\x1a\x18\x64\x62gateway/v1/value.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xea\x01\n\x0eRequestOptions\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12.\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1c.dbgateway.v1.ResultEncoding\x12\x35\n\x0fread_preference\x18\x06 \x01(\x0e\x32\x1c.dbgateway.v1.ReadPreference\x12\x12\n\nread_after\x18\x07 \x01(\t\"\\\n\x0e\x45xecutionStats\x12*\n\x07\x65lapsed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\x99\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xca\x01\n\rQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x31\n\x0e\x63olumn_batches\x18\x05 \x03(\x0b\x32\x19.dbgateway.v1.ColumnBatch\"\x9b\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xe1\x01\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x04 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12+\n\x05stats\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x12\n\nread_token\x18\x06 \x01(\tB\x11\n\x0f_last_insert_id\"/\n\x08ParamSet\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.dbgateway.v1.Value\"\xa7\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12*\n\nparam_sets\x18\x03 \x03(\x0b\x32\x16.dbgateway.v1.ParamSet\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\x85\x01\n\x14\x45xecuteBatchResponse\x12\x1a\n\rrows_affected\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x12\n\nread_token\x18\x03 \x01(\tB\x10\n\x0e_rows_affected\"\xd4\x01\n\x12TransactionOptions\x12/\n\tisolation\x18\x01 \x01(\x0e\x32\x1c.dbgateway.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x12\n\ndeferrable\x18\x03 \x01(\x08\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x35\n\x0fread_preference\x18\x05 \x01(\x0e\x32\x1c.dbgateway.v1.ReadPreference\"l\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\xd6\x01\n\x0fStatementResult\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x11\n\x0f_last_insert_id\"\x9f\x01\n\x15RunTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12+\n\nstatements\x18\x02 \x03(\x0b\x32\x17.dbgateway.v1.Statement\x12\x31\n\x07options\x18\x03 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\"n\n\x16RunTransactionResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dbgateway.v1.StatementResult\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\x12\x12\n\nread_token\x18\x03 \x01(\t\"\xe3\x02\n\x12TransactionRequest\x12\x37\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32&.dbgateway.v1.TransactionRequest.BeginH\x00\x12,\n\tstatement\x18\x02 \x01(\x0b\x32\x17.dbgateway.v1.StatementH\x00\x12\x39\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\'.dbgateway.v1.TransactionRequest.CommitH\x00\x12=\n\x08rollback\x18\x04 \x01(\x0b\x32).dbgateway.v1.TransactionRequest.RollbackH\x00\x1aL\n\x05\x42\x65gin\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x1a\x08\n\x06\x43ommit\x1a\n\n\x08RollbackB\x08\n\x06\x61\x63tion\"\xe0\x02\n\x13TransactionResponse\x12\x38\n\x05\x62\x65gun\x18\x01 \x01(\x0b\x32\'.dbgateway.v1.TransactionResponse.BegunH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.dbgateway.v1.StatementResultH\x00\x12@\n\tcommitted\x18\x03 \x01(\x0b\x32+.dbgateway.v1.TransactionResponse.CommittedH\x00\x12\x43\n\x0brolled_back\x18\x04 \x01(\x0b\x32,.dbgateway.v1.TransactionResponse.RolledBackH\x00\x1a\x1f\n\x05\x42\x65gun\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x1a\x1f\n\tCommitted\x12\x12\n\nread_token\x18\x01 \x01(\t\x1a\x0c\n\nRolledBackB\x07\n\x05\x65vent\"^\n\x17\x42\x65ginTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\"c\n\x18\x42\x65ginTransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"$\n\x0e\x43ommitResponse\x12\x12\n\nread_token\x18\x01 \x01(\t\";\n\x0fRollbackRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x12\n\x10RollbackResponse\"\xce\x01\n\x13StreamQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12/\n\x0c\x63olumn_batch\x18\x05 \x01(\x0b\x32\x19.dbgateway.v1.ColumnBatch*\x92\x01\n\x0eReadPreference\x12\x1f\n\x1bREAD_PREFERENCE_UNSPECIFIED\x10\x00\x12\x1b\n\x17READ_PREFERENCE_PRIMARY\x10\x01\x12%\n!READ_PREFERENCE_REPLICA_PREFERRED\x10\x02\x12\x1b\n\x17READ_PREFERENCE_REPLICA\x10\x03*h\n\x0eResultEncoding\x12\x1f\n\x1bRESULT_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14RESULT_ENCODING_ROWS\x10\x01\x12\x1b\n\x17RESULT_ENCODING_COLUMNS\x10\x02*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32\xb5\x06\n\x0f\x44\x61tabaseService\x12@\n\x05Query\x12\x1a.dbgateway.v1.QueryRequest\x1a\x1b.dbgateway.v1.QueryResponse\x12\x46\n\x07\x45xecute\x12\x1c.dbgateway.v1.ExecuteRequest\x1a\x1d.dbgateway.v1.ExecuteResponse\x12U\n\x0c\x45xecuteBatch\x12!.dbgateway.v1.ExecuteBatchRequest\x1a\".dbgateway.v1.ExecuteBatchResponse\x12[\n\x0eRunTransaction\x12#.dbgateway.v1.RunTransactionRequest\x1a$.dbgateway.v1.RunTransactionResponse\x12V\n\x0bTransaction\x12 .dbgateway.v1.TransactionRequest\x1a!.dbgateway.v1.TransactionResponse(\x01\x30\x01\x12\x61\n\x10\x42\x65ginTransaction\x12%.dbgateway.v1.BeginTransactionRequest\x1a&.dbgateway.v1.BeginTransactionResponse\x12\x43\n\x06\x43ommit\x12\x1b.dbgateway.v1.CommitRequest\x1a\x1c.dbgateway.v1.CommitResponse\x12I\n\x08Rollback\x12\x1d.dbgateway.v1.RollbackRequest\x1a\x1e.dbgateway.v1.RollbackResponse\x12N\n\x0bStreamQuery\x12\x1a.dbgateway.v1.QueryRequest\x1a!.dbgateway.v1.StreamQueryResponse0\x01\x12I\n\tSubscribe\x12\x1e.dbgateway.v1.SubscribeRequest\x1a\x1a.dbgateway.v1.Notification0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dbgateway.v1.database_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_READPREFERENCE']._serialized_start=3716
-  _globals['_READPREFERENCE']._serialized_end=3862
-  _globals['_RESULTENCODING']._serialized_start=3864
-  _globals['_RESULTENCODING']._serialized_end=3968
-  _globals['_ISOLATIONLEVEL']._serialized_start=3971
-  _globals['_ISOLATIONLEVEL']._serialized_end=4165
-  _globals['_REQUESTOPTIONS']._serialized_start=170
-  _globals['_REQUESTOPTIONS']._serialized_end=404
-  _globals['_EXECUTIONSTATS']._serialized_start=406
-  _globals['_EXECUTIONSTATS']._serialized_end=498
-  _globals['_QUERYREQUEST']._serialized_start=501
-  _globals['_QUERYREQUEST']._serialized_end=654
-  _globals['_QUERYRESPONSE']._serialized_start=657
-  _globals['_QUERYRESPONSE']._serialized_end=859
-  _globals['_EXECUTEREQUEST']._serialized_start=862
-  _globals['_EXECUTEREQUEST']._serialized_end=1017
-  _globals['_EXECUTERESPONSE']._serialized_start=1020
-  _globals['_EXECUTERESPONSE']._serialized_end=1245
-  _globals['_PARAMSET']._serialized_start=1247
-  _globals['_PARAMSET']._serialized_end=1294
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=1297
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=1464
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=1467
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1600
-  _globals['_TRANSACTIONOPTIONS']._serialized_start=1603
-  _globals['_TRANSACTIONOPTIONS']._serialized_end=1815
-  _globals['_STATEMENT']._serialized_start=1817
-  _globals['_STATEMENT']._serialized_end=1925
-  _globals['_STATEMENTRESULT']._serialized_start=1928
-  _globals['_STATEMENTRESULT']._serialized_end=2142
-  _globals['_RUNTRANSACTIONREQUEST']._serialized_start=2145
-  _globals['_RUNTRANSACTIONREQUEST']._serialized_end=2304
-  _globals['_RUNTRANSACTIONRESPONSE']._serialized_start=2306
-  _globals['_RUNTRANSACTIONRESPONSE']._serialized_end=2416
-  _globals['_TRANSACTIONREQUEST']._serialized_start=2419
-  _globals['_TRANSACTIONREQUEST']._serialized_end=2774
-  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_start=2666
-  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_end=2742
-  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_start=2744
-  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_end=2752
-  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_start=2754
-  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_end=2764
-  _globals['_TRANSACTIONRESPONSE']._serialized_start=2777
-  _globals['_TRANSACTIONRESPONSE']._serialized_end=3129
-  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_start=3042
-  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_end=3073
-  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_start=3075
-  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_end=3106
-  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_start=3108
-  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_end=3120
-  _globals['_BEGINTRANSACTIONREQUEST']._serialized_start=3131
-  _globals['_BEGINTRANSACTIONREQUEST']._serialized_end=3225
-  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_start=3227
-  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_end=3326
-  _globals['_COMMITREQUEST']._serialized_start=3328
-  _globals['_COMMITREQUEST']._serialized_end=3385
-  _globals['_COMMITRESPONSE']._serialized_start=3387
-  _globals['_COMMITRESPONSE']._serialized_end=3423
-  _globals['_ROLLBACKREQUEST']._serialized_start=3425
-  _globals['_ROLLBACKREQUEST']._serialized_end=3484
-  _globals['_ROLLBACKRESPONSE']._serialized_start=3486
-  _globals['_ROLLBACKRESPONSE']._serialized_end=3504
-  _globals['_STREAMQUERYRESPONSE']._serialized_start=3507
-  _globals['_STREAMQUERYRESPONSE']._serialized_end=3713
-  _globals['_DATABASESERVICE']._serialized_start=4168
-  _globals['_DATABASESERVICE']._serialized_end=4914
+  _globals['_READPREFERENCE']._serialized_start=3749
+  _globals['_READPREFERENCE']._serialized_end=3895
+  _globals['_RESULTENCODING']._serialized_start=3897
+  _globals['_RESULTENCODING']._serialized_end=4001
+  _globals['_ISOLATIONLEVEL']._serialized_start=4004
+  _globals['_ISOLATIONLEVEL']._serialized_end=4198
+  _globals['_REQUESTOPTIONS']._serialized_start=203
+  _globals['_REQUESTOPTIONS']._serialized_end=437
+  _globals['_EXECUTIONSTATS']._serialized_start=439
+  _globals['_EXECUTIONSTATS']._serialized_end=531
+  _globals['_QUERYREQUEST']._serialized_start=534
+  _globals['_QUERYREQUEST']._serialized_end=687
+  _globals['_QUERYRESPONSE']._serialized_start=690
+  _globals['_QUERYRESPONSE']._serialized_end=892
+  _globals['_EXECUTEREQUEST']._serialized_start=895
+  _globals['_EXECUTEREQUEST']._serialized_end=1050
+  _globals['_EXECUTERESPONSE']._serialized_start=1053
+  _globals['_EXECUTERESPONSE']._serialized_end=1278
+  _globals['_PARAMSET']._serialized_start=1280
+  _globals['_PARAMSET']._serialized_end=1327
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=1330
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=1497
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=1500
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1633
+  _globals['_TRANSACTIONOPTIONS']._serialized_start=1636
+  _globals['_TRANSACTIONOPTIONS']._serialized_end=1848
+  _globals['_STATEMENT']._serialized_start=1850
+  _globals['_STATEMENT']._serialized_end=1958
+  _globals['_STATEMENTRESULT']._serialized_start=1961
+  _globals['_STATEMENTRESULT']._serialized_end=2175
+  _globals['_RUNTRANSACTIONREQUEST']._serialized_start=2178
+  _globals['_RUNTRANSACTIONREQUEST']._serialized_end=2337
+  _globals['_RUNTRANSACTIONRESPONSE']._serialized_start=2339
+  _globals['_RUNTRANSACTIONRESPONSE']._serialized_end=2449
+  _globals['_TRANSACTIONREQUEST']._serialized_start=2452
+  _globals['_TRANSACTIONREQUEST']._serialized_end=2807
+  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_start=2699
+  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_end=2775
+  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_start=2777
+  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_end=2785
+  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_start=2787
+  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_end=2797
+  _globals['_TRANSACTIONRESPONSE']._serialized_start=2810
+  _globals['_TRANSACTIONRESPONSE']._serialized_end=3162
+  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_start=3075
+  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_end=3106
+  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_start=3108
+  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_end=3139
+  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_start=3141
+  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_end=3153
+  _globals['_BEGINTRANSACTIONREQUEST']._serialized_start=3164
+  _globals['_BEGINTRANSACTIONREQUEST']._serialized_end=3258
+  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_start=3260
+  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_end=3359
+  _globals['_COMMITREQUEST']._serialized_start=3361
+  _globals['_COMMITREQUEST']._serialized_end=3418
+  _globals['_COMMITRESPONSE']._serialized_start=3420
+  _globals['_COMMITRESPONSE']._serialized_end=3456
+  _globals['_ROLLBACKREQUEST']._serialized_start=3458
+  _globals['_ROLLBACKREQUEST']._serialized_end=3517
+  _globals['_ROLLBACKRESPONSE']._serialized_start=3519
+  _globals['_ROLLBACKRESPONSE']._serialized_end=3537
+  _globals['_STREAMQUERYRESPONSE']._serialized_start=3540
+  _globals['_STREAMQUERYRESPONSE']._serialized_end=3746
+  _globals['_DATABASESERVICE']._serialized_start=4201
+  _globals['_DATABASESERVICE']._serialized_end=5022
 # @@protoc_insertion_point(module_scope)
