@@ -925,14 +925,17 @@ class Gateway:
                 del self.removed[db.name]
             log.info("database %s: drained after a config reload; its pool is closed", db.name)
 
-    def database(self, name: str) -> Database:
+    def database(self, name: str, visible: Callable[[str], bool] | None = None) -> Database:
+        """The database called ``name`` (empty: the only one). ``visible``
+        says which database names the caller may learn of: an error lists
+        only those, so a principal cannot enumerate the others."""
         if not name:
             if len(self.databases) == 1:
                 return next(iter(self.databases.values()))
             raise GatewayError(
                 Reason.INVALID_REQUEST,
                 "database: required when more than one database is configured "
-                f"(configured: {', '.join(sorted(self.databases))})",
+                f"({self._listing(visible)})",
                 field_violations=[("database", "required")],
             )
         try:
@@ -947,9 +950,15 @@ class Gateway:
                 ) from None
             raise GatewayError(
                 Reason.UNKNOWN_DATABASE,
-                f"unknown database {name!r} (configured: {', '.join(sorted(self.databases))})",
+                f"unknown database {name!r} ({self._listing(visible)})",
                 metadata={"database": name},
             ) from None
+
+    def _listing(self, visible: Callable[[str], bool] | None) -> str:
+        names = sorted(n for n in self.databases if visible is None or visible(n))
+        if not names:
+            return "none is available to this caller"
+        return f"available: {', '.join(names)}"
 
     async def query(
         self,
@@ -1129,7 +1138,13 @@ class Gateway:
         now = time.monotonic()
         live = [tx for db in self.databases.values() for tx in db.live_transactions]
         return [
-            OpenTransaction(key=tx.id, database=tx.database.name, age=now - tx.started_at)
+            OpenTransaction(
+                key=tx.id,
+                database=tx.database.name,
+                age=now - tx.started_at,
+                tag=tx.tag,
+                request_id=tx.request_id,
+            )
             for tx in sorted(live, key=lambda t: t.started_at)
         ]
 

@@ -462,8 +462,8 @@ class AsyncClient:
         tag: str | None = None,
     ) -> ExecuteResult:
         """Runs ``sql`` once per parameter set, atomically, through the
-        driver's bulk path. ``rows_affected`` is the total, or None when the
-        engine does not report it (PostgreSQL)."""
+        driver's bulk path. ``rows_affected`` is the total over every
+        parameter set."""
         request = _batch_request(sql, param_sets, database, tag)
         response = await self._call(self._stub.ExecuteBatch, request, timeout, write=True)
         return _batch_result(response, database)
@@ -481,8 +481,9 @@ class AsyncClient:
     ) -> TransactionResult:
         """Runs ``[(sql, params), ...]`` atomically in one round trip, and
         returns one result per statement. The server runs the whole
-        transaction again on a serialization failure or deadlock (up to
-        ``max_attempts``, default 3; ``attempts`` says how many it took). A
+        transaction again on a serialization failure or deadlock, until the
+        call's deadline (or at most ``max_attempts`` times, when given;
+        ``attempts`` says how many it took). A
         failing statement rolls everything back and raises, with its index in
         ``statement_index``."""
         request = _run_transaction_request(

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -18,6 +18,7 @@ from dbgateway.v1 import value_pb2
 from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
 from ..results import ResultLimits, collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
+from . import pg_text
 from .base import (
     Backend,
     DriverConnection,
@@ -121,6 +122,19 @@ SELECT CASE
 END::float8
 """
 
+#: (database, SQL) -> the statement that runs a batch of it returning one row
+#: per row affected, or None when there is none (see PostgresConnection.execute_many).
+_COUNTING_FORMS: dict[tuple[str, str], str | None] = {}
+_COUNTING_FORMS_LIMIT = 1024
+_PROBE_SAVEPOINT = "dbgateway_probe"
+
+
+#: What a prepared statement's description holds: (asyncpg's statement state,
+#: parameter count, result columns, their converters, parameter coercions).
+_Description = tuple[
+    Any, int, list[value_pb2.Column], list[Converter], list[tuple[int, Callable[[Any], Any]]]
+]
+
 
 def _rows_affected(status: str | None) -> int:
     # "INSERT 0 3", "UPDATE 2", "SELECT 5", "CREATE TABLE"
@@ -143,7 +157,7 @@ class PostgresConnection(DriverConnection):
         # converters): decided once per prepared statement, not per call. The
         # state is held, so its id cannot be reused while the entry lives; a
         # re-prepared statement is a new state and gets a new entry.
-        self._described: dict[int, tuple[Any, int, list[value_pb2.Column], list[Converter]]] = {}
+        self._described: dict[int, _Description] = {}
 
     async def _prepare(self, sql: str, nparams: int) -> Any:
         # The private _prepare(use_cache=True) reuses the driver's statement
@@ -158,7 +172,7 @@ class PostgresConnection(DriverConnection):
             )
         return stmt
 
-    def _description(self, stmt: Any) -> tuple[Any, int, list[value_pb2.Column], list[Converter]]:
+    def _description(self, stmt: Any) -> _Description:
         state = stmt._state
         entry = self._described.get(id(state))
         if entry is None or entry[0] is not state:
@@ -169,14 +183,21 @@ class PostgresConnection(DriverConnection):
                 converters.append(pg_converter(attr.type.name, attr.type.kind))
             if len(self._described) >= self.DESCRIBED_LIMIT:
                 self._described.clear()
-            entry = (state, len(stmt.get_parameters()), columns, converters)
+            parameters = stmt.get_parameters()
+            entry = (state, len(parameters), columns, converters, pg_text.coercions(parameters))
             self._described[id(state)] = entry
         return entry
 
     def _describe(self, stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
         """The result columns and their converters (shared: do not mutate)."""
-        _, _, columns, converters = self._description(stmt)
+        _, _, columns, converters, _ = self._description(stmt)
         return columns, converters
+
+    def _bindable(self, stmt: Any, args: list[Any]) -> list[Any]:
+        """``args`` with the parameters given in text form that asyncpg binds
+        only from its own objects (ranges, bit strings, ...) parsed."""
+        plan = self._description(stmt)[4]
+        return pg_text.apply(args, plan) if plan else args
 
     async def _run(self, sql: str, params: Sequence[value_pb2.Value], limit: int) -> Any:
         """Runs ``sql`` and fetches at most ``limit`` rows (0: all). A limit
@@ -186,6 +207,7 @@ class PostgresConnection(DriverConnection):
         for attempt in (1, 2):
             try:
                 stmt = await self._prepare(sql, len(args))
+                args = self._bindable(stmt, args)
                 if limit:
                     records = await stmt._PreparedStatement__bind_execute(args, limit, None)
                 else:
@@ -223,7 +245,7 @@ class PostgresConnection(DriverConnection):
             try:
                 stmt = await self._prepare(sql, len(args))
                 columns, converters = self._describe(stmt)
-                cursor = await stmt.cursor(*args)
+                cursor = await stmt.cursor(*self._bindable(stmt, args))
             except BaseException:
                 if own is not None:
                     await self._end_quietly(own)
@@ -272,10 +294,71 @@ class PostgresConnection(DriverConnection):
     async def execute_many(
         self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
     ) -> int | None:
+        """Runs ``sql`` once per parameter set and returns the rows affected.
+
+        asyncpg's pipelined executemany keeps only the last command tag, so a
+        statement that can return rows runs pipelined through fetchmany (one
+        round trip per batch, as executemany) and its rows are counted: an
+        INSERT / UPDATE / DELETE with ``RETURNING 1`` appended (one small row
+        per row changed, which is what its tag would count), one that already
+        has RETURNING (or a SELECT) as it is. Any other statement runs once
+        per parameter set, reading each tag."""
         args = [POSTGRES_PARAMS.decode_all(params) for params in param_sets]
         with translate_errors(self._database):
-            await self._conn.executemany(sql, args)
-        return None  # asyncpg's pipelined executemany drops the command tags
+            if args:
+                stmt = await self._prepare(sql, len(args[0]))
+                if self._description(stmt)[4]:
+                    args = [self._bindable(stmt, one) for one in args]
+            counting = await self._counting_form(sql)
+            if counting is not None:
+                return len(await self._conn.fetchmany(counting, args))
+            total = 0
+            for one in args:
+                stmt = await self._prepare(sql, len(one))
+                await stmt.fetch(*one)
+                total += _rows_affected(stmt.get_statusmsg())
+            return total
+
+    async def _counting_form(self, sql: str) -> str | None:
+        """The statement that runs ``sql`` and returns one row per row it
+        affects (see :meth:`execute_many`), or None; decided once per SQL text."""
+        key = (self._database, sql)
+        if key in _COUNTING_FORMS:
+            return _COUNTING_FORMS[key]
+        # A newline ends a trailing -- comment; a trailing ; would end the statement.
+        body = sql.rstrip().removesuffix(";").rstrip()
+        returning = f"{body}\nRETURNING 1"
+        found: str | None = returning
+        if not await self._prepares(returning):
+            stmt = await self._prepared_quietly(sql)
+            if stmt is None:
+                # The statement itself is wrong (a missing table, say): its
+                # own error comes from running it; decide again next time.
+                return None
+            found = sql if stmt.get_attributes() else None
+        if len(_COUNTING_FORMS) >= _COUNTING_FORMS_LIMIT:
+            _COUNTING_FORMS.clear()
+        _COUNTING_FORMS[key] = found
+        return found
+
+    async def _prepares(self, sql: str) -> bool:
+        return await self._prepared_quietly(sql) is not None
+
+    async def _prepared_quietly(self, sql: str) -> Any:
+        """``sql`` prepared, or None when PostgreSQL refuses it, leaving the
+        caller's transaction as it was (a failed Parse would abort it)."""
+        guarded = self._conn.is_in_transaction()
+        if guarded:
+            await self._conn.execute(f"SAVEPOINT {_PROBE_SAVEPOINT}")
+        try:
+            return await self._conn._prepare(sql, use_cache=True)
+        except pgexc.PostgresError:
+            if guarded:
+                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {_PROBE_SAVEPOINT}")
+            return None
+        finally:
+            if guarded:
+                await self._conn.execute(f"RELEASE SAVEPOINT {_PROBE_SAVEPOINT}")
 
     async def begin(self, mode: TransactionMode) -> None:
         parts = ["BEGIN"]
