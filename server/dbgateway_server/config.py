@@ -256,8 +256,13 @@ class ServerConfig:
     max_sql_length: int = 1_000_000
     #: Most parameters one statement (or one parameter set of a batch) may have.
     max_parameters: int = 65_535
-    #: Calls one principal may have in flight at once (streams included).
+    #: Calls one principal may have in flight at once: streams and open
+    #: handle-based transactions count too, so no principal holds the pool.
     max_concurrent_calls: int = 1000
+    #: Seconds a stream may sit silent before it is ended: a Transaction
+    #: stream waiting for its client's next message (rolled back), or a
+    #: StreamQuery whose client takes no message (its query stopped).
+    stream_idle_timeout: float = 60.0
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
     #: Notifications queued per subscriber; one that falls further behind is
@@ -307,7 +312,7 @@ class ServerConfig:
             "log_format",
             f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
         )
-        for name in ("slow_query_threshold", "long_transaction_threshold"):
+        for name in ("slow_query_threshold", "long_transaction_threshold", "stream_idle_timeout"):
             value = getattr(self, name)
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 
@@ -329,6 +334,9 @@ class PrincipalConfig:
     token_sha256: str
     databases: Mapping[str, Access] = field(default_factory=dict)
     admin: bool = False
+    #: PostgreSQL role its calls run as (``SET LOCAL ROLE`` in each call's
+    #: transaction); empty: the DSN's own role.
+    postgres_role: str = ""
 
 
 #: The shortest ``[cluster] secret`` accepted, in characters.
@@ -761,7 +769,7 @@ def _parse_principals(
     for index, table in enumerate(raw):
         key = f"principals[{index}]"
         _require(isinstance(table, dict), key, "must be a table")
-        _check_keys(table, {"name", "token_sha256", "databases", "admin"}, key)
+        _check_keys(table, {"name", "token_sha256", "databases", "admin", "postgres_role"}, key)
         name = table.get("name")
         _require(
             isinstance(name, str) and bool(_NAME_RE.match(name)),
@@ -796,9 +804,15 @@ def _parse_principals(
                 f'must be "read" or "write", got {right!r}',
             )
             access[db] = Access(right)
+        role = table.get("postgres_role", "")
+        _require(
+            isinstance(role, str) and "\x00" not in role and len(role) <= 63,
+            f"{key}.postgres_role",
+            f"must be a PostgreSQL role name (at most 63 characters), got {role!r}",
+        )
         names.add(name)
         hashes.add(digest)
-        principals.append(PrincipalConfig(name, digest, access, admin))
+        principals.append(PrincipalConfig(name, digest, access, admin, role))
     return tuple(principals)
 
 

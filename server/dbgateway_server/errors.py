@@ -59,6 +59,7 @@ class Reason(StrEnum):
     TRANSACTION_BUSY = "TRANSACTION_BUSY"
     TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
     TRANSACTION_EXPIRED = "TRANSACTION_EXPIRED"
+    STREAM_STALLED = "STREAM_STALLED"
     TRANSACTION_OWNER_UNAVAILABLE = "TRANSACTION_OWNER_UNAVAILABLE"
     COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
     UNSUPPORTED = "UNSUPPORTED"
@@ -106,6 +107,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TRANSACTION_BUSY: _C.FAILED_PRECONDITION,
     Reason.TRANSACTION_NOT_FOUND: _C.NOT_FOUND,
     Reason.TRANSACTION_EXPIRED: _C.ABORTED,
+    # A StreamQuery whose client took no message within stream_idle_timeout:
+    # its query was stopped to give the connection back to the pool.
+    Reason.STREAM_STALLED: _C.RESOURCE_EXHAUSTED,
     # The replica holding the transaction cannot be reached: the transaction
     # is lost with its connection, but the caller learns that from the owner
     # being gone, not from a NOT_FOUND that would hide the outage.

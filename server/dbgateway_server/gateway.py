@@ -100,6 +100,9 @@ class CallOptions:
     read_preference: ReadPreference | None = None
     #: A read_token: read only from an endpoint that has replayed past it.
     read_after: str = ""
+    #: The caller's database role (PostgreSQL ``SET LOCAL ROLE``): outside a
+    #: transaction the statement then runs in one of its own, as that role.
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,13 +609,15 @@ class Database:
     async def read_only(self, conn: DriverConnection, options: CallOptions) -> AsyncIterator[None]:
         """With ``options.read_only``, the block runs in a read-only
         transaction on ``conn`` (PostgreSQL / MySQL ``READ ONLY``, SQLite
-        ``query_only``): the database itself refuses a write. Whatever ends
+        ``query_only``): the database itself refuses a write. With a role
+        (PostgreSQL) it runs in a transaction as that role. Whatever ends
         the block early leaves the rollback to the pool's release."""
-        if not options.read_only:
+        role = options.role if conn.has_roles else ""
+        if not options.read_only and not role:
             yield
             return
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
-            await conn.begin(TransactionMode(read_only=True))
+            await conn.begin(TransactionMode(read_only=options.read_only, role=role))
         yield
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.commit()
@@ -1085,16 +1090,20 @@ class Gateway:
         deadline: Deadline,
         idle_timeout: float | None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
         read_preference: ReadPreference | None = None,
     ) -> Transaction:
         """A handle-based transaction, kept in the table until committed,
-        rolled back or expired; only ``owner`` can use it. A read-only one
+        rolled back or expired; only ``owner`` can use it. ``on_end`` is
+        called once it has ended and its connection is back. A read-only one
         runs where ``read_preference`` says, and every call on it stays there."""
         return await self.database(database).transaction_on_endpoint(
             mode.read_only,
             read_preference,
             deadline,
-            lambda endpoint: self.transactions.begin(endpoint, mode, deadline, idle_timeout, owner),
+            lambda endpoint: self.transactions.begin(
+                endpoint, mode, deadline, idle_timeout, owner, on_end
+            ),
         )
 
     async def commit(

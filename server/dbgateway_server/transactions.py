@@ -96,6 +96,7 @@ class Transaction:
         "last_used",
         "lock",
         "lost",
+        "on_end",
         "owner",
         "request_id",
         "started_at",
@@ -111,12 +112,16 @@ class Transaction:
         idle_timeout: float,
         now: float,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
         transaction_id: str | None = None,
     ) -> None:
         self.id = transaction_id or new_transaction_id()
         #: The request id and tag of the call that began it, for the
         #: long-transaction warning.
         self.request_id, self.tag = _beginning_call()
+        #: Called once the connection is back: frees what the caller's
+        #: concurrency limit counted for the transaction.
+        self.on_end = on_end
         #: The principal that began it: no other may use it.
         self.owner = owner
         self.database = database
@@ -145,6 +150,7 @@ class Transaction:
         idle_timeout: float = MAX_IDLE_TIMEOUT,
         now: float | None = None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
         transaction_id: str | None = None,
     ) -> Transaction:
         checkout = database.connection(deadline)
@@ -164,6 +170,7 @@ class Transaction:
             idle_timeout=idle_timeout,
             now=time.monotonic() if now is None else now,
             owner=owner,
+            on_end=on_end,
             transaction_id=transaction_id,
         )
 
@@ -315,7 +322,11 @@ class Transaction:
             error = exc
         finally:
             self.database.live_transactions.discard(self)
-            await self._checkout.__aexit__(None if error is None else type(error), error, None)
+            try:
+                await self._checkout.__aexit__(None if error is None else type(error), error, None)
+            finally:
+                if self.on_end is not None:
+                    self.on_end()
 
 
 # -- RunTransaction -------------------------------------------------------------------
@@ -391,7 +402,8 @@ async def execute_batch_atomically(
 ) -> int | None:
     """An ExecuteBatch outside a transaction: all parameter sets or none."""
     check_statement(sql)
-    tx = await Transaction.begin(database, TransactionMode(), options.deadline)
+    mode = TransactionMode(read_only=options.read_only, role=options.role)
+    tx = await Transaction.begin(database, mode, options.deadline)
     try:
         rows = await tx.execute_batch(sql, param_sets, options, savepoint=False)
         await tx.commit(options.deadline)
@@ -437,6 +449,7 @@ class TransactionTable:
         deadline: Deadline,
         idle_timeout: float | None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> Transaction:
         if idle_timeout is None:
             idle_timeout = MAX_IDLE_TIMEOUT
@@ -452,6 +465,7 @@ class TransactionTable:
             idle_timeout=idle_timeout,
             now=self._clock(),
             owner=owner,
+            on_end=on_end,
             transaction_id=self._new_id(),
         )
         self._open[tx.id] = tx

@@ -59,6 +59,9 @@ class TransactionMode:
     isolation: IsolationLevel | None = None
     read_only: bool = False
     deferrable: bool = False
+    #: PostgreSQL: the role the transaction runs as (``SET LOCAL ROLE``);
+    #: empty: the DSN's own. Other engines ignore it.
+    role: str = ""
 
 
 @dataclass(slots=True)
@@ -95,6 +98,8 @@ class DriverConnection(ABC):
     #: used again? (asyncpg and sqlite3 settle the cancel themselves; MySQL's
     #: protocol state is unknown, so those connections are discarded.)
     reusable_after_interrupt: bool = True
+    #: The engine runs a transaction as another role (``TransactionMode.role``).
+    has_roles: bool = False
 
     @abstractmethod
     async def query(
@@ -142,6 +147,17 @@ class DriverConnection(ABC):
 
     @abstractmethod
     async def rollback(self) -> None: ...
+
+    async def reset(self) -> None:
+        """Brings the session back to what a fresh connection has, before the
+        pool hands it to the next caller: first re-synchronised with the
+        server (whatever an interrupted call left on the wire has finished,
+        and the transaction status is the server's, not a client-side flag),
+        then anything a statement could have changed undone. Raises when that
+        cannot be done; the pool then discards the connection. Engines
+        override this; the base rolls back an open transaction only."""
+        if self.in_transaction():
+            await self.rollback()
 
     @abstractmethod
     def in_transaction(self) -> bool:

@@ -136,6 +136,20 @@ _Description = tuple[
 ]
 
 
+#: What asyncpg's own pool resets (advisory locks, cursors, LISTEN, settings),
+#: plus what it leaves: the session's role and authorization (RESET ALL
+#: skips them) and its temporary tables. One simple-protocol round trip.
+RESET_QUERY = (
+    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+    "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP"
+)
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _rows_affected(status: str | None) -> int:
     # "INSERT 0 3", "UPDATE 2", "SELECT 5", "CREATE TABLE"
     if not status:
@@ -146,6 +160,7 @@ def _rows_affected(status: str | None) -> int:
 
 class PostgresConnection(DriverConnection):
     reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
+    has_roles = True
 
     #: Described statements kept per connection (beyond it, the cache starts over).
     DESCRIBED_LIMIT = 1024
@@ -237,18 +252,22 @@ class PostgresConnection(DriverConnection):
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
         args = POSTGRES_PARAMS.decode_all(params)
-        # A cursor lives in a transaction: the caller's, or our own read-only one.
-        own = None if self._conn.is_in_transaction() else self._conn.transaction(readonly=True)
+        # A cursor lives in a transaction: the caller's, or our own read-only
+        # one. Ours is plain SQL rather than asyncpg's Transaction object,
+        # whose client-side marker outlives a BEGIN cut off by a cancel and
+        # then turns every later transaction() on the connection into a
+        # SAVEPOINT outside any transaction.
+        own = not self._conn.is_in_transaction()
         with translate_errors(self._database):
-            if own is not None:
-                await own.start()
+            if own:
+                await self._conn.execute("BEGIN READ ONLY")
             try:
                 stmt = await self._prepare(sql, len(args))
                 columns, converters = self._describe(stmt)
                 cursor = await stmt.cursor(*self._bindable(stmt, args))
             except BaseException:
-                if own is not None:
-                    await self._end_quietly(own)
+                if own:
+                    await self._rollback_quietly()
                 raise
         rows = _PostgresRows(cursor, columns, converters, self._database)
         try:
@@ -257,23 +276,22 @@ class PostgresConnection(DriverConnection):
             # A cancel mid-fetch was already sent to the server by asyncpg;
             # rolling back closes the portal. Inside the caller's transaction
             # the portal is closed and the transaction left to its owner.
-            if own is not None:
-                await self._end_quietly(own)
+            if own:
+                await self._rollback_quietly()
             else:
                 await self._close_quietly(cursor)
             raise
         with translate_errors(self._database):
-            if own is not None:
-                await own.commit()
+            if own:
+                await self._conn.execute("COMMIT")
             elif not rows.exhausted:
                 await cursor._close_portal(None)
 
-    @staticmethod
-    async def _end_quietly(transaction: Any) -> None:
-        # Should the rollback fail, the pool finds the connection still in a
-        # transaction (or closed) and rolls back or discards it.
+    async def _rollback_quietly(self) -> None:
+        # Should the rollback fail or be cut off, the pool's reset finds the
+        # connection's real state and rolls back or discards it.
         with contextlib.suppress(Exception):
-            await transaction.rollback()
+            await self._conn.execute("ROLLBACK")
 
     @staticmethod
     async def _close_quietly(cursor: Any) -> None:
@@ -368,8 +386,13 @@ class PostgresConnection(DriverConnection):
             parts.append("READ ONLY")
         if mode.deferrable:
             parts.append("DEFERRABLE")
+        sql = " ".join(parts)
+        if mode.role:
+            # Same round trip (simple protocol, our own text): the role lasts
+            # until the transaction ends, whatever ends it.
+            sql += f"; SET LOCAL ROLE {quote_identifier(mode.role)}"
         with translate_errors(self._database):
-            await self._conn.execute(" ".join(parts))
+            await self._conn.execute(sql)
 
     async def commit(self) -> None:
         with translate_errors(self._database):
@@ -387,6 +410,30 @@ class PostgresConnection(DriverConnection):
     async def rollback(self) -> None:
         with translate_errors(self._database):
             await self._conn.execute("ROLLBACK")
+
+    async def reset(self) -> None:
+        """asyncpg's ``Connection.reset()``, made safe against interrupted
+        calls: asyncpg decides whether to roll back from its last
+        ReadyForQuery, which a BEGIN still on the wire (PostgreSQL cannot
+        cancel one) has not sent yet. Here the reset runs first; its own
+        round trip waits for whatever was in flight, so the status it ends
+        with is the server's; a transaction found then is rolled back and the
+        reset, whose settings a rollback would undo, runs again."""
+        with translate_errors(self._database):
+            if self._conn.is_in_transaction():
+                await self._conn.execute("ROLLBACK")
+            for _ in range(2):
+                # A stray transaction that failed refuses the reset: rolled back below.
+                with contextlib.suppress(pgexc.InFailedSQLTransactionError):
+                    await self._conn.execute(RESET_QUERY)
+                if not self._conn.is_in_transaction():
+                    return
+                await self._conn.execute("ROLLBACK")
+        raise GatewayError(
+            Reason.INVALID_TRANSACTION_STATE,
+            "the connection stayed in a transaction after ROLLBACK",
+            metadata={"engine": ENGINE, "database": self._database},
+        )
 
     def in_transaction(self) -> bool:
         return bool(self._conn.is_in_transaction())
