@@ -198,6 +198,9 @@ def test_read_after_a_gtid_token_sees_the_write_while_the_replica_is_behind(
     cluster.replica.fetch("CHANGE MASTER TO MASTER_DELAY = 60")
     cluster.replica.fetch("START SLAVE")
     try:
+        # While the slave threads were stopped its lag was unknown; wait until
+        # the monitor has measured it again.
+        wait_for("the replica to be usable", lambda: replicated.endpoint("replica-1").serving)
         written = replicated.db.Execute(
             pb.ExecuteRequest(
                 database="maria",
