@@ -323,6 +323,7 @@ def test_a_lagging_replica_is_left_for_the_primary_and_used_again_once_it_catche
 def test_read_after_a_write_sees_it_even_while_the_replica_lags(replicated: Replicated) -> None:
     cluster = replicated.cluster
     wait_for("the replica to catch up", cluster.caught_up)
+    wait_for("the replica to be usable", lambda: replicated.endpoint("ryw", "replica-1").serving)
     cluster.pause_replay()
     try:
         written = replicated.insert("ryw", "my own write")
@@ -545,6 +546,7 @@ def test_the_python_client_carries_read_tokens_for_you(replicated: Replicated) -
 
     cluster = replicated.cluster
     wait_for("the replica to catch up", cluster.caught_up)
+    wait_for("the replica to be usable", lambda: replicated.endpoint("ryw", "replica-1").serving)
     sql = "SELECT count(*), pg_is_in_recovery() FROM notes WHERE body = $1"
     with dbgateway.Client(replicated.server.address) as client:
         cluster.pause_replay()
