@@ -99,8 +99,9 @@ class GatewayServer:
         if worker is not None:  # workers share the port (see workers.py)
             options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
         self.server = grpc.aio.server(options=options)
+        self.database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            DatabaseServicer(self.gateway, self.observability, self.guard), self.server
+            self.database_servicer, self.server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AdminServicer(self.gateway, self.observability, self.guard), self.server
@@ -162,6 +163,9 @@ class GatewayServer:
         self._stopped.set()
         log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
         await self.health.enter_graceful_shutdown()
+        # Sessions take no new calls, answer what they read and end with
+        # UNAVAILABLE, so their clients reopen elsewhere within the grace.
+        self.database_servicer.sessions.drain()
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
         await self.observability.close()

@@ -221,6 +221,12 @@ class ServerConfig:
     max_concurrent_calls: int = 1000
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Calls one Session stream may have in flight; beyond it the server stops
+    #: reading the stream and gRPC flow control pushes back on the client.
+    max_session_calls: int = 256
+    #: Seconds after which a Session takes no new calls and ends once its
+    #: calls are answered (the client reopens, so load spreads across replicas).
+    max_session_age: float = 300.0
 
     @property
     def tls(self) -> bool:
@@ -242,7 +248,12 @@ class ServerConfig:
             "max_request_bytes",
             f"must be between 1024 and {MAX_MESSAGE_BYTES}, got {self.max_request_bytes}",
         )
-        for name in ("max_sql_length", "max_parameters", "max_concurrent_calls"):
+        for name in (
+            "max_sql_length",
+            "max_parameters",
+            "max_concurrent_calls",
+            "max_session_calls",
+        ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
         if self.metrics_listen:
@@ -252,7 +263,7 @@ class ServerConfig:
             "log_format",
             f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
         )
-        for name in ("slow_query_threshold", "long_transaction_threshold"):
+        for name in ("slow_query_threshold", "long_transaction_threshold", "max_session_age"):
             value = getattr(self, name)
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 

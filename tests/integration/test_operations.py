@@ -203,7 +203,14 @@ def test_requests_are_counted_by_method_database_and_code(operated: Operated):
     m = operated.metrics()
 
     def requests(database: str, code: str) -> float | None:
-        return sample(m, "dbgateway_requests_total", method="Query", database=database, code=code)
+        return sample(
+            m,
+            "dbgateway_requests_total",
+            method="Query",
+            database=database,
+            code=code,
+            transport="unary",
+        )
 
     assert requests("pg", "OK") == 3
     assert requests("pg", "INVALID_ARGUMENT") == 2

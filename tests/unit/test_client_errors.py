@@ -38,6 +38,7 @@ EXPECTED = {
     Reason.POOL_EXHAUSTED: dbgateway.ResourceExhausted,
     Reason.RESULT_TOO_LARGE: dbgateway.ResourceExhausted,
     Reason.TOO_MANY_CALLS: dbgateway.ResourceExhausted,
+    Reason.SESSION_ENDED: dbgateway.Unavailable,
 }
 
 

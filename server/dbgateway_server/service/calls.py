@@ -179,6 +179,7 @@ def begin_call(
         sql=getattr(request, "sql", ""),
         params=len(getattr(request, "params", ())),
         parameters=getattr(request, "params", ()),
+        transport=getattr(context, "transport", "unary"),
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
 from dbgateway.v1 import database_service_pb2 as pb
@@ -12,6 +14,7 @@ from ..gateway import Gateway
 from ..observability import Observability
 from ..security import Guard
 from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
+from .session import SessionRegistry
 from .transactions import TransactionRpcs
 
 
@@ -20,6 +23,17 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
         self._gateway = gateway
         self.observability = observability
         self.guard = guard
+        #: The open Session streams, which a drain ends.
+        self.sessions = SessionRegistry(observability.metrics)
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[pb.SessionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Many logical calls on one stream; each runs through the servicer
+        method of its unary RPC (see :mod:`.session`)."""
+        await self.sessions.serve(self, context, self.observability.config, self.guard)
 
     @rpc
     async def Query(
