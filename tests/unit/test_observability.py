@@ -128,7 +128,17 @@ def test_a_call_is_counted_timed_and_logged_once(caplog):
     call.rows = 4
     with caplog.at_level(logging.INFO, logger="dbgateway"):
         obs.end(call)
-    assert sample(obs, "dbgateway_requests_total", method="Query", database="pg", code="OK", transport="unary") == 1
+    assert (
+        sample(
+            obs,
+            "dbgateway_requests_total",
+            method="Query",
+            database="pg",
+            code="OK",
+            transport="unary",
+        )
+        == 1
+    )
     assert sample(obs, "dbgateway_rows_returned_total", database="pg") == 4
     assert (
         sample(obs, "dbgateway_request_duration_seconds_count", method="Query", database="pg") == 1

@@ -52,7 +52,7 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _MESSAGE_MARGIN = 64 * 1024
 
 
-class SessionAbort(grpc.aio.AbortError):
+class SessionAbort(grpc.aio.AbortError):  # type: ignore[misc]
     """A logical call failed: ``status`` is what its unary RPC would have
     ended with."""
 
@@ -90,7 +90,7 @@ class SessionCallContext:
 
     def time_remaining(self) -> float | None:
         own = None if self._deadline is None else self._deadline - time.monotonic()
-        stream = self._stream.time_remaining()
+        stream: float | None = self._stream.time_remaining()
         if own is None:
             return stream
         return own if stream is None else min(own, stream)
@@ -120,6 +120,7 @@ def _ended(message: str) -> GatewayError:
     return GatewayError(Reason.SESSION_ENDED, message)
 
 
+_DEADLINE_EXCEEDED = status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="deadline exceeded")
 _CANCELLED = status_pb2.Status(code=code_pb2.CANCELLED, message="cancelled by the client")
 
 
@@ -180,7 +181,8 @@ class _Session:
 
     async def serve(self, max_age: float) -> None:
         loop = asyncio.get_running_loop()
-        aging = loop.call_later(max_age, self.end, f"the session reached max_session_age {max_age:g}s")
+        why = f"the session reached max_session_age {max_age:g}s"
+        aging = loop.call_later(max_age, self.end, why)
         reader = loop.create_task(self._read(), name="session-reader")
         reader.add_done_callback(lambda _: self._wake.set())
         try:
@@ -202,13 +204,13 @@ class _Session:
             self._on_end(self)
         if self.ending is not None:
             error = _ended(
-                f"{self.ending}: every call it read was answered; "
-                "open a new session for the others"
+                f"{self.ending}: every call it read was answered; open a new session for the others"
             )
             await abort(self._context, error)
 
     async def _write_ready(self) -> None:
-        batch, size = [], 0
+        batch: list[pb.SessionResult] = []
+        size = 0
         for result in self._ready:
             if batch:
                 size += result.ByteSize()
@@ -278,13 +280,13 @@ class _Session:
         )
 
     async def _run(
-        self, call_id: int, kind: str, work: Awaitable[Any], timeout: float | None
+        self, call_id: int, kind: str, work: Awaitable[Any], budget: float | None
     ) -> None:
         result: pb.SessionResult
         try:
-            if timeout is not None and timeout <= 0:
+            if budget is not None and budget <= 0:
                 raise TimeoutError
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(budget):
                 response = await work
             result = pb.SessionResult(id=call_id, **{kind: response})
         except SessionAbort as exc:
@@ -292,7 +294,7 @@ class _Session:
         except TimeoutError:
             result = pb.SessionResult(
                 id=call_id,
-                error=status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="deadline exceeded"),
+                error=_DEADLINE_EXCEEDED,
             )
         except asyncio.CancelledError:
             if self._closing:
