@@ -32,7 +32,7 @@ from ._result import (
     rows_of,
     rows_of_batches,
 )
-from ._session import AsyncSession, SessionEnded, SessionUnsupported, SyncSession
+from ._session import AsyncSession, SessionUnsupported, SyncSession
 from ._stream import AsyncRowStream, RowStream, no_columns_error
 from ._transaction import (
     AsyncTransaction,
@@ -223,6 +223,10 @@ def _should_retry(error: DbGatewayError, *, write: bool, idempotent: bool) -> bo
     """Whether the client itself tries a failed call again (see RetryPolicy)."""
     if error.code is not grpc.StatusCode.UNAVAILABLE:
         return False
+    if error.reason == "SESSION_ENDED":
+        # The server ended its session on purpose and answered every call it
+        # had read: this one never ran, so it is sent again, write or not.
+        return True
     if error.reason == "SESSION_BROKEN":
         # The session's connection was lost with the call in flight: it may
         # have run, so only a read or an idempotent write goes again.
@@ -480,13 +484,9 @@ class AsyncClient(_BaseClient):
         bound = self._channel()
 
         async def attempt(remaining: float | None) -> Any:
-            while self._transport == "session":
+            if self._transport == "session":
                 try:
                     return await bound.session.call(kind, request, remaining)
-                except SessionEnded:
-                    # The server answered every call it read: this one never
-                    # ran, so it goes again on a new stream, write or not.
-                    continue
                 except SessionUnsupported:
                     self._unsupported_session()
             method = getattr(bound.stub, _UNARY[kind])
@@ -771,11 +771,9 @@ class Client(_BaseClient):
         """See :meth:`AsyncClient._call`."""
 
         def attempt(remaining: float | None) -> Any:
-            while self._transport == "session":
+            if self._transport == "session":
                 try:
                     return self._session.call(kind, request, remaining)
-                except SessionEnded:
-                    continue  # never ran: send it again on a new stream
                 except SessionUnsupported:
                     self._unsupported_session()
             method = getattr(self._stub, _UNARY[kind])

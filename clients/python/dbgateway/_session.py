@@ -11,8 +11,9 @@ When a stream ends, a call still waiting on it is settled by what the end
 says:
 
 - ``UNAVAILABLE`` / ``SESSION_ENDED`` (drain, ``max_session_age``): the server
-  answered every call it read, so the call never ran and is sent again on a
-  new stream, write or not;
+  answered every call it read, so the call never ran; it fails with that
+  error, which the client's retry rules send again on a new stream, write or
+  not;
 - ``UNIMPLEMENTED``: the server has no ``Session``; the client switches to
   unary calls for good and the call is sent that way;
 - anything else (a lost connection): the call may have run, so it fails with
@@ -37,11 +38,7 @@ from google.protobuf import duration_pb2
 from ._errors import DbGatewayError, error_class, from_rpc_error, from_status_message
 from .v1 import database_service_pb2 as pb
 
-__all__ = ["AsyncSession", "SessionEnded", "SessionUnsupported", "SyncSession"]
-
-
-class SessionEnded(Exception):
-    """The stream ended on purpose before answering the call: it never ran."""
+__all__ = ["AsyncSession", "SessionUnsupported", "SyncSession"]
 
 
 class SessionUnsupported(Exception):
@@ -75,11 +72,11 @@ def _ending(error: grpc.RpcError) -> Exception:
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return SessionUnsupported()
     decoded = from_rpc_error(error)
-    if decoded.reason == "SESSION_ENDED":
-        return SessionEnded(decoded.message)
-    if code is grpc.StatusCode.UNAVAILABLE:
-        return decoded
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+    if code in (
+        grpc.StatusCode.UNAVAILABLE,  # SESSION_ENDED included
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+    ):
         return decoded
     # Cancelled, reset or anything else: the call's fate is unknown.
     return error_class(grpc.StatusCode.UNAVAILABLE, "SESSION_BROKEN")(
@@ -119,6 +116,9 @@ class _AsyncStream:
         self._cancels: list[int] = []
         self._wake = asyncio.Event()
         self.ended: Exception | None = None
+        #: The server said it takes no more calls here: new ones go to a new
+        #: stream while this one delivers what it still owes.
+        self.retiring = False
         loop = asyncio.get_running_loop()
         self._tasks = (
             loop.create_task(self._write(), name="dbgateway-session-writer"),
@@ -144,7 +144,15 @@ class _AsyncStream:
             if isinstance(exc, TimeoutError):
                 raise _deadline_exceeded() from None
             raise
-        return _response(result)
+        return self._response(result)
+
+    def _response(self, result: pb.SessionResult) -> Any:
+        try:
+            return _response(result)
+        except DbGatewayError as exc:
+            if exc.reason == "SESSION_ENDED":
+                self.retiring = True
+            raise
 
     async def _write(self) -> None:
         try:
@@ -175,8 +183,7 @@ class _AsyncStream:
         except grpc.RpcError as exc:
             ended = _ending(exc)
         except asyncio.CancelledError:
-            ended = SessionEnded("the client closed the session")
-            self._settle(ended)
+            self._settle(_closed_error())
             raise
         self._settle(ended)
 
@@ -190,7 +197,7 @@ class _AsyncStream:
 
     async def close(self) -> None:
         if self.ended is None:
-            self._settle(SessionEnded("the client closed the session"))
+            self._settle(_closed_error())
         self._rpc.cancel()
         for task in self._tasks:
             task.cancel()
@@ -209,10 +216,10 @@ class AsyncSession:
     async def call(self, kind: str, request: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
         """The unary response to ``request`` (a ``kind`` call: ``query``,
         ``execute``, ``execute_batch``, ``run_transaction``). Raises
-        :class:`DbGatewayError`, :class:`SessionEnded` (never ran: send it
-        again) or :class:`SessionUnsupported`."""
+        :class:`DbGatewayError` (``SESSION_ENDED``: it never ran) or
+        :class:`SessionUnsupported`."""
         stream = self._stream
-        if stream is None or stream.ended is not None:
+        if stream is None or stream.ended is not None or stream.retiring:
             stream = self._stream = _AsyncStream(self._stub, self._metadata)
         return await stream.call(kind, request, timeout)
 
@@ -240,6 +247,8 @@ class _SyncStream:
         self._waiting: dict[int, futures.Future[pb.SessionResult]] = {}
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.ended: Exception | None = None
+        #: See :attr:`_AsyncStream.retiring`.
+        self.retiring = False
         self._responses = stub.Session(self._requests(), metadata=metadata)
         self._reader = threading.Thread(
             target=self._read, name="dbgateway-session-reader", daemon=True
@@ -284,7 +293,12 @@ class _SyncStream:
                 self._outbox.put(call_id)
                 raise _deadline_exceeded() from None
             result = waiter.result()
-        return _response(result)
+        try:
+            return _response(result)
+        except DbGatewayError as exc:
+            if exc.reason == "SESSION_ENDED":
+                self.retiring = True
+            raise
 
     def _read(self) -> None:
         ended: Exception
@@ -325,7 +339,7 @@ class SyncSession:
         """See :meth:`AsyncSession.call`."""
         with self._lock:
             stream = self._stream
-            if stream is None or stream.ended is not None:
+            if stream is None or stream.ended is not None or stream.retiring:
                 stream = self._stream = _SyncStream(self._stub, self._metadata)
         return stream.call(kind, request, timeout)
 
