@@ -44,9 +44,11 @@ def test_transport_unary_makes_one_rpc_per_call(server):
 
 def test_a_wait_the_server_asks_for_is_logged(scripted, caplog):  # noqa: F811
     _, address = scripted(failures=4, retry_after=0.3)
-    with caplog.at_level(logging.WARNING, logger="dbgateway.client"):
-        with dbgateway.Client(address, timeout=10) as db:
-            db.query("SELECT 1")
+    with (
+        caplog.at_level(logging.WARNING, logger="dbgateway.client"),
+        dbgateway.Client(address, timeout=10) as db,
+    ):
+        db.query("SELECT 1")
     (record,) = [r for r in caplog.records if r.name == "dbgateway.client"]
     assert "CIRCUIT_OPEN" in record.getMessage()
     assert "the server asked to retry in 0.3s" in record.getMessage()
@@ -55,9 +57,11 @@ def test_a_wait_the_server_asks_for_is_logged(scripted, caplog):  # noqa: F811
 def test_fail_fast_raises_at_once_instead_of_sleeping_out_retry_info(scripted):  # noqa: F811
     service, address = scripted(failures=10, retry_after=5.0)
     started = time.monotonic()
-    with dbgateway.Client(address, timeout=30, fail_fast=True) as db:
-        with pytest.raises(dbgateway.Unavailable) as info:
-            db.execute("INSERT INTO t VALUES (1)")
+    with (
+        dbgateway.Client(address, timeout=30, fail_fast=True) as db,
+        pytest.raises(dbgateway.Unavailable) as info,
+    ):
+        db.execute("INSERT INTO t VALUES (1)")
     assert time.monotonic() - started < 1.0
     assert info.value.reason == "CIRCUIT_OPEN"
     assert info.value.retry_after == 5.0
