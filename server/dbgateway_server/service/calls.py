@@ -118,9 +118,10 @@ async def _guarded(
     guard = servicer.guard
     principal = guard.authenticate(context.invocation_metadata())
     call.principal = principal.name
-    # The request id goes out once the caller is known (so a call cancelled
-    # while it is sent is still counted under its principal).
-    await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
+    # The request id travels in the trailing metadata, which goes out with the
+    # status anyway: as initial metadata it would cost a batch of its own on
+    # every unary call. A failure's status carries it too (see abort).
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, call.request_id),))
     config = servicer.observability.config
     _scope.set(
         CallScope(
@@ -162,8 +163,17 @@ def grpc_status(error: GatewayError) -> grpc.Status:
     return status
 
 
-async def abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
-    await context.abort_with_status(grpc_status(error))
+async def abort(
+    context: grpc.aio.ServicerContext, error: GatewayError, request_id: str | None = None
+) -> None:
+    """Ends the call with ``error``'s status (and ``x-request-id``, which an
+    abort's trailing metadata would otherwise replace)."""
+    status = grpc_status(error)
+    if request_id is not None:
+        status = status._replace(
+            trailing_metadata=(*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
+        )
+    await context.abort_with_status(status)
 
 
 def begin_call(
@@ -225,7 +235,7 @@ async def _served(
             yield call
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
-        await abort(context, exc)
+        await abort(context, exc, call.request_id)
     except asyncio.CancelledError:
         call.failed(grpc.StatusCode.CANCELLED)
         raise
@@ -235,7 +245,7 @@ async def _served(
     except Exception:
         error = _internal_error(call.request_id, method)
         call.failed(error.code, error.reason)
-        await abort(context, error)
+        await abort(context, error, call.request_id)
     finally:
         observability.end(call)
 

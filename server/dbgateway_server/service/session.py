@@ -99,7 +99,10 @@ class SessionCallContext:
         return self._metadata
 
     async def send_initial_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
-        """The stream's own metadata went out when it opened; a logical call has none."""
+        """A logical call has no metadata of its own: its result carries its id."""
+
+    def set_trailing_metadata(self, metadata: Sequence[tuple[str, str]]) -> None:
+        """See :meth:`send_initial_metadata`."""
 
     async def abort_with_status(self, status: grpc.Status) -> None:
         raise SessionAbort(_status_of(status))
