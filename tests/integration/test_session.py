@@ -293,7 +293,7 @@ max_session_age = {max_session_age}
 
 [databases.pg]
 dsn = "{dsn}"
-pool = {{ min_size = 1, max_size = 4 }}
+pool = {{ min_size = 1, max_size = 8 }}
 """
     return ServerProcess(workdir, config=config).start()
 
@@ -309,7 +309,7 @@ def run_inserts(target: str, table: str, ids: range, during: Callable[[], None])
 
             async def insert(i: int) -> Any:
                 await asyncio.sleep((i % 50) * 0.02)  # spread over about a second
-                sleep = 0.3 if i % 10 == 0 else 0
+                sleep = 0.3 if i % 25 == 0 else 0  # some calls are in flight for long
                 return await db.execute(
                     f"INSERT INTO {table} (id) SELECT $1 FROM pg_sleep({sleep})",
                     i,
@@ -412,3 +412,33 @@ def test_the_async_client_answers_concurrent_calls_over_a_session(server):
     *results, error = asyncio.run(main())
     assert [r.scalar() for r in results] == list(range(300))
     assert isinstance(error, dbgateway.SqlError)
+
+
+@pytest.mark.postgres
+def test_a_broken_session_retries_the_read_and_not_the_write(tmp_path, own_dsn):
+    table = unique_name("broken")
+    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    first = start_pg(tmp_path / "a", own_dsn)
+    second = start_pg(tmp_path / "b", own_dsn)
+    assert first.process is not None
+    target = f"ipv4:{first.address},{second.address}"
+
+    async def main() -> list[Any]:
+        async with dbgateway.AsyncClient(target, timeout=30) as db:
+            await db.query("SELECT 1", database="pg")
+            read = asyncio.create_task(db.query("SELECT 5 AS n FROM pg_sleep(1)", database="pg"))
+            write = asyncio.create_task(
+                db.execute(f"INSERT INTO {table} SELECT 1 FROM pg_sleep(1)", database="pg")
+            )
+            await asyncio.sleep(0.4)
+            first.process.kill()  # type: ignore[union-attr] - the connection breaks mid-call
+            return await asyncio.gather(read, write, return_exceptions=True)
+
+    try:
+        read, write = asyncio.run(main())
+    finally:
+        first.stop()
+        second.stop()
+    assert read.scalar() == 5  # a read is safe to run again: it was, elsewhere
+    assert isinstance(write, dbgateway.Unavailable)  # a write may have run: not replayed
+    assert write.reason == "SESSION_BROKEN"

@@ -252,6 +252,8 @@ _UNARY = {
 }
 
 TRANSPORTS = ("session", "unary")
+#: Tries in all for a call the server never ran because its session ended.
+_MAX_RESENDS = 8
 
 
 # ---------------------------------------------------------------------------
@@ -311,6 +313,10 @@ class _BaseClient:
         caller's deadline, a wait the server asked for (RetryInfo) is logged,
         and ``fail_fast`` clients never wait on one."""
         policy = self._config.retry
+        if error.reason == "SESSION_ENDED" and tries <= _MAX_RESENDS:
+            # Never ran (the server ended its session on purpose): sent again
+            # at once on a new stream, up to _MAX_RESENDS tries in all.
+            return 0.0
         if tries >= policy.max_attempts or not _should_retry(
             error, write=write, idempotent=idempotent
         ):

@@ -66,19 +66,22 @@ def _response(result: pb.SessionResult) -> Any:
     return getattr(result, kind or "query")
 
 
-def _ending(error: grpc.RpcError) -> Exception:
-    """What a stream's end means for the calls still waiting on it."""
+def _ending(error: grpc.RpcError, established: bool) -> Exception:
+    """What a stream's end means for the calls still waiting on it;
+    ``established``: the server had accepted the stream (its initial
+    metadata came), so calls may have reached it."""
     code: grpc.StatusCode = error.code()
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return SessionUnsupported()
     decoded = from_rpc_error(error)
-    if code in (
-        grpc.StatusCode.UNAVAILABLE,  # SESSION_ENDED included
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.PERMISSION_DENIED,
-    ):
+    if not established:
+        return decoded  # nothing reached the server: as a unary call would fail
+    if decoded.reason and code is grpc.StatusCode.UNAVAILABLE:
+        return decoded  # the server's own answer (SESSION_ENDED)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return decoded
-    # Cancelled, reset or anything else: the call's fate is unknown.
+    # A lost connection (UNAVAILABLE from the transport), a reset or anything
+    # else: the call's fate is unknown.
     return error_class(grpc.StatusCode.UNAVAILABLE, "SESSION_BROKEN")(
         grpc.StatusCode.UNAVAILABLE,
         f"the session stream broke ({code.name}: {decoded.message}); the call may have run",
@@ -169,7 +172,10 @@ class _AsyncStream:
 
     async def _read(self) -> None:
         ended: Exception
+        established = False
         try:
+            await self._rpc.initial_metadata()
+            established = not self._rpc.done()
             while True:
                 message = await self._rpc.read()
                 if message is grpc.aio.EOF:
@@ -181,7 +187,7 @@ class _AsyncStream:
                         waiter.set_result(result)
             ended = _closed_error()  # a failed stream raises from read()
         except grpc.RpcError as exc:
-            ended = _ending(exc)
+            ended = _ending(exc, established)
         except asyncio.CancelledError:
             self._settle(_closed_error())
             raise
@@ -302,7 +308,10 @@ class _SyncStream:
 
     def _read(self) -> None:
         ended: Exception
+        established = False
         try:
+            self._responses.initial_metadata()
+            established = not self._responses.done()
             for message in self._responses:
                 with self._lock:
                     for result in message.results:
@@ -311,7 +320,7 @@ class _SyncStream:
                             waiter.set_result(result)
             ended = _closed_error()
         except grpc.RpcError as exc:
-            ended = _ending(exc)
+            ended = _ending(exc, established)
         with self._lock:
             self.ended = ended
             waiting, self._waiting = self._waiting, {}

@@ -340,6 +340,9 @@ class SessionRegistry:
             guard.authenticate(context.invocation_metadata())
         except GatewayError as exc:
             await abort(context, exc)
+        # Tells the client the stream is open: a failure before this point
+        # means no call on it reached the server.
+        await context.send_initial_metadata(())
         session = _Session(servicer, context, config, self._ended, self._held)
         self._open.add(session)
         self._metrics.sessions_open.set(len(self._open))
