@@ -188,6 +188,17 @@ def test_a_call_without_a_known_kind_or_with_a_reused_id_is_refused_in_band(sess
     session.close()
 
 
+def test_a_call_with_a_timeout_that_is_not_positive_is_refused_in_band(session):
+    call = query_call(1, "lite", "SELECT 1")
+    call.timeout.CopyFrom(duration_pb2.Duration(seconds=-1))
+    session.send(call, query_call(2, "lite", "SELECT 2"))
+    got = session.results(2)
+    assert got[1].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "calls.timeout" in got[1].error.message
+    assert got[2].query.rows[0].values[0].int_value == 2
+    session.close()
+
+
 # -- flow control ---------------------------------------------------------------
 
 MAX_SESSION_CALLS = 8

@@ -35,7 +35,7 @@ from ..config import MAX_MESSAGE_BYTES, ServerConfig
 from ..errors import GatewayError, Reason, to_rpc_status
 from ..observability import REQUEST_ID_HEADER, Metrics
 from ..security import Guard
-from .calls import abort
+from .calls import abort, duration_seconds
 
 log = logging.getLogger("dbgateway_server.session")
 
@@ -274,7 +274,11 @@ class _Session:
             return
         timeout: float | None = None
         if call.HasField("timeout"):
-            timeout = call.timeout.seconds + call.timeout.nanos / 1e9
+            try:
+                timeout = duration_seconds("calls.timeout", call.timeout)
+            except GatewayError as exc:
+                self._answer(pb.SessionResult(id=call.id, error=to_rpc_status(exc)))
+                return
         handler = getattr(self._servicer, CALL_METHODS[kind])
         metadata = (*self._metadata, (REQUEST_ID_HEADER, f"{self._request_id}.{call.id}"))
         ctx = SessionCallContext(self._context, metadata, timeout)
