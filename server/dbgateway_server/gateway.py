@@ -42,6 +42,7 @@ from .transactions import (
     Transaction,
     TransactionTable,
     execute_batch_atomically,
+    new_transaction_id,
     run_atomically,
 )
 
@@ -457,10 +458,31 @@ class Database:
         await self.backend.close()
 
 
+#: How long a database removed or replaced by a reload may keep its pool for
+#: the calls and transactions still on it (a transaction's maximum lifetime).
+RETIRE_LIMIT = 600.0
+RETIRE_POLL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfiguration:
+    """What a reload changed, by database name."""
+
+    added: frozenset[str]
+    changed: frozenset[str]
+    removed: frozenset[str]
+
+
 class Gateway:
     """Routes calls to the configured databases."""
 
-    def __init__(self, config: Config, listener: HealthListener | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listener: HealthListener | None = None,
+        *,
+        transaction_ids: Callable[[], str] = new_transaction_id,
+    ) -> None:
         self.config = config
         self._listener = listener or (lambda name, serving: None)
         #: Told of every retry (database, reason of the failed attempt); the
@@ -470,7 +492,11 @@ class Gateway:
             name: Database(db, backend_for(db), self._notify, self._on_retry)
             for name, db in config.databases.items()
         }
-        self.transactions = TransactionTable()
+        self.transactions = TransactionTable(new_id=transaction_ids)
+        #: Databases a reload removed, by name, while their last calls and
+        #: transactions finish: new calls naming them are refused.
+        self.removed: dict[str, Database] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _on_retry(self, database: str, reason: str) -> None:
         self.retry_listener(database, reason)
@@ -489,7 +515,64 @@ class Gateway:
         back to the pools rolled back or are discarded), then every database's
         background probe stops and its pool closes."""
         await self.transactions.close()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(db.close() for db in self.databases.values()))
+
+    async def reconfigure(self, config: Config) -> Reconfiguration:
+        """Takes the databases of a reloaded configuration. An unchanged
+        database keeps its pool, circuit and transactions; a new one starts;
+        one whose settings changed starts afresh under the same name, and the
+        old one, like one that was removed, serves the calls and transactions
+        already on it, then closes its pool. New calls naming a removed
+        database get UNAVAILABLE until it has drained, then NOT_FOUND."""
+        old = self.databases
+        fresh: dict[str, Database] = {}
+        for name, db_config in config.databases.items():
+            current = old.get(name)
+            if current is not None and current.config == db_config:
+                fresh[name] = current
+            else:
+                fresh[name] = Database(
+                    db_config, backend_for(db_config), self._notify, self._on_retry
+                )
+        started = [db for name, db in fresh.items() if old.get(name) is not db]
+        await asyncio.gather(*(db.start() for db in started))
+        retired = [db for name, db in old.items() if fresh.get(name) is not db]
+        self.databases = fresh
+        self.config = config
+        for db in retired:
+            if db.name not in fresh:
+                self.removed[db.name] = db
+            task = asyncio.get_running_loop().create_task(
+                self._retire(db), name=f"retire-{db.name}"
+            )
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        for name in fresh:
+            self.removed.pop(name, None)
+        return Reconfiguration(
+            added=frozenset(fresh.keys() - old.keys()),
+            changed=frozenset(n for n in fresh.keys() & old.keys() if fresh[n] is not old[n]),
+            removed=frozenset(old.keys() - fresh.keys()),
+        )
+
+    async def _retire(self, db: Database) -> None:
+        """Waits until nothing uses ``db`` any more (or its transactions have
+        outlived their maximum lifetime), then closes its pool."""
+        deadline = time.monotonic() + RETIRE_LIMIT
+        while time.monotonic() < deadline:
+            stats = db.pool.stats()
+            if not db.live_transactions and stats.in_use == 0 and stats.waiting == 0:
+                break
+            await asyncio.sleep(RETIRE_POLL)
+        try:
+            await db.close()
+        finally:
+            if self.removed.get(db.name) is db:
+                del self.removed[db.name]
+            log.info("database %s: drained after a config reload; its pool is closed", db.name)
 
     def database(self, name: str) -> Database:
         if not name:
@@ -504,6 +587,13 @@ class Gateway:
         try:
             return self.databases[name]
         except KeyError:
+            if name in self.removed:
+                raise GatewayError(
+                    Reason.DATABASE_UNAVAILABLE,
+                    f"database {name!r} was removed from the configuration; "
+                    "it finishes the calls and transactions already on it",
+                    metadata={"database": name},
+                ) from None
             raise GatewayError(
                 Reason.UNKNOWN_DATABASE,
                 f"unknown database {name!r} (configured: {', '.join(sorted(self.databases))})",

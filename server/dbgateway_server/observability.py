@@ -167,6 +167,8 @@ class Call:
     attempts: int = 1
     code: grpc.StatusCode = grpc.StatusCode.OK
     reason: str = ""
+    #: The address of the gateway process that served it, when it was forwarded there.
+    forwarded_to: str = ""
 
     def failed(self, code: grpc.StatusCode, reason: str = "") -> None:
         self.code = code
@@ -603,6 +605,7 @@ class Observability:
                 "rows": call.rows,
                 "retries": call.retries,
                 "transport": call.transport,
+                **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
             },
         )
         if call.sql and elapsed >= self.config.slow_query_threshold:

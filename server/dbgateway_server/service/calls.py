@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 from dbgateway.v1 import database_service_pb2 as pb
 
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
+from ..cluster import ForwardedFailure, Forwarding
 from ..config import Access, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
@@ -85,6 +86,8 @@ class Servicer:
     guard: Guard
     #: Every method needs the admin right (AdminService).
     admin_only: bool = False
+    #: Where calls on another process's transaction go (None: nowhere, serve here).
+    forwarding: Forwarding | None = None
 
 
 def _authorize(servicer: Servicer, method: str, request: Any, principal: Principal) -> None:
@@ -163,17 +166,21 @@ def grpc_status(error: GatewayError) -> grpc.Status:
     return status
 
 
+def _with_request_id(status: grpc.Status, request_id: str | None) -> grpc.Status:
+    if request_id is None:
+        return status
+    metadata = tuple(status.trailing_metadata or ())
+    if any(key == REQUEST_ID_HEADER for key, _ in metadata):
+        return status
+    return status._replace(trailing_metadata=(*metadata, (REQUEST_ID_HEADER, request_id)))
+
+
 async def abort(
     context: grpc.aio.ServicerContext, error: GatewayError, request_id: str | None = None
 ) -> None:
     """Ends the call with ``error``'s status (and ``x-request-id``, which an
     abort's trailing metadata would otherwise replace)."""
-    status = grpc_status(error)
-    if request_id is not None:
-        status = status._replace(
-            trailing_metadata=(*status.trailing_metadata, (REQUEST_ID_HEADER, request_id))
-        )
-    await context.abort_with_status(status)
+    await context.abort_with_status(_with_request_id(grpc_status(error), request_id))
 
 
 def begin_call(
@@ -212,7 +219,12 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         async with _served(self, method, request, context) as call:
-            response = await handler(self, request, context)
+            owner = await _owner(self, method, request, context)
+            if owner is not None:
+                call.forwarded_to = owner[0]
+                response: Response = await self.forwarding.serve(owner, method, request, context)
+            else:
+                response = await handler(self, request, context)
             record_response(call, response)
             return response
         raise AssertionError("abort returned")  # pragma: no cover
@@ -236,6 +248,9 @@ async def _served(
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
         await abort(context, exc, call.request_id)
+    except ForwardedFailure as exc:
+        call.failed(exc.status.code, exc.reason)
+        await context.abort_with_status(_with_request_id(exc.status, call.request_id))
     except asyncio.CancelledError:
         call.failed(grpc.StatusCode.CANCELLED)
         raise
@@ -269,11 +284,37 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
     async def wrapper(
         self: Any, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Response]:
-        async with _served(self, method, request, context):
-            async for response in handler(self, request, context):
+        async with _served(self, method, request, context) as call:
+            owner = await _owner(self, method, request, context)
+            if owner is not None:
+                call.forwarded_to = owner[0]
+                responses = self.forwarding.stream(owner, method, request, context)
+            else:
+                responses = handler(self, request, context)
+            async for response in responses:
                 yield response
 
     return wrapper
+
+
+async def _owner(
+    servicer: Servicer, method: str, request: Any, context: grpc.aio.ServicerContext
+) -> tuple[str, int] | None:
+    """Where a call on a transaction id is served: None for here, else the
+    owning process's address (and the hop count) to forward it to. The call
+    was authenticated here first, and its own limits slot is held here while
+    the owner serves it."""
+    transaction_id = getattr(request, "transaction_id", "")
+    if not transaction_id or servicer.forwarding is None:
+        return None
+    try:
+        return await servicer.forwarding.route(
+            transaction_id, context.invocation_metadata(), method=method
+        )
+    except GatewayError as exc:
+        if method == "Rollback" and exc.reason is Reason.TRANSACTION_NOT_FOUND:
+            return None  # no such transaction anywhere: the caller's wish holds
+        raise
 
 
 _ROW_ENCODINGS = (pb.RESULT_ENCODING_UNSPECIFIED, pb.RESULT_ENCODING_ROWS)
