@@ -70,6 +70,9 @@ SECTIONS: dict[str, tuple[str, int | None, list[str]]] = {
         1000,
         ["asyncpg", "pgbouncer", "gateway-stubs", "gateway-workers2"],
     ),
+    # The same gateway build with tracing on (every call sampled, spans exported
+    # over OTLP/gRPC to a collector on this machine) against tracing off.
+    "point_select, tracing off vs on": ("point_select", None, ["gateway-stubs", "gateway-traced"]),
     "mariadb point_select": ("point_select", None, MYSQL),
     "mariadb read_100": ("read_100", None, MYSQL),
     "mariadb insert": ("insert", None, MYSQL),
@@ -84,6 +87,7 @@ LABELS = {
     "gateway-columnar": "dbgateway (AsyncClient, columnar=True)",
     "gateway-stubs": "dbgateway (raw stubs)",
     "gateway-workers2": "dbgateway --workers 2 (raw stubs)",
+    "gateway-traced": "dbgateway, tracing on (raw stubs)",
     "aiomysql": "aiomysql (direct)",
     "gateway-mysql": "dbgateway (raw stubs)",
     "gateway-mysql-client": "dbgateway (AsyncClient, session)",
@@ -197,7 +201,12 @@ async def _truncate_writes(contender: str, dsn: str, mysql_dsn: str) -> None:
 
 @contextmanager
 def gateway(
-    dsn: str, mysql_dsn: str | None, connections: int, workdir: Path, workers: int = 1
+    dsn: str,
+    mysql_dsn: str | None,
+    connections: int,
+    workdir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     config = workdir / "gateway.toml"
     pool = f"pool = {{ min_size = {connections}, max_size = {connections} }}\n"
@@ -215,6 +224,7 @@ def gateway(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            env={**os.environ, **(env or {})},
         )
     try:
         target = _wait_for_listen(proc, log)
@@ -225,6 +235,21 @@ def gateway(
 
 
 @contextmanager
+def traced_gateway(dsn: str, connections: int, workdir: Path, wanted: bool) -> Iterator[str]:
+    """A gateway with tracing on, exporting every span to an OTLP collector
+    in this process (which only counts them); "" when no section needs it."""
+    if not wanted:
+        yield ""
+        return
+    from tests.otlp import otlp_receiver
+
+    with otlp_receiver(keep=False) as sink:
+        env = sink.env(OTEL_BSP_SCHEDULE_DELAY="500", OTEL_SERVICE_NAME="dbgateway-bench")
+        with gateway(dsn, None, connections, workdir, env=env) as target:
+            yield target
+        print(f"  traced gateway exported {sink.span_count:,} spans", file=sys.stderr)
+
+
 def naive_gateway(dsn: str, connections: int, workdir: Path) -> Iterator[str]:
     """bench/naive_gateway.py with a pool the size of the gateway's."""
     log = workdir / "naive.log"
@@ -337,7 +362,9 @@ def run_load(
         asyncio.run(_truncate_writes(contender, args.dsn, args.mysql_dsn))
     cmd = [
         *(sys.executable, "-m", "bench.load"),
-        *("--contender", contender, "--workload", workload),
+        # The traced gateway is loaded exactly as the untraced one.
+        *("--contender", "gateway-stubs" if contender == "gateway-traced" else contender),
+        *("--workload", workload),
         *("--concurrency", str(concurrency), "--connections", str(args.connections)),
         *("--duration", str(args.duration), "--warmup", str(args.warmup)),
         *("--channels", str(args.channels)),
@@ -346,6 +373,8 @@ def run_load(
         cmd += ["--target", env["target_workers"], "--database", "bench"]
     elif contender == "naive-stubs":
         cmd += ["--target", env["naive"], "--database", "bench"]
+    elif contender == "gateway-traced":
+        cmd += ["--target", env["target_traced"], "--database", "bench"]
     elif contender.startswith("gateway-mysql"):
         cmd += ["--target", env["target"], "--database", "mbench"]
     elif contender.startswith("gateway"):
@@ -451,12 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dbgw-bench-") as tmp:
         tmpdir = Path(tmp)
         tmpdir.chmod(0o755)  # PgBouncer runs as postgres and must reach its files
-        for sub in ("gw", "gw2", "pgb", "naive"):
+        for sub in ("gw", "gw2", "gwt", "pgb", "naive"):
             (tmpdir / sub).mkdir()
         mysql = args.mysql_dsn or None
+        traced = any("gateway-traced" in c for _, _, c in sections.values())
         with (
             gateway(args.dsn, mysql, args.connections, tmpdir / "gw") as target,
             gateway(args.dsn, None, args.connections, tmpdir / "gw2", workers=2) as target2,
+            traced_gateway(args.dsn, args.connections, tmpdir / "gwt", traced) as target_traced,
             pgbouncer(args.dsn, args.connections, tmpdir / "pgb") as bouncer,
             naive_gateway(args.dsn, args.connections, tmpdir / "naive") as naive,
         ):
@@ -465,6 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 "target": target,
                 "target_workers": target2,
                 "naive": naive,
+                "target_traced": target_traced,
             }
             plan = [
                 (name, workload, concurrency or args.concurrency, contender)

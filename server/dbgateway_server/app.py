@@ -21,6 +21,7 @@ from dbgateway.v1 import (
     database_service_pb2_grpc,
 )
 
+from . import tracing
 from .cluster import Forwarding, worker_socket
 from .config import MAX_MESSAGE_BYTES, Config, ConfigError, ServerConfig
 from .gateway import Gateway
@@ -121,6 +122,7 @@ RESTART_ONLY = (
     "max_request_bytes",
     "log_format",
     "allow_insecure",
+    "statement_stats",
 )
 
 
@@ -189,6 +191,9 @@ class GatewayServer:
             address = worker_socket(self._worker_dir, self._worker[0])
             if self.server.add_insecure_port(address) == 0:
                 raise OSError(f"cannot listen on {address}")
+        # Decided once: while the OTEL_* environment asks for no traces, the
+        # call path never touches OpenTelemetry.
+        tracing.start_from_environment()
         await self.gateway.start()
         for name, db in self.gateway.databases.items():
             await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
@@ -233,6 +238,8 @@ class GatewayServer:
         await self.gateway.close()
         await self.forwarding.close()
         await self.observability.close()
+        # Sending the last spans may wait on the collector: off the event loop.
+        await asyncio.to_thread(tracing.shutdown)
         log.info("stopped")
 
     async def reload(self, config: Config) -> None:

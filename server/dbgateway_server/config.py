@@ -227,6 +227,9 @@ class ServerConfig:
     #: Seconds after which a Session takes no new calls and ends once its
     #: calls are answered (the client reopens, so load spreads across replicas).
     max_session_age: float = 300.0
+    #: Distinct statements whose statistics are kept (AdminService/ListStatements);
+    #: the least recently executed are forgotten beyond it. 0: none are kept.
+    statement_stats: int = 1000
 
     @property
     def tls(self) -> bool:
@@ -256,6 +259,11 @@ class ServerConfig:
         ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
+        _require(
+            0 <= self.statement_stats <= 1_000_000,
+            "statement_stats",
+            f"must be between 0 and 1000000, got {self.statement_stats}",
+        )
         if self.metrics_listen:
             _validate_listen(self.metrics_listen, "metrics_listen")
         _require(

@@ -232,10 +232,10 @@ class Transaction:
         with self.database.reporting_errors(), self._watching_connection():
             async with asyncio.timeout(timeout):
                 if not savepoint:
-                    return await conn.execute_many(sql, param_sets)
+                    return await self._execute_many(sql, param_sets)
                 await conn.execute(f"SAVEPOINT {_BATCH_SAVEPOINT}", ())
                 try:
-                    rows = await conn.execute_many(sql, param_sets)
+                    rows = await self._execute_many(sql, param_sets)
                 except GatewayError:
                     if not conn.is_closed():
                         await conn.execute(f"ROLLBACK TO SAVEPOINT {_BATCH_SAVEPOINT}", ())
@@ -243,6 +243,15 @@ class Transaction:
                     raise
                 await conn.execute(f"RELEASE SAVEPOINT {_BATCH_SAVEPOINT}", ())
                 return rows
+
+    async def _execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        """The batch itself, counted (and traced) as one statement."""
+        with self.database.counted(sql, write=True) as count:
+            rows = await self._conn.execute_many(sql, param_sets)
+            count.rows = rows or 0
+        return rows
 
     async def commit(self, deadline: Deadline) -> None:
         """Commits and returns the connection. A definite refusal by the

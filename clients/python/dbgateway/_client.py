@@ -34,6 +34,7 @@ from ._result import (
 )
 from ._session import AsyncSession, SessionUnsupported, SyncSession
 from ._stream import AsyncRowStream, RowStream, no_columns_error
+from ._tracing import with_trace_context
 from ._transaction import (
     AsyncTransaction,
     Isolation,
@@ -281,12 +282,17 @@ class _BaseClient:
         self._config = config or ClientConfig()
         self._timeout = timeout
         _Deadline(timeout)  # validates
-        self._metadata = _metadata(token)
+        self._token_metadata = _metadata(token)
         self._target = _target(target)
         self._tls = _tls(tls)
         self._options = self._config.channel_options() + _tls_options(self._tls)
         self._transport = transport
         self._fail_fast = fail_fast
+
+    @property
+    def _metadata(self) -> Metadata:
+        # Built per call, so each call carries the caller's current trace context.
+        return with_trace_context(self._token_metadata)
 
     @property
     def transport(self) -> str:
@@ -363,7 +369,8 @@ class _AsyncChannel:
         self.health = self.channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
-        self.session = AsyncSession(self.stub, client._metadata)
+        # The stream outlives any one caller's trace context: it carries none.
+        self.session = AsyncSession(self.stub, client._token_metadata)
 
     async def close(self) -> None:
         await self.session.close()
@@ -713,7 +720,7 @@ class Client(_BaseClient):
         self._health = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
-        self._session = SyncSession(self._stub, self._metadata)
+        self._session = SyncSession(self._stub, self._token_metadata)  # see _AsyncChannel
 
     def __enter__(self) -> Self:
         return self
@@ -908,6 +915,26 @@ class Client(_BaseClient):
         """AdminService/ListDatabases, for the ``dbgateway databases`` command."""
         response: admin_pb.ListDatabasesResponse = self._unary(
             self._admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout
+        )
+        return response
+
+    def _list_statements(
+        self, database: str = "", limit: int = 0, timeout: float | None = None
+    ) -> admin_pb.ListStatementsResponse:
+        """AdminService/ListStatements, for the ``dbgateway statements`` command."""
+        request = admin_pb.ListStatementsRequest(database=database, limit=limit)
+        response: admin_pb.ListStatementsResponse = self._call(
+            self._admin.ListStatements, request, timeout
+        )
+        return response
+
+    def _reset_statements(
+        self, database: str = "", timeout: float | None = None
+    ) -> admin_pb.ResetStatementsResponse:
+        """AdminService/ResetStatements, for ``dbgateway statements --reset``."""
+        request = admin_pb.ResetStatementsRequest(database=database)
+        response: admin_pb.ResetStatementsResponse = self._call(
+            self._admin.ResetStatements, request, timeout
         )
         return response
 

@@ -29,6 +29,7 @@ from grpc_status import rpc_status
 
 from dbgateway.v1 import database_service_pb2 as pb
 
+from .. import tracing
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
 from ..cluster import ForwardedFailure, Forwarding
 from ..config import Access, ServerConfig
@@ -43,6 +44,9 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 StreamHandler = Callable[[Any, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]
+
+DATABASE_SERVICE = "dbgateway.v1.DatabaseService"
+ADMIN_SERVICE = "dbgateway.v1.AdminService"
 
 #: RPCs that write whatever their SQL says: refused to a principal that may only read.
 WRITE_METHODS = frozenset({"Execute", "ExecuteBatch"})
@@ -184,10 +188,15 @@ async def abort(
 
 
 def begin_call(
-    observability: Observability, method: str, request: Any, context: grpc.aio.ServicerContext
+    observability: Observability,
+    method: str,
+    request: Any,
+    context: grpc.aio.ServicerContext,
+    service: str = DATABASE_SERVICE,
 ) -> Call:
     """Starts observing a call from what any statement request carries
-    (``database``, ``sql``, ``params``, ``options.tag``; absent ones stay empty)."""
+    (``database``, ``sql``, ``params``, ``options.tag``; absent ones stay empty),
+    continuing the trace context of the caller's metadata while tracing is on."""
     return observability.begin(
         method,
         request_id=request_id(context),
@@ -197,15 +206,21 @@ def begin_call(
         params=len(getattr(request, "params", ())),
         parameters=getattr(request, "params", ()),
         transport=getattr(context, "transport", "unary"),
+        service=service,
+        metadata=context.invocation_metadata() if tracing.tracer is not None else None,
     )
 
 
 def record_response(call: Call, response: Any) -> None:
-    """Takes rows and attempts from a response's ``stats``, when it has them."""
+    """Takes rows and attempts from a response's ``stats``, when it has them
+    (RunTransaction reports its attempts on the response itself)."""
     stats = getattr(response, "stats", None)
     if stats is not None:
         call.rows = getattr(stats, "rows", 0)
         call.attempts = getattr(stats, "attempts", 0) or 1
+    attempts = getattr(response, "attempts", 0)
+    if attempts:
+        call.attempts = attempts
 
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
@@ -241,7 +256,8 @@ async def _served(
     status: a GatewayError to its code and details, anything unexpected to
     INTERNAL with a request id."""
     observability: Observability = servicer.observability
-    call = begin_call(observability, method, request, context)
+    service = ADMIN_SERVICE if servicer.admin_only else DATABASE_SERVICE
+    call = begin_call(observability, method, request, context, service)
     try:
         async with _guarded(servicer, method, request, context, call):
             yield call

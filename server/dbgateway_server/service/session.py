@@ -48,6 +48,9 @@ CALL_METHODS = {
 }
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+#: Stream metadata a logical call does not inherit: the trace context that was
+#: current when the stream opened is no parent of the calls made on it later.
+_STREAM_ONLY = frozenset({"traceparent", "tracestate"})
 #: A coalesced response stays this far under the send limit (framing, ids).
 _MESSAGE_MARGIN = 64 * 1024
 
@@ -161,7 +164,7 @@ class _Session:
         for key, value in context.invocation_metadata() or ():
             if key == REQUEST_ID_HEADER:
                 rid = str(value)[:96]
-            else:
+            elif key not in _STREAM_ONLY:
                 metadata.append((key, value))
         self._metadata = tuple(metadata)
         self._request_id = rid or uuid.uuid4().hex
