@@ -923,7 +923,7 @@ class Client(_BaseClient):
     ) -> admin_pb.ListStatementsResponse:
         """AdminService/ListStatements, for the ``dbgateway statements`` command."""
         request = admin_pb.ListStatementsRequest(database=database, limit=limit)
-        response: admin_pb.ListStatementsResponse = self._call(
+        response: admin_pb.ListStatementsResponse = self._unary(
             self._admin.ListStatements, request, timeout
         )
         return response
@@ -933,7 +933,7 @@ class Client(_BaseClient):
     ) -> admin_pb.ResetStatementsResponse:
         """AdminService/ResetStatements, for ``dbgateway statements --reset``."""
         request = admin_pb.ResetStatementsRequest(database=database)
-        response: admin_pb.ResetStatementsResponse = self._call(
+        response: admin_pb.ResetStatementsResponse = self._unary(
             self._admin.ResetStatements, request, timeout
         )
         return response

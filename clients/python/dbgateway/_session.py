@@ -36,6 +36,7 @@ import grpc.aio
 from google.protobuf import duration_pb2
 
 from ._errors import DbGatewayError, error_class, from_rpc_error, from_status_message
+from ._tracing import with_trace_context
 from .v1 import database_service_pb2 as pb
 
 __all__ = ["AsyncSession", "SessionUnsupported", "SyncSession"]
@@ -49,6 +50,10 @@ def _call(call_id: int, kind: str, request: Any, timeout: float | None) -> pb.Se
     call = pb.SessionCall(id=call_id, **{kind: request})
     if timeout is not None:
         call.timeout.CopyFrom(_duration(timeout))
+    trace = with_trace_context(())
+    if trace:
+        # The caller's current span, as a unary call would send it in metadata.
+        call.trace_context.update(trace)
     return call
 
 

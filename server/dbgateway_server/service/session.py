@@ -50,7 +50,9 @@ CALL_METHODS = {
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 #: Stream metadata a logical call does not inherit: the trace context that was
 #: current when the stream opened is no parent of the calls made on it later.
-_STREAM_ONLY = frozenset({"traceparent", "tracestate"})
+_STREAM_ONLY = frozenset({"traceparent", "tracestate", "baggage"})
+#: What a call's ``trace_context`` may carry (nothing else becomes metadata).
+_TRACE_KEYS = _STREAM_ONLY
 #: A coalesced response stays this far under the send limit (framing, ids).
 _MESSAGE_MARGIN = 64 * 1024
 
@@ -284,6 +286,11 @@ class _Session:
                 return
         handler = getattr(self._servicer, CALL_METHODS[kind])
         metadata = (*self._metadata, (REQUEST_ID_HEADER, f"{self._request_id}.{call.id}"))
+        if call.trace_context:
+            metadata = (
+                *metadata,
+                *((k, v) for k, v in call.trace_context.items() if k in _TRACE_KEYS),
+            )
         ctx = SessionCallContext(self._context, metadata, timeout)
         self._tasks[call.id] = asyncio.get_running_loop().create_task(
             self._run(call.id, kind, handler(getattr(call, kind), ctx), timeout)

@@ -312,20 +312,29 @@ class SessionRequest(_message.Message):
     def __init__(self, calls: _Optional[_Iterable[_Union[SessionCall, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class SessionCall(_message.Message):
-    __slots__ = ("id", "timeout", "query", "execute", "execute_batch", "run_transaction")
+    __slots__ = ("id", "timeout", "query", "execute", "execute_batch", "run_transaction", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_BATCH_FIELD_NUMBER: _ClassVar[int]
     RUN_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     id: int
     timeout: _duration_pb2.Duration
     query: QueryRequest
     execute: ExecuteRequest
     execute_batch: ExecuteBatchRequest
     run_transaction: RunTransactionRequest
-    def __init__(self, id: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., query: _Optional[_Union[QueryRequest, _Mapping]] = ..., execute: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., execute_batch: _Optional[_Union[ExecuteBatchRequest, _Mapping]] = ..., run_transaction: _Optional[_Union[RunTransactionRequest, _Mapping]] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., query: _Optional[_Union[QueryRequest, _Mapping]] = ..., execute: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., execute_batch: _Optional[_Union[ExecuteBatchRequest, _Mapping]] = ..., run_transaction: _Optional[_Union[RunTransactionRequest, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SessionResponse(_message.Message):
     __slots__ = ("results",)
