@@ -234,6 +234,8 @@ class GatewayServer:
         # Sessions take no new calls, answer what they read and end with
         # UNAVAILABLE, so their clients reopen elsewhere within the grace.
         self.database_servicer.sessions.drain()
+        # A subscription would otherwise hold the drain for the whole grace period.
+        await self.gateway.end_subscriptions()
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
         await self.forwarding.close()

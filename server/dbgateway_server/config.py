@@ -85,8 +85,10 @@ class PoolSettings:
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
-    """Retries of failures on the way to the database (DESIGN §5). Durations are
-    seconds; the wait before attempt n+1 is uniform in
+    """Retries of failures on the way to the database, and of whole
+    transactions after a conflict. ``max_attempts`` bounds a statement call; a
+    transaction runs again until its deadline. Durations are seconds; the wait
+    before attempt n+1 is uniform in
     ``[0, min(max_backoff, initial_backoff * 2**(n-1))]`` (full jitter)."""
 
     max_attempts: int = 3
@@ -227,6 +229,9 @@ class ServerConfig:
     #: Seconds after which a Session takes no new calls and ends once its
     #: calls are answered (the client reopens, so load spreads across replicas).
     max_session_age: float = 300.0
+    #: Notifications queued per subscriber; one that falls further behind is
+    #: ended with RESOURCE_EXHAUSTED rather than buffered without limit.
+    subscription_queue: int = 1000
     #: Distinct statements whose statistics are kept (AdminService/ListStatements);
     #: the least recently executed are forgotten beyond it. 0: none are kept.
     statement_stats: int = 1000
@@ -256,6 +261,7 @@ class ServerConfig:
             "max_parameters",
             "max_concurrent_calls",
             "max_session_calls",
+            "subscription_queue",
         ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
@@ -356,12 +362,27 @@ class Config:
         return cls(server=ServerConfig(), databases={DEFAULT_DATABASE: db})
 
 
+#: Query parameters of a DSN that carry a secret (libpq's ``password`` and
+#: ``sslpassword``; PyMySQL's ``passwd``).
+_SECRET_DSN_PARAMS = frozenset({"password", "sslpassword", "passwd"})
+
+
 def redact_dsn(dsn: str) -> str:
+    """The DSN with every password replaced by ``***``: the ``user:password@``
+    form and the ``?password=`` query parameter alike."""
     parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        # Pair by pair, so every other parameter stays exactly as written.
+        pairs = []
+        for pair in parts.query.split("&"):
+            key, eq, _ = pair.partition("=")
+            secret = eq and unquote(key).lower() in _SECRET_DSN_PARAMS
+            pairs.append(f"{key}=***" if secret else pair)
+        parts = parts._replace(query="&".join(pairs))
+    return parts.geturl()
 
 
 def engine_for_dsn(dsn: str) -> Engine:
@@ -726,7 +747,19 @@ def check_exposure(config: Config) -> None:
     """Refuses to serve beyond loopback without TLS and principals, unless the
     operator said ``allow_insecure = true``."""
     server = config.server
-    if is_loopback(server.listen) or server.allow_insecure:
+    if server.allow_insecure:
+        return
+    if server.metrics_listen and not is_loopback(server.metrics_listen):
+        # The metrics endpoint has neither TLS nor authentication of its own,
+        # and its labels name every principal and database.
+        raise ConfigError(
+            f"server.metrics_listen: {server.metrics_listen} is reachable beyond this machine, "
+            "but the metrics endpoint has no TLS and no authentication and names every "
+            "principal and database. Listen on loopback (e.g. 127.0.0.1:9090) behind a "
+            "scraper that adds them, or set allow_insecure = true in [server] to accept "
+            "that deliberately"
+        )
+    if is_loopback(server.listen):
         return
     missing = [
         what

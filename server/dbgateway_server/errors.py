@@ -49,6 +49,8 @@ class Reason(StrEnum):
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     POOL_EXHAUSTED = "POOL_EXHAUSTED"
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
+    SERVER_DRAINING = "SERVER_DRAINING"
     READ_ONLY = "READ_ONLY"
     UNSUPPORTED_STATEMENT = "UNSUPPORTED_STATEMENT"
     INVALID_TRANSACTION_STATE = "INVALID_TRANSACTION_STATE"
@@ -86,6 +88,11 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.CIRCUIT_OPEN: _C.UNAVAILABLE,
     Reason.POOL_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
     Reason.RESULT_TOO_LARGE: _C.RESOURCE_EXHAUSTED,
+    # A subscriber whose queue filled: it was ended rather than buffered
+    # without limit; it may subscribe again (and read faster).
+    Reason.SUBSCRIBER_TOO_SLOW: _C.RESOURCE_EXHAUSTED,
+    # The server is shutting down; another replica (or this one restarted) serves.
+    Reason.SERVER_DRAINING: _C.UNAVAILABLE,
     # A write refused because the caller may only read here (a read
     # principal, a read_only transaction, a read-only server): retrying the
     # same call cannot succeed, and it is about the caller's rights.

@@ -20,7 +20,7 @@ from typing import Any
 from dbgateway.v1 import value_pb2
 
 from ..config import DatabaseConfig
-from ..errors import GatewayError
+from ..errors import GatewayError, Reason
 from ..results import ResultLimits, ResultSet
 from ..values import Converter, convert_rows
 
@@ -163,12 +163,62 @@ class DriverConnection(ABC):
         """Drops the connection at once; never raises."""
 
 
+#: Called with (channel, payload, sender pid) for each notification, in the
+#: order the database delivered them.
+NotificationCallback = Callable[[str, str, int], None]
+#: Called once when a listening connection is lost or closed.
+LostCallback = Callable[[], None]
+
+
+class ListeningConnection(ABC):
+    """A connection of its own that receives the database's notifications
+    (PostgreSQL LISTEN/NOTIFY): never pooled, never used for statements."""
+
+    @abstractmethod
+    async def listen(self, channel: str) -> None:
+        """Starts receiving ``channel``'s notifications (the name is quoted as
+        an identifier, never spliced)."""
+
+    @abstractmethod
+    async def unlisten(self, channel: str) -> None:
+        """Stops receiving ``channel``'s notifications."""
+
+    @abstractmethod
+    async def ping(self, limit: float) -> None:
+        """A cheap round trip proving the connection still works."""
+
+    @abstractmethod
+    def is_closed(self) -> bool: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Closes politely; never raises."""
+
+
 class Backend(ABC):
     """Opens connections to one configured database."""
+
+    #: Why the engine cannot give subscriptions; an engine that can overrides
+    #: :meth:`connect_listener` instead.
+    no_notifications = "this engine has no LISTEN/NOTIFY"
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
         self.server_version = ""
+
+    async def connect_listener(
+        self, on_notification: NotificationCallback, on_lost: LostCallback
+    ) -> ListeningConnection:
+        """Opens a connection for notifications alone (within
+        ``config.connect_timeout``), outside the pool; raises
+        GatewayError(UNSUPPORTED) on an engine without them, and
+        GatewayError(DATABASE_UNAVAILABLE) when the database cannot be reached."""
+        raise GatewayError(
+            Reason.UNSUPPORTED,
+            f"database {self.config.name!r} cannot take subscriptions: {self.no_notifications}",
+            metadata={"database": self.config.name, "engine": str(self.config.engine)},
+            sent=False,
+        )
 
     @abstractmethod
     async def connect(self) -> DriverConnection:

@@ -180,12 +180,18 @@ class MySQLConnection(DriverConnection):
         """The caller stopped reading an unbuffered result. The rest must be
         read before the connection can run anything else: a short rest is read
         and dropped, a long one is killed (and the connection with it)."""
+        if self.is_closed():
+            # Lost with the link: nothing to read, nobody to kill. The error
+            # that ended the stream is the caller's answer, not this cleanup.
+            self._broken = True
+            return
         try:
             await rows.fetch_records(DRAIN_ROWS)
             if rows.exhausted:
                 return
         except GatewayError:
-            pass
+            if self.is_closed():
+                return
         await self._interrupt()
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
@@ -287,14 +293,29 @@ class _MySQLRows(RowStream):
     async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
         if self.exhausted:
             return []
-        with translate_errors(self._connection._database):
-            try:
-                records = await self._cursor.fetchmany(n)
-            except asyncio.CancelledError:
-                # Cut off mid-packet (a cancel, a timeout): nothing more can
-                # be read from this connection.
-                await self._connection._interrupt()
-                raise
+        connection = self._connection
+        if connection.is_closed():
+            # aiomysql's cursor would fail on the closed link with an
+            # AttributeError, not a connection error.
+            raise GatewayError(
+                Reason.DATABASE_UNAVAILABLE,
+                "the connection to MySQL was lost while the result was being read",
+                metadata={"engine": ENGINE, "database": connection._database},
+            )
+        try:
+            with translate_errors(connection._database):
+                try:
+                    records = await self._cursor.fetchmany(n)
+                except asyncio.CancelledError:
+                    # Cut off mid-packet (a cancel, a timeout): nothing more can
+                    # be read from this connection.
+                    await connection._interrupt()
+                    raise
+        except GatewayError as exc:
+            if exc.is_infrastructure:
+                # Lost mid-result: the protocol state is gone with the link.
+                connection._broken = True
+            raise
         if len(records) < n:
             self.exhausted = True
         return records  # type: ignore[no-any-return]
@@ -302,6 +323,11 @@ class _MySQLRows(RowStream):
 
 class MySQLBackend(Backend):
     engine = ENGINE
+    #: MySQL and MariaDB have no notification channels for a client to listen on.
+    no_notifications = (
+        "MySQL/MariaDB has no LISTEN/NOTIFY (the server cannot push notifications "
+        "to a client); subscriptions need a PostgreSQL database"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

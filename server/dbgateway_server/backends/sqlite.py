@@ -249,6 +249,11 @@ class SQLiteBackend(Backend):
     SQLITE_BUSY, while reads run concurrently on other connections (WAL)."""
 
     engine = ENGINE
+    #: SQLite is a file in this process: no server exists to deliver notifications.
+    no_notifications = (
+        "SQLite has no LISTEN/NOTIFY (it is an embedded file with no server to "
+        "deliver notifications); subscriptions need a PostgreSQL database"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -112,7 +112,8 @@ def authorize_database(servicer: Servicer, database: str, *, write: bool = False
     """The current principal's right on ``database`` (resolved as the
     gateway resolves it); it becomes the call's scope."""
     scope = current_scope()
-    name = servicer._gateway.database(database).name
+    principal = scope.principal
+    name = servicer._gateway.database(database, lambda n: principal.access(n) is not None).name
     access = servicer.guard.access(scope.principal, name, write=write)
     _scope.set(CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters))
     return access
@@ -274,11 +275,25 @@ async def _served(
         call.failed(grpc.StatusCode.UNKNOWN)
         raise
     except Exception:
+        if _client_cancelled(context):
+            # Whatever the transport raised once the caller had gone (a failed
+            # receive or send on a cancelled stream) is the cancellation, not
+            # a bug: nobody is left to answer.
+            log.debug("%s cancelled by the client (request id %s)", method, call.request_id)
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise asyncio.CancelledError from None
         error = _internal_error(call.request_id, method)
         call.failed(error.code, error.reason)
         await abort(context, error, call.request_id)
     finally:
         observability.end(call)
+
+
+def _client_cancelled(context: grpc.aio.ServicerContext) -> bool:
+    try:
+        return bool(context.cancelled())
+    except Exception:  # a context that cannot tell
+        return False
 
 
 def _internal_error(rid: str, where: str) -> GatewayError:

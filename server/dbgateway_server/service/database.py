@@ -11,14 +11,15 @@ from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 
 from ..backends.base import ExecResult, ResultSet
 from ..gateway import Gateway
-from ..observability import Observability
+from ..observability import Observability, current_call
 from ..security import Guard
 from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
 from .session import SessionRegistry
+from .subscriptions import SubscriptionRpcs
 from .transactions import TransactionRpcs
 
 
-class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
+class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServiceServicer):
     def __init__(self, gateway: Gateway, observability: Observability, guard: Guard) -> None:
         self._gateway = gateway
         self.observability = observability
@@ -102,13 +103,20 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
             request.transaction_id,
             current_scope().principal.name,
         ) as result:
-            await context.write(pb.StreamQueryResponse(columns=result.columns))
-            if options.columnar:
-                async for batch in result.batches():
-                    await context.write(pb.StreamQueryResponse(column_batch=batch))
-            else:
-                async for chunk in result.chunks():
-                    await context.write(pb.StreamQueryResponse(rows=chunk))
+            try:
+                await context.write(pb.StreamQueryResponse(columns=result.columns))
+                if options.columnar:
+                    async for batch in result.batches():
+                        await context.write(pb.StreamQueryResponse(column_batch=batch))
+                else:
+                    async for chunk in result.chunks():
+                        await context.write(pb.StreamQueryResponse(rows=chunk))
+            finally:
+                # The access log and rows_returned count what was sent, also
+                # when the stream ends early.
+                call = current_call()
+                if call is not None:
+                    call.rows = result.rows
         await context.write(
             pb.StreamQueryResponse(
                 truncated=result.truncated,
