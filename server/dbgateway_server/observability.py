@@ -41,6 +41,7 @@ from google.protobuf import text_format
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -159,6 +160,9 @@ class Call:
     #: Who is calling: a configured principal's name, ``anonymous`` without
     #: principals, empty until authenticated.
     principal: str = ""
+    #: How the call arrived: ``unary`` (its own RPC) or ``session`` (a
+    #: logical call on a Session stream).
+    transport: str = "unary"
     started: float = field(default_factory=time.monotonic)
     rows: int = 0
     attempts: int = 1
@@ -268,8 +272,9 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "dbgateway_requests",
-            "RPCs answered, by method, database and gRPC status code.",
-            ["method", "database", "code"],
+            "Calls answered, by method, database, gRPC status code and transport "
+            "(unary: the method's own RPC; session: a logical call on a Session stream).",
+            ["method", "database", "code", "transport"],
             registry=r,
         )
         self.request_duration = Histogram(
@@ -297,6 +302,15 @@ class Metrics:
             "RPCs answered, by principal (a configured name, 'anonymous' without "
             "principals, '(unauthenticated)' when the token was refused) and gRPC status code.",
             ["principal", "code"],
+            registry=r,
+        )
+        self.sessions_open = Gauge(
+            "dbgateway_sessions_open", "Session streams open now.", registry=r
+        )
+        self.session_calls_held_peak = Gauge(
+            "dbgateway_session_calls_held_peak",
+            "The most calls one Session stream has held at once since start (running, "
+            "or answered and waiting for the client to read): at most max_session_calls.",
             registry=r,
         )
         self.rows_returned = Counter(
@@ -567,6 +581,7 @@ class Observability:
         sql: str = "",
         params: int = 0,
         parameters: Sequence[Any] = (),
+        transport: str = "unary",
         service: str = "dbgateway.v1.DatabaseService",
         metadata: Sequence[tuple[str, Any]] | None = None,
     ) -> Call:
@@ -585,6 +600,7 @@ class Observability:
             parameters=tuple(_parameter_text(p) for p in parameters)
             if self.config.log_parameters
             else (),
+            transport=transport,
         )
         if tracing.tracer is not None:
             call.span, call.trace_token = tracing.start_server_span(service, method, metadata)
@@ -596,7 +612,7 @@ class Observability:
         elapsed = time.monotonic() - call.started
         db = call.database_label
         m = self.metrics
-        m.requests.labels(call.method, db, call.code.name).inc()
+        m.requests.labels(call.method, db, call.code.name, call.transport).inc()
         m.principal_requests.labels(call.principal or UNAUTHENTICATED, call.code.name).inc()
         m.request_duration.labels(call.method, db).observe(elapsed)
         if call.rows:
@@ -615,6 +631,7 @@ class Observability:
                 "duration_ms": elapsed * 1000,
                 "rows": call.rows,
                 "retries": call.retries,
+                "transport": call.transport,
                 **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
             },
         )
