@@ -157,10 +157,10 @@ class GatewayServer:
         if worker is not None:  # workers share the port (see workers.py)
             options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
         self.server = grpc.aio.server(options=options)
-        database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
-        database_servicer.forwarding = self.forwarding
+        self.database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
+        self.database_servicer.forwarding = self.forwarding
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            database_servicer, self.server
+            self.database_servicer, self.server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AdminServicer(self.gateway, self.observability, self.guard), self.server
@@ -230,6 +230,9 @@ class GatewayServer:
         self._stopped.set()
         log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
         await self.health.enter_graceful_shutdown()
+        # Sessions take no new calls, answer what they read and end with
+        # UNAVAILABLE, so their clients reopen elsewhere within the grace.
+        self.database_servicer.sessions.drain()
         # A subscription would otherwise hold the drain for the whole grace period.
         await self.gateway.end_subscriptions()
         await self.server.stop(self.config.server.shutdown_grace)

@@ -265,6 +265,12 @@ class ServerConfig:
     stream_idle_timeout: float = 60.0
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Calls one Session stream may have in flight; beyond it the server stops
+    #: reading the stream and gRPC flow control pushes back on the client.
+    max_session_calls: int = 256
+    #: Seconds after which a Session takes no new calls and ends once its
+    #: calls are answered (the client reopens, so load spreads across replicas).
+    max_session_age: float = 300.0
     #: Notifications queued per subscriber; one that falls further behind is
     #: ended with RESOURCE_EXHAUSTED rather than buffered without limit.
     subscription_queue: int = 1000
@@ -296,6 +302,7 @@ class ServerConfig:
             "max_sql_length",
             "max_parameters",
             "max_concurrent_calls",
+            "max_session_calls",
             "subscription_queue",
         ):
             value = getattr(self, name)
@@ -312,7 +319,12 @@ class ServerConfig:
             "log_format",
             f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
         )
-        for name in ("slow_query_threshold", "long_transaction_threshold", "stream_idle_timeout"):
+        for name in (
+            "slow_query_threshold",
+            "long_transaction_threshold",
+            "stream_idle_timeout",
+            "max_session_age",
+        ):
             value = getattr(self, name)
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 

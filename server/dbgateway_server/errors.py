@@ -65,6 +65,7 @@ class Reason(StrEnum):
     UNSUPPORTED = "UNSUPPORTED"
     DATABASE_ERROR = "DATABASE_ERROR"
     INTERNAL = "INTERNAL"
+    SESSION_ENDED = "SESSION_ENDED"
 
 
 _C = grpc.StatusCode
@@ -118,6 +119,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.UNSUPPORTED: _C.UNIMPLEMENTED,
     Reason.DATABASE_ERROR: _C.INTERNAL,
     Reason.INTERNAL: _C.INTERNAL,
+    # A Session the server closed on purpose (drain, maximum age): every call
+    # it read was answered, so the client resends the others on a new session.
+    Reason.SESSION_ENDED: _C.UNAVAILABLE,
 }
 
 #: Failures of the path to the database rather than of the SQL: these count

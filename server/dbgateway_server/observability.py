@@ -41,6 +41,7 @@ from google.protobuf import text_format
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -160,6 +161,9 @@ class Call:
     #: Who is calling: a configured principal's name, ``anonymous`` without
     #: principals, empty until authenticated.
     principal: str = ""
+    #: How the call arrived: ``unary`` (its own RPC) or ``session`` (a
+    #: logical call on a Session stream).
+    transport: str = "unary"
     started: float = field(default_factory=time.monotonic)
     rows: int = 0
     attempts: int = 1
@@ -285,9 +289,10 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "dbgateway_requests",
-            "RPCs answered, by method, database, endpoint (primary, replica-1, ...) "
-            "and gRPC status code.",
-            ["method", "database", "endpoint", "code"],
+            "Calls answered, by method, database, endpoint (primary, replica-1, ...), gRPC "
+            "status code and transport (unary: the method's own RPC; session: a logical "
+            "call on a Session stream).",
+            ["method", "database", "endpoint", "code", "transport"],
             registry=r,
         )
         self.request_duration = Histogram(
@@ -315,6 +320,15 @@ class Metrics:
             "RPCs answered, by principal (a configured name, 'anonymous' without "
             "principals, '(unauthenticated)' when the token was refused) and gRPC status code.",
             ["principal", "code"],
+            registry=r,
+        )
+        self.sessions_open = Gauge(
+            "dbgateway_sessions_open", "Session streams open now.", registry=r
+        )
+        self.session_calls_held_peak = Gauge(
+            "dbgateway_session_calls_held_peak",
+            "The most calls one Session stream has held at once since start (running, "
+            "or answered and waiting for the client to read): at most max_session_calls.",
             registry=r,
         )
         self.rows_returned = Counter(
@@ -585,6 +599,7 @@ class Observability:
         sql: str = "",
         params: int = 0,
         parameters: Sequence[Any] = (),
+        transport: str = "unary",
         service: str = "dbgateway.v1.DatabaseService",
         metadata: Sequence[tuple[str, Any]] | None = None,
     ) -> Call:
@@ -603,6 +618,7 @@ class Observability:
             parameters=tuple(_parameter_text(p) for p in parameters)
             if self.config.log_parameters
             else (),
+            transport=transport,
         )
         if tracing.tracer is not None:
             call.span, call.trace_token = tracing.start_server_span(service, method, metadata)
@@ -617,7 +633,7 @@ class Observability:
         # The endpoint the call ran on; calls that named no database ran on none.
         endpoint = routed_endpoint() or (PRIMARY if call.database is not None else "")
         m = self.metrics
-        m.requests.labels(call.method, db, endpoint, call.code.name).inc()
+        m.requests.labels(call.method, db, endpoint, call.code.name, call.transport).inc()
         m.principal_requests.labels(call.principal or UNAUTHENTICATED, call.code.name).inc()
         m.request_duration.labels(call.method, db, endpoint).observe(elapsed)
         if call.rows:
@@ -637,6 +653,7 @@ class Observability:
                 "duration_ms": elapsed * 1000,
                 "rows": call.rows,
                 "retries": call.retries,
+                "transport": call.transport,
                 **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
             },
         )

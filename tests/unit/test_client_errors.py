@@ -41,6 +41,7 @@ EXPECTED = {
     Reason.RESULT_TOO_LARGE: dbgateway.ResourceExhausted,
     Reason.TOO_MANY_CALLS: dbgateway.ResourceExhausted,
     Reason.STREAM_STALLED: dbgateway.ResourceExhausted,
+    Reason.SESSION_ENDED: dbgateway.Unavailable,
     Reason.SUBSCRIBER_TOO_SLOW: dbgateway.ResourceExhausted,
     Reason.SERVER_DRAINING: dbgateway.Unavailable,
 }

@@ -133,7 +133,17 @@ def test_a_call_is_counted_timed_and_logged_once(caplog):
     call.rows = 4
     with caplog.at_level(logging.INFO, logger="dbgateway"):
         obs.end(call)
-    assert sample(obs, "dbgateway_requests_total", method="Query", database="pg", code="OK") == 1
+    assert (
+        sample(
+            obs,
+            "dbgateway_requests_total",
+            method="Query",
+            database="pg",
+            code="OK",
+            transport="unary",
+        )
+        == 1
+    )
     assert sample(obs, "dbgateway_rows_returned_total", database="pg") == 4
     assert (
         sample(obs, "dbgateway_request_duration_seconds_count", method="Query", database="pg") == 1
@@ -156,7 +166,7 @@ def test_a_failed_call_to_an_unknown_database_counts_under_the_fixed_label():
     assert (
         sample(
             obs, "dbgateway_requests_total", method="Query", database=UNKNOWN_DATABASE,
-            code="NOT_FOUND",
+            code="NOT_FOUND", transport="unary",
         )
         == 1
     )  # fmt: skip

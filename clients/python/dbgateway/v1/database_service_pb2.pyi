@@ -330,3 +330,58 @@ class StreamQueryResponse(_message.Message):
     stats: ExecutionStats
     column_batch: _value_pb2.ColumnBatch
     def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ..., column_batch: _Optional[_Union[_value_pb2.ColumnBatch, _Mapping]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("calls", "cancel")
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[SessionCall]
+    cancel: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, calls: _Optional[_Iterable[_Union[SessionCall, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SessionCall(_message.Message):
+    __slots__ = ("id", "timeout", "query", "execute", "execute_batch", "run_transaction", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RUN_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    timeout: _duration_pb2.Duration
+    query: QueryRequest
+    execute: ExecuteRequest
+    execute_batch: ExecuteBatchRequest
+    run_transaction: RunTransactionRequest
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., query: _Optional[_Union[QueryRequest, _Mapping]] = ..., execute: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., execute_batch: _Optional[_Union[ExecuteBatchRequest, _Mapping]] = ..., run_transaction: _Optional[_Union[RunTransactionRequest, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SessionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SessionResult, _Mapping]]] = ...) -> None: ...
+
+class SessionResult(_message.Message):
+    __slots__ = ("id", "query", "execute", "execute_batch", "run_transaction", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RUN_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    query: QueryResponse
+    execute: ExecuteResponse
+    execute_batch: ExecuteBatchResponse
+    run_transaction: RunTransactionResponse
+    error: _status_pb2.Status
+    def __init__(self, id: _Optional[int] = ..., query: _Optional[_Union[QueryResponse, _Mapping]] = ..., execute: _Optional[_Union[ExecuteResponse, _Mapping]] = ..., execute_batch: _Optional[_Union[ExecuteBatchResponse, _Mapping]] = ..., run_transaction: _Optional[_Union[RunTransactionResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
