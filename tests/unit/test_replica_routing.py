@@ -171,7 +171,7 @@ def test_metrics_and_the_access_log_name_the_endpoint(caplog):
         obs.end(read)
         write = obs.begin("Execute", request_id="r2", database="orders")
         obs.end(write)
-    labels = {"database": "orders", "code": "OK"}
+    labels = {"database": "orders", "code": "OK", "transport": "unary"}
     assert value("dbgateway_requests_total", method="Query", endpoint="replica-1", **labels) == 1
     assert value("dbgateway_requests_total", method="Execute", endpoint="primary", **labels) == 1
     lines = [r.getMessage() for r in caplog.records if r.name == "dbgateway.access"]
