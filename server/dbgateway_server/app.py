@@ -195,8 +195,7 @@ class GatewayServer:
         # call path never touches OpenTelemetry.
         tracing.start_from_environment()
         await self.gateway.start()
-        for name, db in self.gateway.databases.items():
-            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+        await self._set_database_health()
         await self.health.set("", SERVING)
         await self.health.set(DATABASE_SERVICE, SERVING)
         await self.health.set(ADMIN_SERVICE, SERVING)
@@ -277,11 +276,15 @@ class GatewayServer:
         self.observability.config = replace(
             config.server, **{name: getattr(old.server, name) for name in RESTART_ONLY}
         )
+        had_replicas = {name for name, db in self.gateway.databases.items() if db.replicas}
         changes = await self.gateway.reconfigure(config)
-        for name, db in self.gateway.databases.items():
-            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+        await self._set_database_health()
         for name in changes.removed:
             await self.health.set(health_key(name), NOT_SERVING)
+        for name in had_replicas:
+            current = self.gateway.databases.get(name)
+            if current is None or not current.replicas:
+                await self.health.set(health_key(f"{name}/replicas"), NOT_SERVING)
         self.config = config
         log.info(
             "config reloaded: databases added %s, changed %s, removed %s; %d principal(s)%s",
@@ -291,6 +294,18 @@ class GatewayServer:
             len(self.guard.principals),
             "; TLS certificate rotated" if rotated else "",
         )
+
+    async def _set_database_health(self) -> None:
+        """``db/<name>`` for every database's primary, and
+        ``db/<name>/replicas`` (SERVING while a replica is usable) for every
+        database with replicas."""
+        for name, db in self.gateway.databases.items():
+            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+            if db.replicas:
+                serving = db.replicas.serving
+                await self.health.set(
+                    health_key(f"{name}/replicas"), SERVING if serving else NOT_SERVING
+                )
 
     async def wait(self) -> None:
         await self._stopped.wait()

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     TOO_MANY_CALLS = "TOO_MANY_CALLS"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    NO_REPLICA_AVAILABLE = "NO_REPLICA_AVAILABLE"
     POOL_EXHAUSTED = "POOL_EXHAUSTED"
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
@@ -87,6 +88,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TOO_MANY_CALLS: _C.RESOURCE_EXHAUSTED,
     Reason.DATABASE_UNAVAILABLE: _C.UNAVAILABLE,
     Reason.CIRCUIT_OPEN: _C.UNAVAILABLE,
+    # A read that asked for a replica only, while none is usable (all down,
+    # open circuits, or further behind than max_replica_lag).
+    Reason.NO_REPLICA_AVAILABLE: _C.UNAVAILABLE,
     Reason.POOL_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
     Reason.RESULT_TOO_LARGE: _C.RESOURCE_EXHAUSTED,
     # A subscriber whose queue filled: it was ended rather than buffered

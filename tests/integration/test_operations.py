@@ -114,7 +114,12 @@ class Operated:
 
 
 def sample(metrics: dict[Any, float], name: str, **labels: str) -> float | None:
-    return metrics.get((name, frozenset(labels.items())))
+    """The sample with exactly these labels; per-endpoint series without an
+    ``endpoint`` given: the primary's."""
+    value = metrics.get((name, frozenset(labels.items())))
+    if value is None and "endpoint" not in labels:
+        value = metrics.get((name, frozenset({**labels, "endpoint": "primary"}.items())))
+    return value
 
 
 class AdvisoryLock:

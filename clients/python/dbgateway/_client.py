@@ -24,6 +24,7 @@ import grpc.aio
 from ._config import ClientConfig, TLSConfig
 from ._errors import DbGatewayError, DeadlineExceeded, from_rpc_error
 from ._health import CHECK_METHOD, HealthStatus, decode_response, encode_request
+from ._replicas import ReadPreference, ReadYourWrites, read_after, read_preference_value, remember
 from ._result import (
     ExecuteResult,
     Result,
@@ -72,8 +73,15 @@ def _options(
     idempotent: bool = False,
     tag: str | None = None,
     columnar: bool = False,
+    read_preference: ReadPreference | str | None = None,
+    read_after: str = "",
 ) -> pb.RequestOptions:
-    options = pb.RequestOptions(idempotent=idempotent, tag=tag or "")
+    options = pb.RequestOptions(
+        idempotent=idempotent,
+        tag=tag or "",
+        read_preference=read_preference_value(read_preference),
+        read_after=read_after,
+    )
     if columnar:
         options.encoding = pb.RESULT_ENCODING_COLUMNS
     if max_rows is not None:
@@ -90,12 +98,20 @@ def _query_request(
     max_rows: int | None,
     tag: str | None,
     columnar: bool = False,
+    preference: ReadPreference | str | None = None,
+    token: str | None = None,
 ) -> pb.QueryRequest:
     return pb.QueryRequest(
         database=database or "",
         sql=sql,
         params=to_values(params),
-        options=_options(max_rows=max_rows, tag=tag, columnar=columnar),
+        options=_options(
+            max_rows=max_rows,
+            tag=tag,
+            columnar=columnar,
+            read_preference=preference,
+            read_after=read_after(database, token),
+        ),
     )
 
 
@@ -144,15 +160,22 @@ def _run_transaction_request(
     )
 
 
-def _batch_result(response: pb.ExecuteBatchResponse) -> ExecuteResult:
+def _batch_result(response: pb.ExecuteBatchResponse, database: str | None) -> ExecuteResult:
+    remember(database, response.read_token)
     return ExecuteResult(
-        rows_affected=response.rows_affected if response.HasField("rows_affected") else None
+        rows_affected=response.rows_affected if response.HasField("rows_affected") else None,
+        read_token=response.read_token,
     )
 
 
-def _transaction_result(response: pb.RunTransactionResponse) -> TransactionResult:
+def _transaction_result(
+    response: pb.RunTransactionResponse, database: str | None
+) -> TransactionResult:
+    remember(database, response.read_token)
     return TransactionResult(
-        tuple(statement_result(r) for r in response.results), response.attempts
+        tuple(statement_result(r) for r in response.results),
+        response.attempts,
+        read_token=response.read_token,
     )
 
 
@@ -165,13 +188,15 @@ def _result(response: pb.QueryResponse) -> Result:
     return Result(columns, rows_of(response.rows, columns), response.truncated)
 
 
-def _execute_result(response: pb.ExecuteResponse) -> ExecuteResult:
+def _execute_result(response: pb.ExecuteResponse, database: str | None) -> ExecuteResult:
+    remember(database, response.read_token)
     columns = columns_of(response.columns)
     return ExecuteResult(
         rows_affected=response.rows_affected,
         last_insert_id=response.last_insert_id if response.HasField("last_insert_id") else None,
         column_info=columns,
         rows=rows_of(response.rows, columns),
+        read_token=response.read_token,
     )
 
 
@@ -517,6 +542,8 @@ class AsyncClient(_BaseClient):
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> Result:
         """Runs a read and returns its rows as native Python values.
 
@@ -525,8 +552,16 @@ class AsyncClient(_BaseClient):
         asks for the columnar encoding (RESULT_ENCODING_COLUMNS): the same
         rows, much cheaper to send and decode when there are many. Raises a
         :class:`DbGatewayError` subclass for the failure.
+
+        On a database with replicas, ``read_preference`` (``"primary"``,
+        ``"replica_preferred"``, ``"replica"``; None: the database's default)
+        says where the read runs, and ``read_after`` (a write's
+        ``read_token``) that it must see that write; inside
+        :meth:`read_your_writes` the latest token is sent for you.
         """
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
         return _result(await self._call("query", request, timeout))
 
     async def execute(
@@ -543,7 +578,7 @@ class AsyncClient(_BaseClient):
         connection. Raises a :class:`DbGatewayError` subclass for the failure."""
         request = _execute_request(sql, params, database, idempotent, tag)
         response = await self._call("execute", request, timeout, write=True, idempotent=idempotent)
-        return _execute_result(response)
+        return _execute_result(response, database)
 
     def stream(
         self,
@@ -554,6 +589,8 @@ class AsyncClient(_BaseClient):
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> AsyncRowStream:
         """Runs a read of any size and yields its rows one at a time
         (``StreamQuery``): ``async for row in db.stream(...)``. The server
@@ -561,7 +598,9 @@ class AsyncClient(_BaseClient):
         ``timeout`` bounds the whole stream. ``async with db.stream(...) as
         rows:`` stops the query on the database at once when the block is
         left early. ``columnar=True``: see :meth:`query`."""
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
 
         async def attempt(remaining: float | None) -> tuple[Any, pb.StreamQueryResponse]:
             call = self._stub.StreamQuery(request, timeout=remaining, metadata=self._metadata)
@@ -603,7 +642,7 @@ class AsyncClient(_BaseClient):
         failure."""
         request = _batch_request(sql, param_sets, database, tag)
         response = await self._call("execute_batch", request, timeout, write=True)
-        return _batch_result(response)
+        return _batch_result(response, database)
 
     async def run_transaction(
         self,
@@ -627,7 +666,7 @@ class AsyncClient(_BaseClient):
             statements, database, isolation, read_only, deferrable, max_attempts
         )
         response = await self._call("run_transaction", request, timeout, write=True)
-        return _transaction_result(response)
+        return _transaction_result(response, database)
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -662,6 +701,13 @@ class AsyncClient(_BaseClient):
             raise
         if not tx.ended:
             await tx.commit()
+
+    def read_your_writes(self) -> ReadYourWrites:
+        """A block (``with`` or ``async with``) in which every read sees the
+        block's own earlier writes, even from a replica: each committed
+        write's ``read_token`` is kept (per database) and sent as
+        ``read_after`` by the reads that follow. Raises nothing itself."""
+        return ReadYourWrites()
 
     async def _list_databases(
         self,
@@ -817,9 +863,13 @@ class Client(_BaseClient):
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> Result:
         """Runs a read and returns its rows (see :meth:`AsyncClient.query`)."""
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
         return _result(self._call("query", request, timeout))
 
     def execute(
@@ -834,7 +884,7 @@ class Client(_BaseClient):
         """Runs a write (see :meth:`AsyncClient.execute`)."""
         request = _execute_request(sql, params, database, idempotent, tag)
         response = self._call("execute", request, timeout, write=True, idempotent=idempotent)
-        return _execute_result(response)
+        return _execute_result(response, database)
 
     def stream(
         self,
@@ -845,11 +895,15 @@ class Client(_BaseClient):
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> RowStream:
         """Runs a read of any size and yields its rows one at a time (see
         :meth:`AsyncClient.stream`); ``with db.stream(...) as rows:`` stops it
         at once when the block is left early."""
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
 
         def attempt(remaining: float | None) -> tuple[Any, pb.StreamQueryResponse]:
             call = self._stub.StreamQuery(request, timeout=remaining, metadata=self._metadata)
@@ -882,7 +936,8 @@ class Client(_BaseClient):
         """Runs ``sql`` once per parameter set, atomically (see
         :meth:`AsyncClient.execute_batch`)."""
         request = _batch_request(sql, param_sets, database, tag)
-        return _batch_result(self._call("execute_batch", request, timeout, write=True))
+        response = self._call("execute_batch", request, timeout, write=True)
+        return _batch_result(response, database)
 
     def run_transaction(
         self,
@@ -901,7 +956,7 @@ class Client(_BaseClient):
             statements, database, isolation, read_only, deferrable, max_attempts
         )
         response = self._call("run_transaction", request, timeout, write=True)
-        return _transaction_result(response)
+        return _transaction_result(response, database)
 
     @contextlib.contextmanager
     def transaction(
@@ -930,6 +985,13 @@ class Client(_BaseClient):
             raise
         if not tx.ended:
             tx.commit()
+
+    def read_your_writes(self) -> ReadYourWrites:
+        """A block (``with`` or ``async with``) in which every read sees the
+        block's own earlier writes, even from a replica: each committed
+        write's ``read_token`` is kept (per database) and sent as
+        ``read_after`` by the reads that follow. Raises nothing itself."""
+        return ReadYourWrites()
 
     def _list_databases(self, timeout: float | None = None) -> admin_pb.ListDatabasesResponse:
         """AdminService/ListDatabases, for the ``dbgateway databases`` command."""

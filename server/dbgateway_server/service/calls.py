@@ -33,7 +33,7 @@ from dbgateway.v1 import database_service_pb2 as pb
 from .. import tracing
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
 from ..cluster import ForwardedFailure, Forwarding
-from ..config import Access, ServerConfig
+from ..config import Access, ReadPreference, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
 from ..observability import REQUEST_ID_HEADER, Call, Observability
@@ -386,8 +386,38 @@ def call_options(
         tag=options.tag,
         read_only=current_scope().read_only,
         columnar=encoding == pb.RESULT_ENCODING_COLUMNS,
+        read_preference=read_preference(options.read_preference, "options.read_preference"),
+        read_after=_read_after(options.read_after),
         role=current_scope().principal.postgres_role,
     )
+
+
+_READ_PREFERENCES: dict[int, ReadPreference | None] = {
+    pb.READ_PREFERENCE_UNSPECIFIED: None,
+    pb.READ_PREFERENCE_PRIMARY: ReadPreference.PRIMARY,
+    pb.READ_PREFERENCE_REPLICA_PREFERRED: ReadPreference.REPLICA_PREFERRED,
+    pb.READ_PREFERENCE_REPLICA: ReadPreference.REPLICA,
+}
+
+#: A read_token is a WAL LSN or a GTID list: short. Anything longer is not one.
+MAX_READ_TOKEN_LENGTH = 4096
+
+
+def read_preference(value: int, field: str) -> ReadPreference | None:
+    """The core's read preference for a request's enum (None: the database's default)."""
+    try:
+        return _READ_PREFERENCES[value]
+    except KeyError:
+        raise invalid_request(field, f"unknown read preference {value}") from None
+
+
+def _read_after(token: str) -> str:
+    if len(token) > MAX_READ_TOKEN_LENGTH:
+        raise invalid_request(
+            "options.read_after",
+            f"longer than {MAX_READ_TOKEN_LENGTH} characters: not a read_token",
+        )
+    return token
 
 
 def check_sql(sql: str, params: Sequence[Any] = ()) -> None:

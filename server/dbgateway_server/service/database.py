@@ -83,6 +83,7 @@ class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServic
             columns=result.columns,
             rows=result.rows,
             stats=stats(outcome, len(result.rows)),
+            read_token=outcome.read_token,
         )
         if result.last_insert_id is not None:
             response.last_insert_id = result.last_insert_id
