@@ -2,10 +2,10 @@
 
 While the server drains, the port stays open so health checks keep getting an
 answer (NOT_SERVING) instead of a refused connection, and a new call is
-refused at once with UNAVAILABLE / DRAINING (nothing reached a database, so
+refused at once with UNAVAILABLE / SERVER_DRAINING (nothing reached a database, so
 any caller may retry it elsewhere). Calls already running get the grace
 period; those still running when it ends are cancelled (on the database too)
-and answered UNAVAILABLE / DRAINING, not gRPC's bare "Cancelling all calls".
+and answered UNAVAILABLE / SERVER_DRAINING, not gRPC's bare "Cancelling all calls".
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ class Drain:
 
     @contextlib.contextmanager
     def call(self, *, continuing: bool = False) -> Iterator[None]:
-        """Admits the current call, or refuses it with DRAINING. A call that
+        """Admits the current call, or refuses it with SERVER_DRAINING. A call that
         ``continuing`` work begun before the drain (a statement or the commit
         of an open transaction) is let in until the grace period ends, so
         that transaction can still finish."""
         if self.draining and not (continuing and not self._stopped_all):
             raise GatewayError(
-                Reason.DRAINING,
+                Reason.SERVER_DRAINING,
                 "the server is shutting down and takes no new calls; try again "
                 "(another replica will answer)",
                 retry_after=RETRY_AFTER,
@@ -79,7 +79,7 @@ class Drain:
         if task is None or task not in self._stopped:
             return None
         return GatewayError(
-            Reason.DRAINING,
+            Reason.SERVER_DRAINING,
             f"the server shut down before the call finished (shutdown_grace is {self._grace:g}s)",
             retry_after=RETRY_AFTER,
         )

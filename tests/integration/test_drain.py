@@ -143,7 +143,7 @@ def test_while_draining_health_answers_not_serving_and_new_calls_get_a_reason(tm
                 db.Query(pb.QueryRequest(database="pg", sql="SELECT 1"), timeout=5)
             err = call_error(info.value)
             assert err.code == grpc.StatusCode.UNAVAILABLE
-            assert err.reason == "DRAINING"
+            assert err.reason == "SERVER_DRAINING"
             assert "shutting down" in err.message
             assert err.retry_delay is not None
             assert slow.result(20).rows[0].values[0] == V.of(int_value=7)
@@ -165,7 +165,7 @@ def test_a_call_outliving_the_grace_period_is_answered_unavailable_with_a_reason
                 stuck.result(20)
     err = call_error(info.value)
     assert err.code == grpc.StatusCode.UNAVAILABLE
-    assert err.reason == "DRAINING"
+    assert err.reason == "SERVER_DRAINING"
     assert "shutdown_grace is 1s" in err.message
     assert "Cancelling all calls" not in err.message
     assert server.process.wait(20) == 0

@@ -24,7 +24,7 @@ async def test_a_new_call_is_refused_with_draining_once_the_drain_began():
     await drain.drain(1.0)
     with pytest.raises(GatewayError) as info, drain.call():
         pass
-    assert info.value.reason is Reason.DRAINING
+    assert info.value.reason is Reason.SERVER_DRAINING
     assert info.value.sent is False
     assert info.value.retry_after is not None
 
@@ -55,7 +55,7 @@ async def test_the_drain_waits_for_calls_in_flight_then_stops_the_rest():
     assert answers[0] == "done"
     stopped = answers[1]
     assert isinstance(stopped, GatewayError)
-    assert stopped.reason is Reason.DRAINING
+    assert stopped.reason is Reason.SERVER_DRAINING
     assert "shutdown_grace is 0.3s" in stopped.message
     assert drain.in_flight == 0
 
