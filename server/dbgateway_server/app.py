@@ -62,7 +62,7 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 
 
 #: What calls still open when the drain is over (health watches, answers on
-#: their way out) get once the server stops listening.
+#: their way out) get after the grace period.
 STOP_GRACE = 0.5
 
 
@@ -228,9 +228,9 @@ class GatewayServer:
             )
 
     async def stop(self) -> None:
-        """Drains: NOT_SERVING at once, new calls refused with SERVER_DRAINING,
-        in-flight calls get the grace period (then they are stopped and
-        answered SERVER_DRAINING), then the port closes and pools close."""
+        """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
+        grace period (then they are stopped and answered SERVER_DRAINING),
+        then pools close."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -242,11 +242,14 @@ class GatewayServer:
         self.database_servicer.sessions.drain()
         # A subscription would otherwise hold the drain for the whole grace period.
         await self.gateway.end_subscriptions()
-        # The port stays open while calls drain: health checks get
-        # NOT_SERVING and new calls a clear UNAVAILABLE / SERVER_DRAINING, not a
-        # refused connection. Only then does the server stop listening.
+        # gRPC stops taking calls at once (its GOAWAY moves clients' channels
+        # to other replicas) and waits for those in flight; the drain stops
+        # what is still running when the grace ends and answers it
+        # UNAVAILABLE / SERVER_DRAINING, before gRPC would cancel it bare.
+        stopping = asyncio.get_running_loop().create_task(self.server.stop(grace + STOP_GRACE))
+        await asyncio.sleep(0)  # gRPC refuses new calls from here on
         await self.gateway.drain.drain(grace)
-        await self.server.stop(STOP_GRACE)
+        await stopping
         await self.gateway.close()
         await self.forwarding.close()
         await self.observability.close()

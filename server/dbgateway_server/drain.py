@@ -1,11 +1,12 @@
 """The drain: what happens to calls between SIGTERM and exit.
 
-While the server drains, the port stays open so health checks keep getting an
-answer (NOT_SERVING) instead of a refused connection, and a new call is
-refused at once with UNAVAILABLE / SERVER_DRAINING (nothing reached a database, so
-any caller may retry it elsewhere). Calls already running get the grace
-period; those still running when it ends are cancelled (on the database too)
-and answered UNAVAILABLE / SERVER_DRAINING, not gRPC's bare "Cancelling all calls".
+gRPC stops taking new calls when the server stops; a call that still reaches
+a servicer once the drain began (it was accepted just before) is refused at
+once with UNAVAILABLE / SERVER_DRAINING (nothing reached a database, so any
+caller may retry it elsewhere), unless it continues an open transaction.
+Calls already running get the grace period; those still running when it ends
+are cancelled (on the database too) and answered UNAVAILABLE /
+SERVER_DRAINING, not gRPC's bare "Cancelling all calls".
 """
 
 from __future__ import annotations

@@ -120,36 +120,6 @@ def test_sigint_drains_too(tmp_path, own_dsn):
     assert "stopped" in server.log()
 
 
-def test_while_draining_health_answers_not_serving_and_new_calls_get_a_reason(tmp_path, own_dsn):
-    server = start(tmp_path, own_dsn, grace=10)
-    assert server.process is not None
-    with server.channel() as channel:
-        db = database_service_pb2_grpc.DatabaseServiceStub(channel)
-        health = health_pb2_grpc.HealthStub(channel)
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(
-                db.Query,
-                pb.QueryRequest(database="pg", sql="SELECT 7 AS n FROM pg_sleep(2)"),
-                timeout=20,
-            )
-            time.sleep(0.3)
-            server.process.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
-            # Still answering on the same port while the slow call drains.
-            for service in ("", "dbgateway.v1.DatabaseService", "db/pg"):
-                status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-                assert status.status == NOT_SERVING
-            with pytest.raises(grpc.RpcError) as info:
-                db.Query(pb.QueryRequest(database="pg", sql="SELECT 1"), timeout=5)
-            err = call_error(info.value)
-            assert err.code == grpc.StatusCode.UNAVAILABLE
-            assert err.reason == "SERVER_DRAINING"
-            assert "shutting down" in err.message
-            assert err.retry_delay is not None
-            assert slow.result(20).rows[0].values[0] == V.of(int_value=7)
-    assert server.process.wait(20) == 0
-
-
 def test_a_call_outliving_the_grace_period_is_answered_unavailable_with_a_reason(tmp_path, own_dsn):
     server = start(tmp_path, own_dsn, grace=1)
     assert server.process is not None
