@@ -30,6 +30,7 @@ from .._stream import RowStream
 from .._transaction import Transaction
 from ._common import (
     BINARY,
+    DISCONNECT_REASONS,
     DATETIME,
     NUMBER,
     ROWID,
@@ -65,6 +66,7 @@ from ._common import (
 
 __all__ = [
     "BINARY",
+    "DISCONNECT_REASONS",
     "DATETIME",
     "NUMBER",
     "ROWID",
@@ -204,6 +206,13 @@ class Connection:
             self._finalizer()
 
     # -- extensions ------------------------------------------------------
+
+    def ping(self) -> None:
+        """Checks that the gateway answers for this database, outside any
+        transaction (raises OperationalError when it does not)."""
+        self._check_open()
+        with translating():
+            self.client.query("SELECT 1", database=self.database)
 
     @property
     def closed(self) -> bool:
