@@ -135,7 +135,7 @@ class GatewayDialectMixin:
     # -- isolation levels: state of the DB-API connection, sent at begin --
 
     def get_isolation_level_values(self, dbapi_connection: Any) -> list[str]:
-        return ["AUTOCOMMIT", *self.gateway_isolation_levels]
+        return [*self.gateway_isolation_levels, "AUTOCOMMIT"]
 
     def set_isolation_level(self, dbapi_connection: Any, level: str) -> None:
         if level == "AUTOCOMMIT":
@@ -152,10 +152,6 @@ class GatewayDialectMixin:
 
     def get_default_isolation_level(self, dbapi_connection: Any) -> str:
         return self.default_isolation_name
-
-    def reset_isolation_level(self, dbapi_connection: Any) -> None:
-        dbapi_connection.autocommit = False
-        dbapi_connection.isolation_level = None
 
     def detect_autocommit_setting(self, dbapi_connection: Any) -> bool:
         return bool(dbapi_connection.autocommit)
