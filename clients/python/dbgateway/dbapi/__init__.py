@@ -97,6 +97,9 @@ __all__ = [
 ]
 
 
+_STREAMABLE_LEVELS = (None, "read committed", "read uncommitted")
+
+
 class _Dropped(BaseException):
     """Thrown into an open transaction whose connection was dropped: it ends
     the stream at once (the server rolls back) instead of waiting for a
@@ -264,6 +267,16 @@ class Connection:
         if self._closed:
             raise InterfaceError("the connection is closed")
 
+    def _may_stream(self) -> bool:
+        """Whether a read may stream on its own (``StreamQuery``) rather than
+        run in the connection's transaction: when none is open yet and the
+        isolation level lets each statement see what is committed at its
+        start anyway (a REPEATABLE READ or SERIALIZABLE transaction must take
+        its snapshot with its first statement)."""
+        if self._slot.transaction is not None or self._slot.lost:
+            return False
+        return self._autocommit or self._isolation_level in _STREAMABLE_LEVELS
+
     def _check_no_transaction(self, what: str) -> None:
         if self._slot.transaction is not None:
             raise ProgrammingError(f"{what} cannot change while a transaction is open")
@@ -347,10 +360,11 @@ class Cursor:
         params = params_of(parameters)
         connection = self.connection
         try:
-            tx = connection._transaction()
-            if tx is None and self._stream_reads and is_read(operation):
+            if self._stream_reads and is_read(operation) and connection._may_stream():
                 self._start_stream(operation, params)
-            elif tx is None:
+                return self
+            tx = connection._transaction()
+            if tx is None:
                 self._run_alone(operation, params)
             else:
                 with translating():

@@ -142,7 +142,11 @@ class GatewayDialectMixin:
             dbapi_connection.autocommit = True
             return
         dbapi_connection.autocommit = False
-        dbapi_connection.isolation_level = ISOLATION_LEVELS[level]
+        # The engine's default is the database's own: ask for nothing, as a
+        # connection SQLAlchemy resets to it is back to asking for nothing.
+        dbapi_connection.isolation_level = (
+            None if level == self.default_isolation_name else ISOLATION_LEVELS[level]
+        )
 
     def get_isolation_level(self, dbapi_connection: Any) -> str:
         if dbapi_connection.autocommit:
