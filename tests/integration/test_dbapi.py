@@ -68,8 +68,11 @@ def test_module_declares_pep_249_globals() -> None:
     assert dbapi.threadsafety == 1
     assert issubclass(dbapi.IntegrityError, dbapi.DatabaseError)
     assert issubclass(dbapi.DatabaseError, dbapi.Error)
-    assert "int4" == dbapi.NUMBER and "BIGINT UNSIGNED" == dbapi.NUMBER
-    assert "timestamptz" == dbapi.DATETIME and "bytea" == dbapi.BINARY
+    assert dbapi.NUMBER == "int4"
+    assert dbapi.NUMBER == "BIGINT UNSIGNED"
+    assert dbapi.DATETIME == "timestamptz"
+    assert dbapi.BINARY == "bytea"
+    assert dbapi.STRING != "bytea"
 
 
 def test_first_statement_opens_a_transaction_that_commit_makes_visible(
@@ -98,13 +101,12 @@ def test_rollback_discards_and_close_rolls_back_an_open_transaction(
         conn.cursor()
 
 
-def test_description_rowcount_lastrowid_and_fetching(
-    conn: dbapi.Connection, database: str
-) -> None:
+def test_description_rowcount_lastrowid_and_fetching(conn: dbapi.Connection, database: str) -> None:
     cur = conn.cursor()
     cur.execute(f"INSERT INTO {TABLE} (body) VALUES ({_ph(database)})", ["x"])
     if database != "pg":
-        assert isinstance(cur.lastrowid, int) and cur.lastrowid > 0
+        assert isinstance(cur.lastrowid, int)
+        assert cur.lastrowid > 0
     for body in ("y", "z"):
         cur.execute(f"INSERT INTO {TABLE} (body) VALUES ({_ph(database)})", [body])
     cur.execute(f"SELECT id, body FROM {TABLE} ORDER BY body")
@@ -113,7 +115,8 @@ def test_description_rowcount_lastrowid_and_fetching(
     assert cur.fetchone()[1] == "x"
     cur.arraysize = 2
     assert [r[1] for r in cur.fetchmany()] == ["y", "z"]
-    assert cur.fetchall() == [] and cur.fetchone() is None
+    assert cur.fetchall() == []
+    assert cur.fetchone() is None
     cur.execute(f"UPDATE {TABLE} SET body = body WHERE body <> {_ph(database)}", ["x"])
     assert cur.rowcount == 2 or database == "mysql"  # MySQL counts changed rows only
     assert cur.description is None
@@ -210,7 +213,8 @@ def test_stream_cursor_reads_through_stream_query(server: ServerProcess) -> None
     assert cur.fetchmany(3) == [(1,), (2,), (3,)]
     assert sum(r[0] for r in cur.fetchall()) == sum(range(4, 25001))
     assert not conn.in_transaction  # read on its own, outside a transaction
-    assert any("dbgateway.access:" in l and "method=StreamQuery" in l for l in server.log().splitlines())
+    log = server.log().splitlines()
+    assert any("dbgateway.access:" in line and "method=StreamQuery" in line for line in log)
     conn.close()
 
 

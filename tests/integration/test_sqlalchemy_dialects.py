@@ -269,4 +269,3 @@ def test_url_options_and_bad_urls(server: ServerProcess, monkeypatch: pytest.Mon
     assert isinstance(caught.value.orig, dbapi.ProgrammingError)
     assert caught.value.orig.reason == "UNKNOWN_DATABASE"
     unknown.dispose()
-

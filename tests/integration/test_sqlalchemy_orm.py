@@ -78,9 +78,7 @@ def test_unit_of_work_inserts_updates_and_deletes_through_relationships(
         session.delete(session.scalars(sa.select(Author).where(Author.name == "Brian")).one())
 
     with orm.Session(clean) as session:
-        authors = session.scalars(
-            sa.select(Author).options(orm.selectinload(Author.books))
-        ).all()
+        authors = session.scalars(sa.select(Author).options(orm.selectinload(Author.books))).all()
         assert [(a.name, [(b.title, b.price) for b in a.books]) for a in authors] == [
             ("Ada", [("Notes", decimal.Decimal("10.00"))])
         ]
@@ -104,7 +102,11 @@ def test_a_failing_flush_rolls_back_the_whole_unit_of_work(
         session.commit()  # the session is usable again
     assert _count(server, clean, postgres_dsn, mysql_dsn, Book.__tablename__) == 0
     names = native_rows(
-        server, clean.dialect.name, postgres_dsn, mysql_dsn, f"SELECT name FROM {Author.__tablename__}"
+        server,
+        clean.dialect.name,
+        postgres_dsn,
+        mysql_dsn,
+        f"SELECT name FROM {Author.__tablename__}",
     )
     assert [tuple(r) for r in names] == [("Grace",)]
 
@@ -114,9 +116,8 @@ def test_begin_nested_rolls_back_to_its_savepoint_only(clean: sa.Engine) -> None
         with session.begin():
             session.add(Author(name="Outer"))
             session.flush()
-            with pytest.raises(sa.exc.IntegrityError):
-                with session.begin_nested():
-                    session.add(Author(name="Outer"))  # duplicate: the savepoint rolls back
+            with pytest.raises(sa.exc.IntegrityError), session.begin_nested():
+                session.add(Author(name="Outer"))  # duplicate: the savepoint rolls back
             inner = session.begin_nested()
             session.add(Author(name="Discarded"))
             session.flush()
@@ -155,7 +156,9 @@ async def test_async_unit_of_work_with_relationships(async_engine: AsyncEngine) 
     async with AsyncSession(async_engine) as session, session.begin():
         ada = (
             await session.scalars(
-                sa.select(Author).options(orm.selectinload(Author.books)).where(Author.name == "Ada")
+                sa.select(Author)
+                .options(orm.selectinload(Author.books))
+                .where(Author.name == "Ada")
             )
         ).one()
         ada.books[0].title = "Notes, revised"

@@ -61,7 +61,9 @@ def read_report(url: str, report: Path) -> SuiteResult:
     return result
 
 
-def run_suite(url: str, report: Path, *, timeout: float = 900, extra: list[str] = ()) -> SuiteResult:  # type: ignore[assignment]
+def run_suite(
+    url: str, report: Path, *, timeout: float = 900, extra: tuple[str, ...] = ()
+) -> SuiteResult:
     """Runs the whole suite against ``url``; ``report`` receives the JUnit XML."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

@@ -30,8 +30,8 @@ from .._stream import RowStream
 from .._transaction import Transaction
 from ._common import (
     BINARY,
-    DISCONNECT_REASONS,
     DATETIME,
+    DISCONNECT_REASONS,
     NUMBER,
     ROWID,
     STRING,
@@ -66,8 +66,8 @@ from ._common import (
 
 __all__ = [
     "BINARY",
-    "DISCONNECT_REASONS",
     "DATETIME",
+    "DISCONNECT_REASONS",
     "NUMBER",
     "ROWID",
     "STRING",
@@ -369,7 +369,7 @@ class Cursor:
             else:
                 with translating():
                     result = tx.execute(operation, *params)
-                rowcount = len(result.rows) if is_read(operation) else result.rows_affected
+                rowcount = len(result.rows) if is_read(operation) else result.rows_affected or 0
                 self._state.load(result.column_info, result.rows, rowcount, result.last_insert_id)
         except DatabaseError:
             connection._note_failure()
@@ -397,7 +397,7 @@ class Cursor:
             total = 0
             for params in param_sets:
                 with translating():
-                    total += tx.execute(operation, *params).rows_affected
+                    total += tx.execute(operation, *params).rows_affected or 0
             self._state.load((), [], total)
         except DatabaseError:
             connection._note_failure()
@@ -468,7 +468,10 @@ class Cursor:
             else:
                 written = client.execute(operation, *params, database=database)
                 self._state.load(
-                    written.column_info, written.rows, written.rows_affected, written.last_insert_id
+                    written.column_info,
+                    written.rows,
+                    written.rows_affected or 0,
+                    written.last_insert_id,
                 )
 
     def _start_stream(self, operation: str, params: Sequence[Any]) -> None:

@@ -41,7 +41,7 @@ Row = tuple[Any, ...]
 Description = tuple[str, str, None, None, None, None, None]
 
 
-class Warning(Exception):  # noqa: A001 - the name PEP 249 requires
+class Warning(Exception):
     """Important warnings (PEP 249); the driver raises none today."""
 
 
@@ -213,17 +213,17 @@ Timestamp = dt.datetime
 Binary = bytes
 
 
-def DateFromTicks(ticks: float) -> dt.date:  # noqa: N802 - PEP 249 name
+def DateFromTicks(ticks: float) -> dt.date:
     """The local date of a POSIX timestamp."""
     return dt.date(*time.localtime(ticks)[:3])
 
 
-def TimeFromTicks(ticks: float) -> dt.time:  # noqa: N802 - PEP 249 name
+def TimeFromTicks(ticks: float) -> dt.time:
     """The local time of a POSIX timestamp."""
     return dt.time(*time.localtime(ticks)[3:6])
 
 
-def TimestampFromTicks(ticks: float) -> dt.datetime:  # noqa: N802 - PEP 249 name
+def TimestampFromTicks(ticks: float) -> dt.datetime:
     """The local date and time of a POSIX timestamp."""
     return dt.datetime(*time.localtime(ticks)[:6])
 
@@ -274,7 +274,7 @@ def description_of(columns: Sequence[Column]) -> list[Description] | None:
 class CursorState:
     """The rows, counts and description of a cursor's last statement."""
 
-    __slots__ = ("arraysize", "description", "lastrowid", "rowcount", "_rows", "_position")
+    __slots__ = ("_position", "_rows", "arraysize", "description", "lastrowid", "rowcount")
 
     def __init__(self) -> None:
         self.arraysize = 1

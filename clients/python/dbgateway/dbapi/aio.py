@@ -54,7 +54,7 @@ class _Dropped(BaseException):
 
 
 class _OpenTransaction:
-    __slots__ = ("context", "lost", "loop", "transaction")
+    __slots__ = ("context", "loop", "lost", "transaction")
 
     def __init__(self) -> None:
         self.context: contextlib.AbstractAsyncContextManager[AsyncTransaction] | None = None
@@ -308,16 +308,14 @@ class AsyncCursor:
             else:
                 with translating():
                     result = await tx.execute(operation, *params)
-                rowcount = len(result.rows) if is_read(operation) else result.rows_affected
+                rowcount = len(result.rows) if is_read(operation) else result.rows_affected or 0
                 self._state.load(result.column_info, result.rows, rowcount, result.last_insert_id)
         except DatabaseError:
             await connection._note_failure()
             raise
         return self
 
-    async def executemany(
-        self, operation: str, seq_of_parameters: Sequence[Sequence[Any]]
-    ) -> Self:
+    async def executemany(self, operation: str, seq_of_parameters: Sequence[Sequence[Any]]) -> Self:
         """One atomic ``ExecuteBatch`` in autocommit; statement by statement
         inside a transaction."""
         self._check()
@@ -336,7 +334,7 @@ class AsyncCursor:
             total = 0
             for params in param_sets:
                 with translating():
-                    total += (await tx.execute(operation, *params)).rows_affected
+                    total += (await tx.execute(operation, *params)).rows_affected or 0
             self._state.load((), [], total)
         except DatabaseError:
             await connection._note_failure()
@@ -355,7 +353,7 @@ class AsyncCursor:
         self._check()
         size = self.arraysize if size is None else size
         if self._stream_rows is not None:
-            rows = []
+            rows: list[Row] = []
             while len(rows) < size and (row := await anext(self._stream_rows, None)) is not None:
                 rows.append(row)
             return rows
@@ -410,7 +408,10 @@ class AsyncCursor:
             else:
                 written = await client.execute(operation, *params, database=database)
                 self._state.load(
-                    written.column_info, written.rows, written.rows_affected, written.last_insert_id
+                    written.column_info,
+                    written.rows,
+                    written.rows_affected or 0,
+                    written.last_insert_id,
                 )
 
     async def _start_stream(self, operation: str, params: Sequence[Any]) -> None:
@@ -450,7 +451,7 @@ async def connect(
     database: str | None = None,
     tls: TLSConfig | bool | None = None,
     token: str | None = None,
-    timeout: float | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the client's default gRPC deadline
     config: ClientConfig | None = None,
     autocommit: bool = False,
     isolation_level: str | None = None,

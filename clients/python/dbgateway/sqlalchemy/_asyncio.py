@@ -94,7 +94,8 @@ class AsyncAdapt_dbgateway_dbapi(AsyncAdapt_dbapi_module):
                 setattr(self, name, value)
 
     def connect(self, *args: Any, **kwargs: Any) -> AsyncAdapt_dbgateway_connection:
-        return AsyncAdapt_dbgateway_connection(self, await_(aio.connect(*args, **kwargs)))
+        connection = await_(aio.connect(*args, **kwargs))
+        return AsyncAdapt_dbgateway_connection(self, connection)  # type: ignore[arg-type]
 
 
 class AsyncGatewayDialectMixin:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from sqlalchemy.engine import URL
+from sqlalchemy.engine.interfaces import DBAPIConnection, IsolationLevel
 
 from .. import dbapi as dbapi_module
 from .._client import DEFAULT_TARGET, Client
@@ -43,11 +45,14 @@ def connect_args(url: URL) -> dict[str, Any]:
     port = url.port or int(DEFAULT_TARGET.rsplit(":", 1)[1])
     tls: TLSConfig | bool | None = None
     if "tls_ca" in query or "tls_cert" in query:
-        tls = TLSConfig(
-            ca=query.pop("tls_ca", None),
-            cert=query.pop("tls_cert", None),
-            key=query.pop("tls_key", None),
-        )
+        try:
+            tls = TLSConfig(
+                ca_file=query.pop("tls_ca", None),
+                cert_file=query.pop("tls_cert", None),
+                key_file=query.pop("tls_key", None),
+            )
+        except ValueError as exc:
+            raise dbapi_module.InterfaceError(str(exc)) from None
         query.pop("tls", None)
     elif "tls" in query:
         tls = _flag("tls", query.pop("tls")) or None
@@ -134,10 +139,10 @@ class GatewayDialectMixin:
 
     # -- isolation levels: state of the DB-API connection, sent at begin --
 
-    def get_isolation_level_values(self, dbapi_connection: Any) -> list[str]:
-        return [*self.gateway_isolation_levels, "AUTOCOMMIT"]
+    def get_isolation_level_values(self, dbapi_conn: DBAPIConnection) -> Sequence[IsolationLevel]:
+        return cast(list[IsolationLevel], [*self.gateway_isolation_levels, "AUTOCOMMIT"])
 
-    def set_isolation_level(self, dbapi_connection: Any, level: str) -> None:
+    def set_isolation_level(self, dbapi_connection: DBAPIConnection, level: IsolationLevel) -> None:
         if level == "AUTOCOMMIT":
             dbapi_connection.autocommit = True
             return
@@ -148,14 +153,14 @@ class GatewayDialectMixin:
             None if level == self.default_isolation_name else ISOLATION_LEVELS[level]
         )
 
-    def get_isolation_level(self, dbapi_connection: Any) -> str:
+    def get_isolation_level(self, dbapi_connection: DBAPIConnection) -> IsolationLevel:
         if dbapi_connection.autocommit:
             return "AUTOCOMMIT"
         level = dbapi_connection.isolation_level
-        return level.upper() if level else self.default_isolation_name
+        return cast(IsolationLevel, level.upper() if level else self.default_isolation_name)
 
-    def get_default_isolation_level(self, dbapi_connection: Any) -> str:
-        return self.default_isolation_name
+    def get_default_isolation_level(self, dbapi_conn: DBAPIConnection) -> IsolationLevel:
+        return cast(IsolationLevel, self.default_isolation_name)
 
     def detect_autocommit_setting(self, dbapi_connection: Any) -> bool:
         return bool(dbapi_connection.autocommit)

@@ -35,21 +35,21 @@ _FLOAT_TYPES = frozenset({"float4", "float8", "_float4", "_float8"})
 _EXACT_TYPES = frozenset({"numeric", "_numeric", "int2", "int4", "int8", "oid", "_int2", "_int4"})
 
 
-def _numeric_result(
-    numeric: Any, coltype: Any
-) -> Callable[[Any], Any] | None:
+def _numeric_result(numeric: Any, coltype: Any) -> Callable[[Any], Any] | None:
     """asyncpg's numeric result rules, keyed by the type name the gateway
     reports (``cursor.description``) instead of asyncpg's type OID."""
     name = str(coltype or "").lower()
     if numeric.asdecimal:
         if name in _EXACT_TYPES:
             return None
-        return processors.to_decimal_processor_factory(
+        to_decimal: Callable[[Any], Any] = processors.to_decimal_processor_factory(
             decimal.Decimal, numeric._effective_decimal_return_scale
         )
+        return to_decimal
     if name in _FLOAT_TYPES:
         return None
-    return processors.to_float
+    to_float: Callable[[Any], Any] = processors.to_float
+    return to_float
 
 
 class _GatewayNumeric(AsyncpgNumeric):

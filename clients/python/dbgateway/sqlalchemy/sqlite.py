@@ -28,9 +28,7 @@ _ASSUMED_VERSION = (3, 35, 0)
 
 def _sqlite_dbapi() -> types.ModuleType:
     module = types.ModuleType("dbgateway.dbapi (sqlite)")
-    module.__dict__.update(
-        {k: v for k, v in vars(dbapi_module).items() if not k.startswith("__")}
-    )
+    module.__dict__.update({k: v for k, v in vars(dbapi_module).items() if not k.startswith("__")})
     module.sqlite_version_info = _ASSUMED_VERSION  # type: ignore[attr-defined]
     return module
 
