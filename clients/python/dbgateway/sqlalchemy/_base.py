@@ -113,6 +113,7 @@ class GatewayDialectMixin:
     supports_server_side_cursors = True
     #: The engine's default isolation level, answered without asking the
     #: server (asking would open a gateway transaction on every new connection).
+    #: A connection that asks for nothing gets it.
     default_isolation_name = "READ COMMITTED"
     #: The isolation levels the engine gives through TransactionOptions.
     gateway_isolation_levels: tuple[str, ...] = tuple(ISOLATION_LEVELS)
@@ -158,9 +159,6 @@ class GatewayDialectMixin:
             return "AUTOCOMMIT"
         level = dbapi_connection.isolation_level
         return cast(IsolationLevel, level.upper() if level else self.default_isolation_name)
-
-    def get_default_isolation_level(self, dbapi_conn: DBAPIConnection) -> IsolationLevel:
-        return cast(IsolationLevel, self.default_isolation_name)
 
     def detect_autocommit_setting(self, dbapi_connection: Any) -> bool:
         return bool(dbapi_connection.autocommit)

@@ -33,8 +33,12 @@ class MySQLDialect_dbgateway(GatewayDialectMixin, MySQLDialect):
     default_paramstyle = "format"
     execution_ctx_cls = MySQLExecutionContext_dbgateway
     supports_native_decimal = True
-    supports_sane_rowcount = True
-    supports_sane_multi_rowcount = True
+    # The gateway's MySQL connections report changed rows, not matched rows
+    # (PyMySQL's dialect asks for CLIENT.FOUND_ROWS): an UPDATE that sets a
+    # row to what it holds counts 0, which the ORM must not take for a
+    # stale row.
+    supports_sane_rowcount = False
+    supports_sane_multi_rowcount = False
     default_isolation_name = "REPEATABLE READ"
     gateway_isolation_levels = (
         "READ UNCOMMITTED",
@@ -42,6 +46,13 @@ class MySQLDialect_dbgateway(GatewayDialectMixin, MySQLDialect):
         "REPEATABLE READ",
         "SERIALIZABLE",
     )
+
+    def do_execute(self, cursor: Any, statement: str, parameters: Any, context: Any = None) -> None:
+        # The "format" paramstyle doubles every literal %; the gateway undoes
+        # that (as PyMySQL does) only when it interpolates parameters.
+        if not parameters:
+            statement = statement.replace("%%", "%")
+        cursor.execute(statement, parameters)
 
     def _detect_charset(self, connection: Any) -> str:
         # The gateway's connections speak utf8mb4.

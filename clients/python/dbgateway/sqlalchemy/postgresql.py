@@ -10,11 +10,12 @@ arrays as lists, ``Decimal`` for numeric).
 from __future__ import annotations
 
 import decimal
+import json
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import types as sqltypes
-from sqlalchemy.dialects.postgresql import BIT, ranges
+from sqlalchemy.dialects.postgresql import BIT, JSON, JSONB, ranges
 from sqlalchemy.dialects.postgresql.asyncpg import (
     AsyncpgFloat,
     AsyncpgNumeric,
@@ -62,6 +63,29 @@ class _GatewayFloat(AsyncpgFloat):
         return _numeric_result(self, coltype)
 
 
+def _json_result(dialect: Any) -> Callable[[Any], Any] | None:
+    """The gateway sends JSON already parsed; a custom ``json_deserializer``
+    given to ``create_engine`` still gets to build the values."""
+    deserializer = dialect._json_deserializer
+    if deserializer is None:
+        return None
+
+    def process(value: Any) -> Any:
+        return None if value is None else deserializer(json.dumps(value))
+
+    return process
+
+
+class _GatewayJSON(JSON):
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return _json_result(dialect)
+
+
+class _GatewayJSONB(JSONB):
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return _json_result(dialect)
+
+
 #: asyncpg's types, less those that expect asyncpg's own value classes
 #: (BitString, Range), which the gateway sends as plain values.
 _COLSPECS = {
@@ -72,6 +96,8 @@ _COLSPECS = {
     },
     sqltypes.Numeric: _GatewayNumeric,
     sqltypes.Float: _GatewayFloat,
+    sqltypes.JSON: _GatewayJSON,
+    JSONB: _GatewayJSONB,
 }
 for _k in (BIT, ranges.AbstractSingleRange, ranges.AbstractMultiRange):
     if _k in PGDialect.colspecs:
@@ -93,7 +119,9 @@ class PGDialect_dbgateway(GatewayDialectMixin, PGDialect):
     _gateway_paramstyle = "numeric_dollar"
     default_paramstyle = "numeric_dollar"
     render_bind_cast = True
-    supports_sane_multi_rowcount = False
+    # executemany inside a transaction runs statement by statement and adds
+    # up the counts.
+    supports_sane_multi_rowcount = True
     execution_ctx_cls = PGExecutionContext_dbgateway
     statement_compiler = PGCompiler_asyncpg
     preparer = PGIdentifierPreparer_asyncpg
