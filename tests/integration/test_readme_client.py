@@ -59,8 +59,13 @@ def test_every_readme_client_example_gives_the_output_shown(readme_server: Serve
             output = io.StringIO()
             with contextlib.redirect_stdout(output):
                 exec(
+                    # dont_inherit: run as a reader's script would, without
+                    # this module's `from __future__ import annotations`.
                     compile(
-                        code.replace(README_ADDRESS, readme_server.address), "README.md", "exec"
+                        code.replace(README_ADDRESS, readme_server.address),
+                        "README.md",
+                        "exec",
+                        dont_inherit=True,
                     ),
                     {},
                 )

@@ -62,7 +62,7 @@ def read_report(url: str, report: Path) -> SuiteResult:
 
 
 def run_suite(
-    url: str, report: Path, *, timeout: float = 900, extra: tuple[str, ...] = ()
+    url: str, report: Path, *, timeout: float = 1800, extra: tuple[str, ...] = ()
 ) -> SuiteResult:
     """Runs the whole suite against ``url``; ``report`` receives the JUnit XML."""
     env = dict(os.environ)
