@@ -23,6 +23,13 @@ KNOWN_GATEWAY_FAILURES: list[tuple[str, str, str]] = [
         "which the gateway refuses on pooled connections",
     ),
     (
+        "sqlite",
+        "IsolationLevelTest::test_dialect_user_setting_is_restored",
+        "the test needs a second isolation level besides the default and AUTOCOMMIT; "
+        "pysqlite offers READ UNCOMMITTED through `PRAGMA read_uncommitted`, a session "
+        "setting the gateway refuses, so SQLite through the gateway has SERIALIZABLE only",
+    ),
+    (
         "mysql",
         "CTETest::*",
         "the suite's MySQL cleanup between tests runs `SET foreign_key_checks = 0`, a "
