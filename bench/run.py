@@ -60,6 +60,9 @@ SECTIONS: dict[str, tuple[str, int | None, list[str]]] = {
         1000,
         ["asyncpg", "pgbouncer", "gateway-stubs", "gateway-workers2"],
     ),
+    # The same gateway build with tracing on (every call sampled, spans exported
+    # over OTLP/gRPC to a collector on this machine) against tracing off.
+    "point_select, tracing off vs on": ("point_select", None, ["gateway-stubs", "gateway-traced"]),
     "mariadb point_select": ("point_select", None, MYSQL),
     "mariadb read_100": ("read_100", None, MYSQL),
     "mariadb insert": ("insert", None, MYSQL),
@@ -72,6 +75,7 @@ LABELS = {
     "gateway-columnar": "dbgateway (AsyncClient, columnar=True)",
     "gateway-stubs": "dbgateway (raw stubs)",
     "gateway-workers2": "dbgateway --workers 2 (raw stubs)",
+    "gateway-traced": "dbgateway, tracing on (raw stubs)",
     "aiomysql": "aiomysql (direct)",
     "gateway-mysql": "dbgateway (raw stubs)",
 }
@@ -183,7 +187,12 @@ async def _truncate_writes(contender: str, dsn: str, mysql_dsn: str) -> None:
 
 @contextmanager
 def gateway(
-    dsn: str, mysql_dsn: str | None, connections: int, workdir: Path, workers: int = 1
+    dsn: str,
+    mysql_dsn: str | None,
+    connections: int,
+    workdir: Path,
+    workers: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     config = workdir / "gateway.toml"
     pool = f"pool = {{ min_size = {connections}, max_size = {connections} }}\n"
@@ -201,6 +210,7 @@ def gateway(
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            env={**os.environ, **(env or {})},
         )
     try:
         target = _wait_for_listen(proc, log)
@@ -208,6 +218,22 @@ def gateway(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@contextmanager
+def traced_gateway(dsn: str, connections: int, workdir: Path, wanted: bool) -> Iterator[str]:
+    """A gateway with tracing on, exporting every span to an OTLP collector
+    in this process (which only counts them); "" when no section needs it."""
+    if not wanted:
+        yield ""
+        return
+    from tests.otlp import otlp_receiver
+
+    with otlp_receiver(keep=False) as sink:
+        env = sink.env(OTEL_BSP_SCHEDULE_DELAY="500", OTEL_SERVICE_NAME="dbgateway-bench")
+        with gateway(dsn, None, connections, workdir, env=env) as target:
+            yield target
+        print(f"  traced gateway exported {sink.span_count:,} spans", file=sys.stderr)
 
 
 def _wait_for_listen(proc: subprocess.Popen[bytes], log: Path) -> str:
@@ -303,13 +329,17 @@ def run_load(
         asyncio.run(_truncate_writes(contender, args.dsn, args.mysql_dsn))
     cmd = [
         *(sys.executable, "-m", "bench.load"),
-        *("--contender", contender, "--workload", workload),
+        # The traced gateway is loaded exactly as the untraced one.
+        *("--contender", "gateway-stubs" if contender == "gateway-traced" else contender),
+        *("--workload", workload),
         *("--concurrency", str(concurrency), "--connections", str(args.connections)),
         *("--duration", str(args.duration), "--warmup", str(args.warmup)),
         *("--channels", str(args.channels)),
     ]
     if contender == "gateway-workers2":
         cmd += ["--target", env["target_workers"], "--database", "bench"]
+    elif contender == "gateway-traced":
+        cmd += ["--target", env["target_traced"], "--database", "bench"]
     elif contender == "gateway-mysql":
         cmd += ["--target", env["target"], "--database", "mbench"]
     elif contender.startswith("gateway"):
@@ -411,15 +441,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dbgw-bench-") as tmp:
         tmpdir = Path(tmp)
         tmpdir.chmod(0o755)  # PgBouncer runs as postgres and must reach its files
-        for sub in ("gw", "gw2", "pgb"):
+        for sub in ("gw", "gw2", "gwt", "pgb"):
             (tmpdir / sub).mkdir()
         mysql = args.mysql_dsn or None
+        traced = any("gateway-traced" in c for _, _, c in sections.values())
         with (
             gateway(args.dsn, mysql, args.connections, tmpdir / "gw") as target,
             gateway(args.dsn, None, args.connections, tmpdir / "gw2", workers=2) as target2,
+            traced_gateway(args.dsn, args.connections, tmpdir / "gwt", traced) as target_traced,
             pgbouncer(args.dsn, args.connections, tmpdir / "pgb") as bouncer,
         ):
-            env = {"pgbouncer": bouncer, "target": target, "target_workers": target2}
+            env = {
+                "pgbouncer": bouncer,
+                "target": target,
+                "target_workers": target2,
+                "target_traced": target_traced,
+            }
             plan = [
                 (name, workload, concurrency or args.concurrency, contender)
                 for name, (workload, concurrency, contenders) in sections.items()

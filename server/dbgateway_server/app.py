@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,9 @@ from dbgateway.v1 import (
     database_service_pb2_grpc,
 )
 
-from .config import MAX_MESSAGE_BYTES, Config, ServerConfig
+from . import tracing
+from .cluster import Forwarding, worker_socket
+from .config import MAX_MESSAGE_BYTES, Config, ConfigError, ServerConfig
 from .gateway import Gateway
 from .observability import Observability
 from .security import Guard
@@ -65,15 +68,62 @@ def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     ]
 
 
-def server_credentials(config: ServerConfig) -> grpc.ServerCredentials:
-    """TLS from the configured PEM files; with ``tls_client_ca``, a client
-    certificate signed by that CA is required (mutual TLS)."""
-    key = Path(config.tls_key).read_bytes()
-    cert = Path(config.tls_cert).read_bytes()
-    ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
-    return grpc.ssl_server_credentials(
-        [(key, cert)], root_certificates=ca, require_client_auth=ca is not None
-    )
+class ServerCertificates:
+    """The server's TLS material, read from the configured PEM files; with
+    ``tls_client_ca``, a client certificate signed by that CA is required
+    (mutual TLS). A reload that finds new files hands them to every handshake
+    from then on; connections already open keep theirs."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self._files = self._read(config)
+        self._pending: grpc.ServerCertificateConfiguration | None = None
+        self.mutual = bool(config.tls_client_ca)
+
+    @staticmethod
+    def _read(config: ServerConfig) -> tuple[bytes, bytes, bytes | None]:
+        key = Path(config.tls_key).read_bytes()
+        cert = Path(config.tls_cert).read_bytes()
+        ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+        return key, cert, ca
+
+    @staticmethod
+    def _configuration(
+        files: tuple[bytes, bytes, bytes | None],
+    ) -> grpc.ServerCertificateConfiguration:
+        key, cert, ca = files
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(self._files),
+            self._fetch,
+            require_client_authentication=self.mutual,
+        )
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called by gRPC before every TLS handshake: None keeps the current one.
+        pending, self._pending = self._pending, None
+        return pending
+
+    def reload(self, config: ServerConfig) -> bool:
+        """Reads the files again; True when they changed."""
+        files = self._read(config)
+        if files == self._files:
+            return False
+        self._files = files
+        self._pending = self._configuration(files)
+        return True
+
+
+#: [server] settings a reload cannot change in a running process.
+RESTART_ONLY = (
+    "listen",
+    "metrics_listen",
+    "max_request_bytes",
+    "log_format",
+    "allow_insecure",
+    "statement_stats",
+)
 
 
 def health_key(database: str) -> str:
@@ -83,12 +133,20 @@ def health_key(database: str) -> str:
 class GatewayServer:
     """A running gateway: the gRPC server, the core and the health service."""
 
-    def __init__(self, config: Config, *, worker: str | None = None) -> None:
+    def __init__(self, config: Config, *, worker: str | None = None, worker_dir: str = "") -> None:
         self.config = config
         #: "i/N" when this is one of N worker processes sharing the port.
         self.worker = worker
+        index, _, count = (worker or "").partition("/")
+        self._worker = (int(index), int(count)) if worker else None
+        self._worker_dir = worker_dir
         self.health = health.aio.HealthServicer()
-        self.gateway = Gateway(config, listener=self._on_database_health)
+        self.forwarding = Forwarding.for_process(config, self._worker, worker_dir)
+        self.gateway = Gateway(
+            config,
+            listener=self._on_database_health,
+            transaction_ids=self.forwarding.new_transaction_id,
+        )
         self._stopped = asyncio.Event()
         self.observability = Observability(
             config.server, self.gateway, serving=lambda: not self._stopped.is_set()
@@ -99,8 +157,10 @@ class GatewayServer:
         if worker is not None:  # workers share the port (see workers.py)
             options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
         self.server = grpc.aio.server(options=options)
+        database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
+        database_servicer.forwarding = self.forwarding
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            DatabaseServicer(self.gateway, self.observability, self.guard), self.server
+            database_servicer, self.server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AdminServicer(self.gateway, self.observability, self.guard), self.server
@@ -111,6 +171,7 @@ class GatewayServer:
             self.server,
         )
         self.port = 0
+        self.certificates = ServerCertificates(config.server) if config.server.tls else None
 
     def _on_database_health(self, name: str, serving: bool) -> None:
         asyncio.get_running_loop().create_task(
@@ -119,12 +180,20 @@ class GatewayServer:
 
     async def start(self) -> None:
         listen = self.config.server.listen
-        if self.config.server.tls:
-            self.port = self.server.add_secure_port(listen, server_credentials(self.config.server))
+        if self.certificates is not None:
+            self.port = self.server.add_secure_port(listen, self.certificates.credentials())
         else:
             self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {listen}")
+        if self._worker is not None and self._worker_dir:
+            # Where the other workers forward calls on this worker's transactions.
+            address = worker_socket(self._worker_dir, self._worker[0])
+            if self.server.add_insecure_port(address) == 0:
+                raise OSError(f"cannot listen on {address}")
+        # Decided once: while the OTEL_* environment asks for no traces, the
+        # call path never touches OpenTelemetry.
+        tracing.start_from_environment()
         await self.gateway.start()
         for name, db in self.gateway.databases.items():
             await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
@@ -164,8 +233,59 @@ class GatewayServer:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
+        await self.forwarding.close()
         await self.observability.close()
+        # Sending the last spans may wait on the collector: off the event loop.
+        await asyncio.to_thread(tracing.shutdown)
         log.info("stopped")
+
+    async def reload(self, config: Config) -> None:
+        """Applies a new configuration without a restart: databases added,
+        removed (drained) or changed, principals and TLS certificates
+        rotated, request limits; calls in flight and open transactions go on.
+        Settings a running process cannot change are named in the log and
+        take effect on the next start."""
+        old = self.config
+        for name in RESTART_ONLY:
+            if getattr(old.server, name) != getattr(config.server, name):
+                log.warning("config reload: server.%s changed; it takes effect on restart", name)
+        if bool(old.server.tls_client_ca) != bool(config.server.tls_client_ca) or (
+            old.server.tls != config.server.tls
+        ):
+            log.warning("config reload: turning TLS on or off takes effect on restart")
+            config = replace(
+                config,
+                server=replace(
+                    config.server,
+                    tls_cert=old.server.tls_cert,
+                    tls_key=old.server.tls_key,
+                    tls_client_ca=old.server.tls_client_ca,
+                ),
+            )
+        if (old.cluster and old.cluster.secret) != (config.cluster and config.cluster.secret):
+            log.warning("config reload: [cluster] changed; it takes effect on restart")
+        try:
+            rotated = self.certificates is not None and self.certificates.reload(config.server)
+        except OSError as exc:
+            raise ConfigError(f"server.tls_cert: cannot read: {exc}") from None
+        self.guard.update(config)
+        self.observability.config = replace(
+            config.server, **{name: getattr(old.server, name) for name in RESTART_ONLY}
+        )
+        changes = await self.gateway.reconfigure(config)
+        for name, db in self.gateway.databases.items():
+            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+        for name in changes.removed:
+            await self.health.set(health_key(name), NOT_SERVING)
+        self.config = config
+        log.info(
+            "config reloaded: databases added %s, changed %s, removed %s; %d principal(s)%s",
+            sorted(changes.added) or "none",
+            sorted(changes.changed) or "none",
+            sorted(changes.removed) or "none",
+            len(self.guard.principals),
+            "; TLS certificate rotated" if rotated else "",
+        )
 
     async def wait(self) -> None:
         await self._stopped.wait()
@@ -176,13 +296,41 @@ async def serve(
     *,
     on_started: Callable[[GatewayServer], None] | None = None,
     worker: str | None = None,
+    worker_dir: str = "",
+    reload: Callable[[], Config] | None = None,
 ) -> None:
-    """Runs until SIGTERM or SIGINT, then drains."""
-    app = GatewayServer(config, worker=worker)
+    """Runs until SIGTERM or SIGINT, then drains. SIGHUP reloads the
+    configuration from ``reload`` (a bad file is logged and changes nothing)."""
+    app = GatewayServer(config, worker=worker, worker_dir=worker_dir)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    reloading: set[asyncio.Task[None]] = set()
+    if reload is not None:
+        load = reload
+
+        async def reload_now() -> None:
+            try:
+                await app.reload(load())
+            except ConfigError as exc:
+                log.error("config reload rejected: %s", exc)
+            except Exception:
+                log.exception("config reload failed; the previous configuration keeps serving")
+
+        def on_hangup() -> None:
+            # One reload at a time, in order: a second SIGHUP waits for the first.
+            previous = set(reloading)
+
+            async def after_previous() -> None:
+                await asyncio.gather(*previous, return_exceptions=True)
+                await reload_now()
+
+            task = loop.create_task(after_previous(), name="config-reload")
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     await app.start()
     if on_started is not None:
         on_started(app)

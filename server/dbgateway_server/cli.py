@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
@@ -41,9 +43,54 @@ def _parser() -> argparse.ArgumentParser:
     # Set by the parent of --workers N for each worker process.
     serve.add_argument("--worker", help=argparse.SUPPRESS)
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-dir", default="", help=argparse.SUPPRESS)
+    reload = commands.add_parser(
+        "reload",
+        help="make running gateways reload their configuration (SIGHUP)",
+        description="Send SIGHUP to a running 'dbgateway serve' (by default every one this "
+        "user runs on this machine): it reads its --config file again and applies it without "
+        "a restart; a bad file is logged and changes nothing.",
+    )
+    reload.add_argument("--pid", type=int, help="the process to signal")
     # The client commands live in the client package: they need no server driver.
     client_commands.add_commands(commands)
     return parser
+
+
+def _serve_processes() -> list[int]:
+    """The ``dbgateway serve`` processes of this user (not their workers,
+    which their parent signals)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        command = " ".join(words[:3])
+        serving = "serve" in words and ("dbgateway" in command or "dbgateway_server" in command)
+        if serving and "--worker" not in words:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    pids = [args.pid] if args.pid else _serve_processes()
+    if not pids:
+        print("dbgateway: no running 'dbgateway serve' found (give --pid)", file=sys.stderr)
+        return 1
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as exc:
+            print(f"dbgateway: cannot signal {pid}: {exc.strerror}", file=sys.stderr)
+            return 1
+        print(f"sent SIGHUP to {pid}; its log says whether the new configuration was taken")
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -56,13 +103,24 @@ def _positive_int(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .config import Config, ConfigError, check_exposure, load_config, parse_listen
 
-    try:
+    def load() -> Config:
+        """The configuration as the command line and the file say now (read
+        again on SIGHUP)."""
         config = load_config(args.config) if args.config else Config.default()
         if args.listen:
             config = replace(
                 config, server=replace(config.server, listen=parse_listen(args.listen))
             )
         check_exposure(config)
+        if args.worker is not None:
+            from .workers import worker_config
+
+            index, _, count = args.worker.partition("/")
+            config = worker_config(config, int(index), int(count))
+        return config
+
+    try:
+        config = load()
     except ConfigError as exc:
         print(f"dbgateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -85,10 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
         return run_workers(config.server.listen, args.workers, argv)
     on_started = None
     if args.worker is not None:
-        from .workers import notify_ready, worker_config
-
-        index, _, count = args.worker.partition("/")
-        config = worker_config(config, int(index), int(count))
+        from .workers import notify_ready
 
         def on_started(app: Any) -> None:
             notify_ready(args.ready_fd)
@@ -101,7 +156,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:  # pragma: no cover - uvloop is in the server extra
         runner = asyncio.run
     try:
-        runner(serve(config, on_started=on_started, worker=args.worker))
+        runner(
+            serve(
+                config,
+                on_started=on_started,
+                worker=args.worker,
+                worker_dir=args.worker_dir,
+                reload=load,
+            )
+        )
     except OSError as exc:
         print(f"dbgateway: {exc}", file=sys.stderr)
         return 1
@@ -115,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "reload":
+        return _reload(args)
     if args.command in client_commands.COMMANDS:
         return client_commands.run(args)
     raise AssertionError(args.command)  # pragma: no cover

@@ -221,6 +221,9 @@ class ServerConfig:
     max_concurrent_calls: int = 1000
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Distinct statements whose statistics are kept (AdminService/ListStatements);
+    #: the least recently executed are forgotten beyond it. 0: none are kept.
+    statement_stats: int = 1000
 
     @property
     def tls(self) -> bool:
@@ -245,6 +248,11 @@ class ServerConfig:
         for name in ("max_sql_length", "max_parameters", "max_concurrent_calls"):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
+        _require(
+            0 <= self.statement_stats <= 1_000_000,
+            "statement_stats",
+            f"must be between 0 and 1000000, got {self.statement_stats}",
+        )
         if self.metrics_listen:
             _validate_listen(self.metrics_listen, "metrics_listen")
         _require(
@@ -276,6 +284,48 @@ class PrincipalConfig:
     admin: bool = False
 
 
+#: The shortest ``[cluster] secret`` accepted, in characters.
+MIN_CLUSTER_SECRET = 16
+DNS_PEERS_PREFIX = "dns:///"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """``[cluster]``: the gateway replicas that forward handle-based
+    transaction calls to each other.
+
+    ``peers`` is either a static list of ``HOST:PORT`` that includes this
+    replica itself, or one ``dns:///NAME:PORT`` (a Kubernetes headless
+    Service) whose addresses are the replicas. ``advertise`` is this replica's
+    own address as its peers dial it (default: ``server.listen``); transaction
+    ids it issues name it. ``secret`` signs transaction ids and authenticates
+    forwarded calls: every replica has the same one.
+    """
+
+    peers: tuple[str, ...]
+    secret: str
+    advertise: str = ""
+    #: PEM file of the CA that peers' server certificates chain to (default:
+    #: ``server.tls_client_ca``, else the system's roots); TLS is used towards
+    #: peers whenever this server serves TLS.
+    tls_ca: str = ""
+    #: The name peers' certificates are checked against, when peers are dialled
+    #: by addresses their certificates do not name.
+    tls_server_name: str = ""
+    #: PEM files of the client certificate a replica shows its peers under
+    #: mutual TLS (default: the server's own, which then needs the clientAuth
+    #: extended key usage too).
+    tls_cert: str = ""
+    tls_key: str = ""
+
+    @property
+    def dns_name(self) -> str:
+        """``NAME:PORT`` of a ``dns:///`` peer list, else empty."""
+        if len(self.peers) == 1 and self.peers[0].startswith(DNS_PEERS_PREFIX):
+            return self.peers[0][len(DNS_PEERS_PREFIX) :]
+        return ""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig
@@ -283,6 +333,8 @@ class Config:
     #: Empty: no authentication (the loopback default); otherwise every RPC
     #: but health and reflection needs one of these principals' tokens.
     principals: tuple[PrincipalConfig, ...] = ()
+    #: None: a cluster of one (``--workers N`` still forwards between its workers).
+    cluster: ClusterConfig | None = None
 
     @classmethod
     def default(cls, directory: Path | None = None) -> Config:
@@ -459,7 +511,7 @@ def _dataclass_from(cls: Any, table: Mapping[str, Any], key: str, **fixed: Any) 
 
 
 def _parse(raw: Mapping[str, Any], source: str) -> Config:
-    _check_keys(raw, {"server", "databases", "principals"}, "")
+    _check_keys(raw, {"server", "databases", "principals", "cluster"}, "")
     base = Path(source).parent if source else Path.cwd()
     server = _dataclass_from(ServerConfig, _table(raw, "server", "server"), "server")
     _validate_listen(server.listen, "server.listen")
@@ -484,7 +536,103 @@ def _parse(raw: Mapping[str, Any], source: str) -> Config:
         _require(isinstance(table, dict), key, "must be a table")
         databases[name] = _parse_database(name, table, key, base)
     principals = _parse_principals(raw.get("principals", []), databases)
-    return Config(server=server, databases=databases, principals=principals)
+    cluster = _parse_cluster(raw["cluster"], server, base) if "cluster" in raw else None
+    return Config(server=server, databases=databases, principals=principals, cluster=cluster)
+
+
+def _parse_cluster(raw: Any, server: ServerConfig, base: Path) -> ClusterConfig:
+    _require(isinstance(raw, dict), "cluster", "must be a table")
+    _check_keys(
+        raw,
+        {
+            "peers",
+            "secret",
+            "secret_file",
+            "advertise",
+            "tls_ca",
+            "tls_server_name",
+            "tls_cert",
+            "tls_key",
+        },
+        "cluster",
+    )
+    _require(
+        bool(raw.get("tls_cert")) == bool(raw.get("tls_key")),
+        "cluster.tls_key" if raw.get("tls_cert") else "cluster.tls_cert",
+        "tls_cert and tls_key go together",
+    )
+    peers = raw.get("peers")
+    _require(
+        isinstance(peers, list) and bool(peers) and all(isinstance(p, str) for p in peers),
+        "cluster.peers",
+        'must be a non-empty list of "HOST:PORT" strings, or ["dns:///NAME:PORT"]',
+    )
+    if any(p.startswith(DNS_PEERS_PREFIX) for p in peers):
+        _require(
+            len(peers) == 1,
+            "cluster.peers",
+            "a dns:/// name stands alone: its addresses are the peers",
+        )
+        _validate_listen(peers[0][len(DNS_PEERS_PREFIX) :], "cluster.peers")
+    else:
+        for index, peer in enumerate(peers):
+            _validate_listen(peer, f"cluster.peers[{index}]")
+        _require(len(set(peers)) == len(peers), "cluster.peers", "lists an address twice")
+    _require(
+        not ("secret" in raw and "secret_file" in raw),
+        "cluster.secret_file",
+        "give secret or secret_file, not both",
+    )
+    if "secret_file" in raw:
+        where = "cluster.secret_file"
+        _require(isinstance(raw["secret_file"], str), where, "must be a path")
+        path = Path(raw["secret_file"])
+        path = path if path.is_absolute() else base / path
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise _KeyError(where, f"cannot read {path}: {exc.strerror}") from None
+    else:
+        where = "cluster.secret"
+        secret = raw.get("secret", "")
+        _require(isinstance(secret, str), where, "must be a string")
+    _require(
+        len(secret) >= MIN_CLUSTER_SECRET,
+        where,
+        f"is required and must have at least {MIN_CLUSTER_SECRET} characters "
+        "(the same on every replica; e.g. from ${CLUSTER_SECRET})",
+    )
+    advertise = raw.get("advertise", "")
+    _require(isinstance(advertise, str), "cluster.advertise", "must be a string")
+    if advertise:
+        _validate_listen(advertise, "cluster.advertise")
+    cluster = ClusterConfig(
+        peers=tuple(peers),
+        secret=secret,
+        advertise=advertise or server.listen,
+        tls_ca=_readable_file(raw["tls_ca"], "cluster.tls_ca", base) if raw.get("tls_ca") else "",
+        tls_server_name=str(raw.get("tls_server_name", "")),
+        **{
+            name: _readable_file(raw[name], f"cluster.{name}", base)
+            for name in ("tls_cert", "tls_key")
+            if raw.get(name)
+        },
+    )
+    host = cluster.advertise.rpartition(":")[0].strip("[]")
+    _require(
+        host not in ("0.0.0.0", "::", ""),
+        "cluster.advertise",
+        f"server.listen {server.listen} is a wildcard address: say which address peers dial "
+        'this replica at (e.g. advertise = "${POD_IP}:50051")',
+    )
+    if not cluster.dns_name:
+        _require(
+            cluster.advertise in cluster.peers,
+            "cluster.peers",
+            f"must include this replica's own address {cluster.advertise} "
+            "(server.listen, or cluster.advertise)",
+        )
+    return cluster
 
 
 def _readable_file(value: str, key: str, base: Path) -> str:

@@ -56,6 +56,7 @@ class Reason(StrEnum):
     TRANSACTION_BUSY = "TRANSACTION_BUSY"
     TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
     TRANSACTION_EXPIRED = "TRANSACTION_EXPIRED"
+    TRANSACTION_OWNER_UNAVAILABLE = "TRANSACTION_OWNER_UNAVAILABLE"
     COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
     UNSUPPORTED = "UNSUPPORTED"
     DATABASE_ERROR = "DATABASE_ERROR"
@@ -94,6 +95,10 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TRANSACTION_BUSY: _C.FAILED_PRECONDITION,
     Reason.TRANSACTION_NOT_FOUND: _C.NOT_FOUND,
     Reason.TRANSACTION_EXPIRED: _C.ABORTED,
+    # The replica holding the transaction cannot be reached: the transaction
+    # is lost with its connection, but the caller learns that from the owner
+    # being gone, not from a NOT_FOUND that would hide the outage.
+    Reason.TRANSACTION_OWNER_UNAVAILABLE: _C.UNAVAILABLE,
     Reason.COMMIT_OUTCOME_UNKNOWN: _C.UNKNOWN,
     Reason.UNSUPPORTED: _C.UNIMPLEMENTED,
     Reason.DATABASE_ERROR: _C.INTERNAL,

@@ -18,9 +18,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 from dbgateway.v1 import value_pb2
 
+from . import tracing
 from .backends import backend_for
 from .backends.base import (
     Backend,
@@ -30,18 +32,20 @@ from .backends.base import (
     RowStream,
     TransactionMode,
 )
-from .config import Config, DatabaseConfig
+from .config import Config, DatabaseConfig, Engine
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
 from .resilience.breaker import CircuitBreaker, CircuitState
 from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
-from .statements import check_statement
+from .statement_stats import StatementStatistics, normalize
+from .statements import check_statement, first_keyword
 from .transactions import (
     StatementCall,
     Transaction,
     TransactionTable,
     execute_batch_atomically,
+    new_transaction_id,
     run_atomically,
 )
 
@@ -171,6 +175,61 @@ class ResultStream:
             return await self._rows.fetch_records(n)
 
 
+_SYSTEM_NAMES: Mapping[Engine, str] = {
+    Engine.POSTGRES: "postgresql",
+    Engine.MYSQL: "mysql",
+    Engine.SQLITE: "sqlite",
+}
+
+
+def failure(exc: BaseException) -> str:
+    """The reason a statement failed, as statistics and spans name it."""
+    if isinstance(exc, GatewayError):
+        return exc.reason.value
+    if isinstance(exc, TimeoutError):
+        return Reason.STATEMENT_TIMEOUT.value
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"
+    return Reason.INTERNAL.value
+
+
+class StatementCount:
+    """What the block of :meth:`Database.counted` learnt about its statement."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self) -> None:
+        #: Returned by a read, affected by a write.
+        self.rows = 0
+
+
+def _rows(result: ResultSet | ExecResult) -> int:
+    return result.row_count if isinstance(result, ResultSet) else result.rows_affected
+
+
+def _database_span_attributes(config: DatabaseConfig) -> dict[str, str | int]:
+    """What every span of a statement on this database carries: the database
+    the engine knows (``db.namespace``) and where it runs (never credentials)."""
+    parts = urlsplit(config.dsn)
+    attributes: dict[str, str | int] = {"dbgateway.database": config.name}
+    if config.engine is Engine.SQLITE:
+        attributes["db.namespace"] = config.name
+        return attributes
+    query = parse_qs(parts.query)
+    namespace = parts.path.lstrip("/") or query.get("dbname", [""])[0]
+    host = parts.hostname or query.get("host", [""])[0]
+    if namespace:
+        attributes["db.namespace"] = namespace
+    if host:
+        attributes["server.address"] = host
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        attributes["server.port"] = port or (5432 if config.engine is Engine.POSTGRES else 3306)
+    return attributes
+
+
 class Database:
     """One configured database: its backend, pool, circuit breaker and health.
 
@@ -186,8 +245,12 @@ class Database:
         backend: Backend,
         listener: HealthListener,
         retry_listener: RetryListener | None = None,
+        statements: StatementStatistics | None = None,
     ) -> None:
         self.config = config
+        #: Where every statement sent to this database is counted.
+        self.statements = statements if statements is not None else StatementStatistics(0)
+        self._span_attributes = _database_span_attributes(config)
         self.name = config.name
         self.backend = backend
         self.pool = ConnectionPool(config.name, backend.connect, config.pool)
@@ -376,7 +439,70 @@ class Database:
         """Runs one statement on a checked-out connection within the caller's
         deadline, capped by the database's statement_timeout. An expired
         timeout raises TimeoutError (the pool decides what that means for the
-        connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT."""
+        connection); :meth:`reporting_errors` turns it into STATEMENT_TIMEOUT.
+        Every statement is counted in the statement statistics and, while
+        tracing is on, is a CLIENT span of its own."""
+        with self.counted(sql, write=write) as count:
+            result = await self._send(conn, sql, params, options, write=write)
+            count.rows = _rows(result)
+        return result
+
+    @contextlib.contextmanager
+    def counted(self, sql: str, *, write: bool) -> Iterator[StatementCount]:
+        """Counts the statement run in the block in the statement statistics
+        (the block sets the rows) and, while tracing is on, makes it a CLIENT
+        span of its own with the database conventions."""
+        count = StatementCount()
+        started = time.monotonic()
+        if tracing.tracer is None:
+            try:
+                yield count
+            except BaseException as exc:
+                self.statements.record(self.name, sql, time.monotonic() - started, 0, failure(exc))
+                raise
+            self.statements.record(self.name, sql, time.monotonic() - started, count.rows)
+            return
+        operation = first_keyword(sql)
+        attributes = {
+            **self._span_attributes,
+            "db.system.name": self.system_name,
+            "db.operation.name": operation,
+            # The normalized text: the statement as written, minus any literal a
+            # caller inlined; bound parameter values never appear in it.
+            "db.query.text": normalize(sql),
+        }
+        with tracing.database_span(operation, attributes) as outcome:
+            try:
+                yield count
+            except BaseException as exc:
+                reason = failure(exc)
+                self.statements.record(self.name, sql, time.monotonic() - started, 0, reason)
+                if isinstance(exc, GatewayError):
+                    code = exc.metadata.get("sqlstate") or exc.metadata.get("vendor_code")
+                    outcome["db.response.status_code"] = code
+                outcome["error.type"] = reason
+                raise
+            self.statements.record(self.name, sql, time.monotonic() - started, count.rows)
+            outcome["dbgateway.rows_affected" if write else "db.response.returned_rows"] = (
+                count.rows
+            )
+
+    @property
+    def system_name(self) -> str:
+        """``db.system.name`` of the engine behind this database."""
+        if self.config.engine is Engine.MYSQL:
+            return "mariadb" if "mariadb" in self.backend.server_version.lower() else "mysql"
+        return _SYSTEM_NAMES[self.config.engine]
+
+    async def _send(
+        self,
+        conn: DriverConnection,
+        sql: str,
+        params: Sequence[value_pb2.Value],
+        options: CallOptions,
+        *,
+        write: bool,
+    ) -> ResultSet | ExecResult:
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
             if write:
                 return await conn.execute(sql, params)
@@ -441,11 +567,16 @@ class Database:
         def fetch_timeout() -> float:
             return options.deadline.bounded(self.config.statement_timeout)
 
-        async with contextlib.AsyncExitStack() as stack:
-            async with asyncio.timeout(fetch_timeout()):
-                rows = await stack.enter_async_context(conn.stream(sql, params))
-            chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
-            yield ResultStream(rows, chunker, fetch_timeout, started)
+        with self.counted(sql, write=False) as count:
+            async with contextlib.AsyncExitStack() as stack:
+                async with asyncio.timeout(fetch_timeout()):
+                    rows = await stack.enter_async_context(conn.stream(sql, params))
+                chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
+                stream = ResultStream(rows, chunker, fetch_timeout, started)
+                try:
+                    yield stream
+                finally:
+                    count.rows = stream.rows
 
     async def close(self) -> None:
         self._closing = True
@@ -457,20 +588,47 @@ class Database:
         await self.backend.close()
 
 
+#: How long a database removed or replaced by a reload may keep its pool for
+#: the calls and transactions still on it (a transaction's maximum lifetime).
+RETIRE_LIMIT = 600.0
+RETIRE_POLL = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfiguration:
+    """What a reload changed, by database name."""
+
+    added: frozenset[str]
+    changed: frozenset[str]
+    removed: frozenset[str]
+
+
 class Gateway:
     """Routes calls to the configured databases."""
 
-    def __init__(self, config: Config, listener: HealthListener | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        listener: HealthListener | None = None,
+        *,
+        transaction_ids: Callable[[], str] = new_transaction_id,
+    ) -> None:
         self.config = config
         self._listener = listener or (lambda name, serving: None)
         #: Told of every retry (database, reason of the failed attempt); the
         #: server points it at its metrics.
         self.retry_listener: RetryListener = lambda database, reason: None
+        #: Every statement sent to any database, by normalized text.
+        self.statements = StatementStatistics(config.server.statement_stats)
         self.databases: dict[str, Database] = {
-            name: Database(db, backend_for(db), self._notify, self._on_retry)
+            name: Database(db, backend_for(db), self._notify, self._on_retry, self.statements)
             for name, db in config.databases.items()
         }
-        self.transactions = TransactionTable()
+        self.transactions = TransactionTable(new_id=transaction_ids)
+        #: Databases a reload removed, by name, while their last calls and
+        #: transactions finish: new calls naming them are refused.
+        self.removed: dict[str, Database] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def _on_retry(self, database: str, reason: str) -> None:
         self.retry_listener(database, reason)
@@ -489,7 +647,64 @@ class Gateway:
         back to the pools rolled back or are discarded), then every database's
         background probe stops and its pool closes."""
         await self.transactions.close()
+        for task in list(self._retiring):
+            task.cancel()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(db.close() for db in self.databases.values()))
+
+    async def reconfigure(self, config: Config) -> Reconfiguration:
+        """Takes the databases of a reloaded configuration. An unchanged
+        database keeps its pool, circuit and transactions; a new one starts;
+        one whose settings changed starts afresh under the same name, and the
+        old one, like one that was removed, serves the calls and transactions
+        already on it, then closes its pool. New calls naming a removed
+        database get UNAVAILABLE until it has drained, then NOT_FOUND."""
+        old = self.databases
+        fresh: dict[str, Database] = {}
+        for name, db_config in config.databases.items():
+            current = old.get(name)
+            if current is not None and current.config == db_config:
+                fresh[name] = current
+            else:
+                fresh[name] = Database(
+                    db_config, backend_for(db_config), self._notify, self._on_retry, self.statements
+                )
+        started = [db for name, db in fresh.items() if old.get(name) is not db]
+        await asyncio.gather(*(db.start() for db in started))
+        retired = [db for name, db in old.items() if fresh.get(name) is not db]
+        self.databases = fresh
+        self.config = config
+        for db in retired:
+            if db.name not in fresh:
+                self.removed[db.name] = db
+            task = asyncio.get_running_loop().create_task(
+                self._retire(db), name=f"retire-{db.name}"
+            )
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+        for name in fresh:
+            self.removed.pop(name, None)
+        return Reconfiguration(
+            added=frozenset(fresh.keys() - old.keys()),
+            changed=frozenset(n for n in fresh.keys() & old.keys() if fresh[n] is not old[n]),
+            removed=frozenset(old.keys() - fresh.keys()),
+        )
+
+    async def _retire(self, db: Database) -> None:
+        """Waits until nothing uses ``db`` any more (or its transactions have
+        outlived their maximum lifetime), then closes its pool."""
+        deadline = time.monotonic() + RETIRE_LIMIT
+        while time.monotonic() < deadline:
+            stats = db.pool.stats()
+            if not db.live_transactions and stats.in_use == 0 and stats.waiting == 0:
+                break
+            await asyncio.sleep(RETIRE_POLL)
+        try:
+            await db.close()
+        finally:
+            if self.removed.get(db.name) is db:
+                del self.removed[db.name]
+            log.info("database %s: drained after a config reload; its pool is closed", db.name)
 
     def database(self, name: str) -> Database:
         if not name:
@@ -504,6 +719,13 @@ class Gateway:
         try:
             return self.databases[name]
         except KeyError:
+            if name in self.removed:
+                raise GatewayError(
+                    Reason.DATABASE_UNAVAILABLE,
+                    f"database {name!r} was removed from the configuration; "
+                    "it finishes the calls and transactions already on it",
+                    metadata={"database": name},
+                ) from None
             raise GatewayError(
                 Reason.UNKNOWN_DATABASE,
                 f"unknown database {name!r} (configured: {', '.join(sorted(self.databases))})",

@@ -48,6 +48,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from . import tracing
 from .config import ServerConfig
 from .gateway import Database, Gateway, OpenTransaction
 
@@ -163,6 +164,11 @@ class Call:
     attempts: int = 1
     code: grpc.StatusCode = grpc.StatusCode.OK
     reason: str = ""
+    #: The address of the gateway process that served it, when it was forwarded there.
+    forwarded_to: str = ""
+    #: The call's server span and its context token, while tracing is on.
+    span: Any = None
+    trace_token: Any = None
 
     def failed(self, code: grpc.StatusCode, reason: str = "") -> None:
         self.code = code
@@ -488,6 +494,19 @@ class MetricsServer:
                 await writer.wait_closed()
 
 
+def _traced_acquire(observe: Callable[[float], None], database: str) -> Callable[[float], None]:
+    """The pool's acquire observer while tracing is on: the wait is also an
+    event on the call's span."""
+
+    def observed(seconds: float) -> None:
+        observe(seconds)
+        tracing.event(
+            "pool.acquire", {"dbgateway.database": database, "dbgateway.wait_ms": seconds * 1000}
+        )
+
+    return observed
+
+
 # ---------------------------------------------------------------------------
 # Tying it together
 # ---------------------------------------------------------------------------
@@ -518,7 +537,10 @@ class Observability:
         """Hooks into the pools, opens the metrics endpoint (when configured) and
         starts watching open transactions."""
         for name, db in self._gateway.databases.items():
-            db.pool.acquire_observer = self.metrics.pool_acquire.labels(name).observe
+            observe = self.metrics.pool_acquire.labels(name).observe
+            db.pool.acquire_observer = (
+                _traced_acquire(observe, name) if tracing.tracer is not None else observe
+            )
         if self.metrics_server is not None:
             await self.metrics_server.start()
         self._watch = asyncio.get_running_loop().create_task(
@@ -545,8 +567,13 @@ class Observability:
         sql: str = "",
         params: int = 0,
         parameters: Sequence[Any] = (),
+        service: str = "dbgateway.v1.DatabaseService",
+        metadata: Sequence[tuple[str, Any]] | None = None,
     ) -> Call:
-        """Starts reporting a call; it becomes :func:`current_call` for this task."""
+        """Starts reporting a call; it becomes :func:`current_call` for this
+        task. While tracing is on, the call's server span starts here too (a
+        child of the trace context in ``metadata``, the caller's request
+        metadata) and is current until :meth:`end`."""
         call = Call(
             method=method,
             request_id=request_id,
@@ -559,6 +586,8 @@ class Observability:
             if self.config.log_parameters
             else (),
         )
+        if tracing.tracer is not None:
+            call.span, call.trace_token = tracing.start_server_span(service, method, metadata)
         _current_call.set(call)
         return call
 
@@ -586,10 +615,26 @@ class Observability:
                 "duration_ms": elapsed * 1000,
                 "rows": call.rows,
                 "retries": call.retries,
+                **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
             },
         )
         if call.sql and elapsed >= self.config.slow_query_threshold:
             self.slow_query(call, elapsed)
+        if call.span is not None:
+            tracing.end_server_span(
+                call.span,
+                call.trace_token,
+                call.code,
+                call.reason,
+                {
+                    "dbgateway.request_id": _clip(call.request_id),
+                    "dbgateway.database": call.database_label if call.database is not None else "",
+                    "dbgateway.principal": call.principal,
+                    "dbgateway.tag": _clip(call.tag),
+                    "dbgateway.attempts": call.attempts,
+                    "dbgateway.rows": call.rows,
+                },
+            )
 
     def slow_query(self, call: Call, elapsed: float) -> None:
         """Logs the SQL text of a slow statement: never its parameter values,
@@ -618,6 +663,8 @@ class Observability:
         """Counts one retry; called by the retry policy before each new attempt
         (``reason`` is the failed attempt's Reason)."""
         self.metrics.retries.labels(database_label(self._gateway, database), reason).inc()
+        if tracing.tracer is not None:
+            tracing.event("retry", {"dbgateway.database": database, "dbgateway.reason": reason})
 
     # -- transactions -------------------------------------------------------
 

@@ -68,6 +68,13 @@ class Guard:
     __slots__ = ("_by_digest", "_in_flight", "max_concurrent_calls", "principals")
 
     def __init__(self, config: Config) -> None:
+        self._in_flight: dict[str, int] = {}
+        self.update(config)
+
+    def update(self, config: Config) -> None:
+        """Takes the principals and limits of a (re)loaded configuration. A
+        token removed from it is refused from the next call on; calls already
+        authenticated finish."""
         self.principals = tuple(
             Principal(p.name, dict(p.databases), p.admin) for p in config.principals
         )
@@ -76,7 +83,6 @@ class Guard:
             for p, principal in zip(config.principals, self.principals, strict=True)
         ]
         self.max_concurrent_calls = config.server.max_concurrent_calls
-        self._in_flight: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:

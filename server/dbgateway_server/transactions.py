@@ -111,8 +111,9 @@ class Transaction:
         idle_timeout: float,
         now: float,
         owner: str = "",
+        transaction_id: str | None = None,
     ) -> None:
-        self.id = new_transaction_id()
+        self.id = transaction_id or new_transaction_id()
         #: The principal that began it: no other may use it.
         self.owner = owner
         self.database = database
@@ -141,6 +142,7 @@ class Transaction:
         idle_timeout: float = MAX_IDLE_TIMEOUT,
         now: float | None = None,
         owner: str = "",
+        transaction_id: str | None = None,
     ) -> Transaction:
         checkout = database.connection(deadline)
         with database.reporting_errors():
@@ -159,6 +161,7 @@ class Transaction:
             idle_timeout=idle_timeout,
             now=time.monotonic() if now is None else now,
             owner=owner,
+            transaction_id=transaction_id,
         )
 
     def expires_at(self) -> float:
@@ -229,10 +232,10 @@ class Transaction:
         with self.database.reporting_errors(), self._watching_connection():
             async with asyncio.timeout(timeout):
                 if not savepoint:
-                    return await conn.execute_many(sql, param_sets)
+                    return await self._execute_many(sql, param_sets)
                 await conn.execute(f"SAVEPOINT {_BATCH_SAVEPOINT}", ())
                 try:
-                    rows = await conn.execute_many(sql, param_sets)
+                    rows = await self._execute_many(sql, param_sets)
                 except GatewayError:
                     if not conn.is_closed():
                         await conn.execute(f"ROLLBACK TO SAVEPOINT {_BATCH_SAVEPOINT}", ())
@@ -240,6 +243,15 @@ class Transaction:
                     raise
                 await conn.execute(f"RELEASE SAVEPOINT {_BATCH_SAVEPOINT}", ())
                 return rows
+
+    async def _execute_many(
+        self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
+    ) -> int | None:
+        """The batch itself, counted (and traced) as one statement."""
+        with self.database.counted(sql, write=True) as count:
+            rows = await self._conn.execute_many(sql, param_sets)
+            count.rows = rows or 0
+        return rows
 
     async def commit(self, deadline: Deadline) -> None:
         """Commits and returns the connection. A definite refusal by the
@@ -407,8 +419,15 @@ async def execute_batch_atomically(
 class TransactionTable:
     """The open handle-based transactions of this server."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        new_id: Callable[[], str] = new_transaction_id,
+    ) -> None:
         self._clock = clock
+        #: Ids name the process that owns the transaction (see cluster.py).
+        self._new_id = new_id
         self._open: dict[str, Transaction] = {}
         # id -> (when it ended, why, owner): for TRANSACTION_EXPIRED instead of NOT_FOUND.
         self._ended: collections.OrderedDict[str, tuple[float, str, str]] = (
@@ -440,7 +459,13 @@ class TransactionTable:
                 f"must be more than 0 and at most {MAX_IDLE_TIMEOUT:g}s, got {idle_timeout:g}s",
             )
         tx = await Transaction.begin(
-            database, mode, deadline, idle_timeout=idle_timeout, now=self._clock(), owner=owner
+            database,
+            mode,
+            deadline,
+            idle_timeout=idle_timeout,
+            now=self._clock(),
+            owner=owner,
+            transaction_id=self._new_id(),
         )
         self._open[tx.id] = tx
         return tx

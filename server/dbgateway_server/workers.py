@@ -21,7 +21,12 @@ What each worker has:
   every series it reports is its own share, so scrape all N and sum them.
 
 A channel is one connection, so one client channel is served by one worker;
-load spreads across workers with the number of client connections.
+load spreads across workers with the number of client connections. A
+handle-based transaction lives in the worker that began it; every worker
+also listens on a socket in a private directory the parent makes for the run,
+and forwards a call on another worker's transaction there (see cluster.py),
+authenticated with a secret the parent hands its workers in the environment.
+SIGHUP to the parent reloads every worker.
 """
 
 from __future__ import annotations
@@ -30,14 +35,18 @@ import contextlib
 import dataclasses
 import logging
 import os
+import secrets
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
+from .cluster import WORKER_SECRET_ENV
 from .config import Config
 
 log = logging.getLogger("dbgateway_server")
@@ -96,9 +105,20 @@ def run_workers(listen: str, workers: int, argv: Sequence[str]) -> int:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
 
+    def on_reload(signum: int, frame: object) -> None:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signum)
+
     procs: list[subprocess.Popen[bytes]] = []
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_reload)
     ready_r, ready_w = os.pipe()
+    # The workers forward handle-based transaction calls to each other over
+    # sockets in a directory only this user can enter, authenticated with a
+    # secret made for this run (passed in the environment, never in argv).
+    worker_dir = tempfile.mkdtemp(prefix="dbgateway-workers-")
+    env = {**os.environ, WORKER_SECRET_ENV: secrets.token_urlsafe(32)}
     try:
         for index in range(workers):
             cmd = [
@@ -112,8 +132,10 @@ def run_workers(listen: str, workers: int, argv: Sequence[str]) -> int:
                 f"{index}/{workers}",
                 "--ready-fd",
                 str(ready_w),
+                "--worker-dir",
+                worker_dir,
             ]
-            procs.append(subprocess.Popen(cmd, pass_fds=(ready_w,)))
+            procs.append(subprocess.Popen(cmd, pass_fds=(ready_w,), env=env))
         os.close(ready_w)
         if not _wait_ready(ready_r, workers, procs, lambda: stop):
             on_signal(signal.SIGTERM, None)
@@ -125,6 +147,7 @@ def run_workers(listen: str, workers: int, argv: Sequence[str]) -> int:
     finally:
         reserved.close()
         os.close(ready_r)
+        shutil.rmtree(worker_dir, ignore_errors=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

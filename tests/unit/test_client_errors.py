@@ -35,6 +35,7 @@ EXPECTED = {
     Reason.READ_ONLY: dbgateway.PermissionDenied,
     Reason.DATABASE_UNAVAILABLE: dbgateway.Unavailable,
     Reason.CIRCUIT_OPEN: dbgateway.Unavailable,
+    Reason.TRANSACTION_OWNER_UNAVAILABLE: dbgateway.Unavailable,
     Reason.POOL_EXHAUSTED: dbgateway.ResourceExhausted,
     Reason.RESULT_TOO_LARGE: dbgateway.ResourceExhausted,
     Reason.TOO_MANY_CALLS: dbgateway.ResourceExhausted,

@@ -27,9 +27,17 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-__all__ = ["COMMANDS", "add_commands", "databases_table", "format_table", "parse_param", "run"]
+__all__ = [
+    "COMMANDS",
+    "add_commands",
+    "databases_table",
+    "format_table",
+    "parse_param",
+    "run",
+    "statements_table",
+]
 
-COMMANDS = ("query", "exec", "health", "databases")
+COMMANDS = ("query", "exec", "health", "databases", "statements")
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "DBGATEWAY_SERVER"
 TOKEN_ENV = "DBGATEWAY_TOKEN"
@@ -274,6 +282,19 @@ def add_commands(commands: Any) -> None:
         description="Print every database of a running gateway: engine, health, "
         "circuit, pool, open transactions (AdminService/ListDatabases).",
     )
+    statements = commands.add_parser(
+        "statements",
+        parents=[common],
+        help="list the statements that cost the databases most time",
+        description="Print the statements of a running gateway by total time, highest "
+        "first: calls, errors, rows, total / mean / p99 time (AdminService/ListStatements). "
+        "Literals are folded to ?, so one line stands for every value.",
+    )
+    statements.add_argument("--database", "-d", default="", help="only this database")
+    statements.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    statements.add_argument(
+        "--reset", action="store_true", help="forget the statistics after printing them"
+    )
 
 
 def _client(args: argparse.Namespace, default_timeout: float) -> Any:
@@ -373,6 +394,47 @@ def _databases(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _millis(duration: Any) -> str:
+    return f"{duration.seconds * 1000 + duration.nanos / 1e6:.3f}"
+
+
+def statements_table(response: Any) -> str:
+    """A ``ListStatementsResponse`` as an aligned text table (times in ms)."""
+    header = ("DATABASE", "CALLS", "ERRORS", "ROWS", "TOTAL MS", "MEAN MS", "P99 MS", "STATEMENT")
+    rows: list[tuple[str, ...]] = [header]
+    for st in response.statements:
+        errors = str(st.errors)
+        if st.errors_by_reason:
+            errors += " (" + ", ".join(f"{k} {v}" for k, v in sorted(st.errors_by_reason.items()))
+            errors += ")"
+        rows.append(
+            (
+                st.database,
+                str(st.calls),
+                errors,
+                str(st.rows),
+                _millis(st.total_time),
+                _millis(st.mean_time),
+                _millis(st.p99_time),
+                st.text if len(st.text) <= 120 else st.text[:117] + "...",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _statements(args: argparse.Namespace, out: TextIO) -> int:
+    with _client(args, 5.0) as db:
+        response = db._list_statements(args.database, args.limit)
+        if args.reset:
+            db._reset_statements(args.database)
+    print(statements_table(response), file=out)
+    return 0
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Runs a parsed client command; failures print one line and return non-zero."""
     from ._errors import DbGatewayError
@@ -384,6 +446,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return _health(args, out)
         if args.command == "databases":
             return _databases(args, out)
+        if args.command == "statements":
+            return _statements(args, out)
         try:
             params = [parse_param(p) for p in args.params]
         except ValueError as exc:
@@ -398,6 +462,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     except (OSError, ValueError, TypeError) as exc:
         # Unreadable TLS files, a malformed target, a value the client cannot send.
         print(f"dbgateway: {exc}", file=err)
-        return EXIT_USAGE if args.command not in ("health", "databases") else EXIT_FAILED
+        admin = args.command in ("health", "databases", "statements")
+        return EXIT_FAILED if admin else EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -28,6 +28,7 @@ from ._result import (
     rows_of_batches,
 )
 from ._stream import AsyncRowStream, RowStream, no_columns_error
+from ._tracing import with_trace_context
 from ._transaction import (
     AsyncTransaction,
     Isolation,
@@ -241,6 +242,11 @@ class AsyncClient:
     ``async with AsyncClient(...) as db:`` or call :meth:`close`.
     """
 
+    @property
+    def _metadata(self) -> Metadata:
+        # Built per call, so each call carries the caller's current trace context.
+        return with_trace_context(self._token_metadata)
+
     def __init__(
         self,
         target: str = DEFAULT_TARGET,
@@ -253,7 +259,7 @@ class AsyncClient:
         self._config = config or ClientConfig()
         self._timeout = timeout
         _Deadline(timeout)  # validates
-        self._metadata = _metadata(token)
+        self._token_metadata = _metadata(token)
         tls_config = _tls(tls)
         options = self._config.channel_options() + _tls_options(tls_config)
         if tls_config is None:
@@ -503,6 +509,11 @@ class Client:
     share between threads.
     """
 
+    @property
+    def _metadata(self) -> Metadata:
+        # Built per call, so each call carries the caller's current trace context.
+        return with_trace_context(self._token_metadata)
+
     def __init__(
         self,
         target: str = DEFAULT_TARGET,
@@ -515,7 +526,7 @@ class Client:
         self._config = config or ClientConfig()
         self._timeout = timeout
         _Deadline(timeout)
-        self._metadata = _metadata(token)
+        self._token_metadata = _metadata(token)
         tls_config = _tls(tls)
         options = self._config.channel_options() + _tls_options(tls_config)
         if tls_config is None:
@@ -710,6 +721,26 @@ class Client:
         """AdminService/ListDatabases, for the ``dbgateway databases`` command."""
         response: admin_pb.ListDatabasesResponse = self._call(
             self._admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout
+        )
+        return response
+
+    def _list_statements(
+        self, database: str = "", limit: int = 0, timeout: float | None = None
+    ) -> admin_pb.ListStatementsResponse:
+        """AdminService/ListStatements, for the ``dbgateway statements`` command."""
+        request = admin_pb.ListStatementsRequest(database=database, limit=limit)
+        response: admin_pb.ListStatementsResponse = self._call(
+            self._admin.ListStatements, request, timeout
+        )
+        return response
+
+    def _reset_statements(
+        self, database: str = "", timeout: float | None = None
+    ) -> admin_pb.ResetStatementsResponse:
+        """AdminService/ResetStatements, for ``dbgateway statements --reset``."""
+        request = admin_pb.ResetStatementsRequest(database=database)
+        response: admin_pb.ResetStatementsResponse = self._call(
+            self._admin.ResetStatements, request, timeout
         )
         return response
 

@@ -16,6 +16,7 @@ from dbgateway.v1 import admin_service_pb2 as pb
 from dbgateway.v1 import admin_service_pb2_grpc as pb_grpc
 
 from ..config import Engine
+from ..errors import invalid_request
 from ..gateway import Database, Gateway
 from ..observability import (
     CircuitState,
@@ -25,6 +26,7 @@ from ..observability import (
     open_transactions_by_database,
 )
 from ..security import Guard
+from ..statement_stats import StatementSnapshot
 from .calls import Servicer, rpc
 
 ENGINES: Mapping[Engine, int] = {
@@ -49,6 +51,29 @@ def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
         circuit_state=CIRCUIT_STATES[circuit_state(db)],  # type: ignore[arg-type]
         pool=pb.PoolStats(**dataclasses.asdict(db.pool.stats())),
         open_transactions=open_transactions,
+    )
+
+
+def _duration(seconds: float) -> duration_pb2.Duration:
+    value = duration_pb2.Duration()
+    value.FromNanoseconds(int(seconds * 1e9))
+    return value
+
+
+def statement_stats(entry: StatementSnapshot) -> pb.StatementStats:
+    last_seen = timestamp_pb2.Timestamp()
+    last_seen.FromNanoseconds(int(entry.last_seen * 1e9))
+    return pb.StatementStats(
+        database=entry.database,
+        text=entry.text,
+        calls=entry.calls,
+        errors=entry.errors,
+        errors_by_reason=entry.errors_by_reason,
+        rows=entry.rows,
+        total_time=_duration(entry.total_time),
+        mean_time=_duration(entry.mean_time),
+        p99_time=_duration(entry.p99_time),
+        last_seen=last_seen,
     )
 
 
@@ -93,3 +118,23 @@ class AdminServicer(Servicer, pb_grpc.AdminServiceServicer):
                 platform=platform.platform(terse=True) + "-" + platform.machine(),
             ),
         )
+
+    @rpc
+    async def ListStatements(
+        self, request: pb.ListStatementsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStatementsResponse:
+        if request.limit < 0:
+            raise invalid_request("limit", "must not be negative")
+        database = self._gateway.database(request.database).name if request.database else ""
+        statements = self._gateway.statements
+        return pb.ListStatementsResponse(
+            statements=[statement_stats(e) for e in statements.top(database, request.limit)],
+            capacity=statements.capacity,
+        )
+
+    @rpc
+    async def ResetStatements(
+        self, request: pb.ResetStatementsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResetStatementsResponse:
+        database = self._gateway.database(request.database).name if request.database else ""
+        return pb.ResetStatementsResponse(removed=self._gateway.statements.reset(database))

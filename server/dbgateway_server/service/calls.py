@@ -29,7 +29,9 @@ from grpc_status import rpc_status
 
 from dbgateway.v1 import database_service_pb2 as pb
 
+from .. import tracing
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
+from ..cluster import ForwardedFailure, Forwarding
 from ..config import Access, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
@@ -42,6 +44,9 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 Handler = Callable[[Any, Request, grpc.aio.ServicerContext], Awaitable[Response]]
 StreamHandler = Callable[[Any, Request, grpc.aio.ServicerContext], AsyncIterator[Response]]
+
+DATABASE_SERVICE = "dbgateway.v1.DatabaseService"
+ADMIN_SERVICE = "dbgateway.v1.AdminService"
 
 #: RPCs that write whatever their SQL says: refused to a principal that may only read.
 WRITE_METHODS = frozenset({"Execute", "ExecuteBatch"})
@@ -85,6 +90,8 @@ class Servicer:
     guard: Guard
     #: Every method needs the admin right (AdminService).
     admin_only: bool = False
+    #: Where calls on another process's transaction go (None: nowhere, serve here).
+    forwarding: Forwarding | None = None
 
 
 def _authorize(servicer: Servicer, method: str, request: Any, principal: Principal) -> None:
@@ -167,10 +174,15 @@ async def abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
 
 
 def begin_call(
-    observability: Observability, method: str, request: Any, context: grpc.aio.ServicerContext
+    observability: Observability,
+    method: str,
+    request: Any,
+    context: grpc.aio.ServicerContext,
+    service: str = DATABASE_SERVICE,
 ) -> Call:
     """Starts observing a call from what any statement request carries
-    (``database``, ``sql``, ``params``, ``options.tag``; absent ones stay empty)."""
+    (``database``, ``sql``, ``params``, ``options.tag``; absent ones stay empty),
+    continuing the trace context of the caller's metadata while tracing is on."""
     return observability.begin(
         method,
         request_id=request_id(context),
@@ -179,15 +191,21 @@ def begin_call(
         sql=getattr(request, "sql", ""),
         params=len(getattr(request, "params", ())),
         parameters=getattr(request, "params", ()),
+        service=service,
+        metadata=context.invocation_metadata() if tracing.tracer is not None else None,
     )
 
 
 def record_response(call: Call, response: Any) -> None:
-    """Takes rows and attempts from a response's ``stats``, when it has them."""
+    """Takes rows and attempts from a response's ``stats``, when it has them
+    (RunTransaction reports its attempts on the response itself)."""
     stats = getattr(response, "stats", None)
     if stats is not None:
         call.rows = getattr(stats, "rows", 0)
         call.attempts = getattr(stats, "attempts", 0) or 1
+    attempts = getattr(response, "attempts", 0)
+    if attempts:
+        call.attempts = attempts
 
 
 def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
@@ -201,7 +219,12 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         async with _served(self, method, request, context) as call:
-            response = await handler(self, request, context)
+            owner = await _owner(self, method, request, context)
+            if owner is not None:
+                call.forwarded_to = owner[0]
+                response: Response = await self.forwarding.serve(owner, method, request, context)
+            else:
+                response = await handler(self, request, context)
             record_response(call, response)
             return response
         raise AssertionError("abort returned")  # pragma: no cover
@@ -218,13 +241,17 @@ async def _served(
     status: a GatewayError to its code and details, anything unexpected to
     INTERNAL with a request id."""
     observability: Observability = servicer.observability
-    call = begin_call(observability, method, request, context)
+    service = ADMIN_SERVICE if servicer.admin_only else DATABASE_SERVICE
+    call = begin_call(observability, method, request, context, service)
     try:
         async with _guarded(servicer, method, request, context, call):
             yield call
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
         await abort(context, exc)
+    except ForwardedFailure as exc:
+        call.failed(exc.status.code, exc.reason)
+        await context.abort_with_status(exc.status)
     except asyncio.CancelledError:
         call.failed(grpc.StatusCode.CANCELLED)
         raise
@@ -258,11 +285,37 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
     async def wrapper(
         self: Any, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Response]:
-        async with _served(self, method, request, context):
-            async for response in handler(self, request, context):
+        async with _served(self, method, request, context) as call:
+            owner = await _owner(self, method, request, context)
+            if owner is not None:
+                call.forwarded_to = owner[0]
+                responses = self.forwarding.stream(owner, method, request, context)
+            else:
+                responses = handler(self, request, context)
+            async for response in responses:
                 yield response
 
     return wrapper
+
+
+async def _owner(
+    servicer: Servicer, method: str, request: Any, context: grpc.aio.ServicerContext
+) -> tuple[str, int] | None:
+    """Where a call on a transaction id is served: None for here, else the
+    owning process's address (and the hop count) to forward it to. The call
+    was authenticated here first, and its own limits slot is held here while
+    the owner serves it."""
+    transaction_id = getattr(request, "transaction_id", "")
+    if not transaction_id or servicer.forwarding is None:
+        return None
+    try:
+        return await servicer.forwarding.route(
+            transaction_id, context.invocation_metadata(), method=method
+        )
+    except GatewayError as exc:
+        if method == "Rollback" and exc.reason is Reason.TRANSACTION_NOT_FOUND:
+            return None  # no such transaction anywhere: the caller's wish holds
+        raise
 
 
 _ROW_ENCODINGS = (pb.RESULT_ENCODING_UNSPECIFIED, pb.RESULT_ENCODING_ROWS)

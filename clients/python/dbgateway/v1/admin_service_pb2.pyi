@@ -123,3 +123,62 @@ class GetServerInfoResponse(_message.Message):
     uptime: _duration_pb2.Duration
     build: BuildInfo
     def __init__(self, version: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., build: _Optional[_Union[BuildInfo, _Mapping]] = ...) -> None: ...
+
+class ListStatementsRequest(_message.Message):
+    __slots__ = ("database", "limit")
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    limit: int
+    def __init__(self, database: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class StatementStats(_message.Message):
+    __slots__ = ("database", "text", "calls", "errors", "errors_by_reason", "rows", "total_time", "mean_time", "p99_time", "last_seen")
+    class ErrorsByReasonEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_FIELD_NUMBER: _ClassVar[int]
+    MEAN_TIME_FIELD_NUMBER: _ClassVar[int]
+    P99_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    text: str
+    calls: int
+    errors: int
+    errors_by_reason: _containers.ScalarMap[str, int]
+    rows: int
+    total_time: _duration_pb2.Duration
+    mean_time: _duration_pb2.Duration
+    p99_time: _duration_pb2.Duration
+    last_seen: _timestamp_pb2.Timestamp
+    def __init__(self, database: _Optional[str] = ..., text: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., errors_by_reason: _Optional[_Mapping[str, int]] = ..., rows: _Optional[int] = ..., total_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., mean_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., p99_time: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListStatementsResponse(_message.Message):
+    __slots__ = ("statements", "capacity")
+    STATEMENTS_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    statements: _containers.RepeatedCompositeFieldContainer[StatementStats]
+    capacity: int
+    def __init__(self, statements: _Optional[_Iterable[_Union[StatementStats, _Mapping]]] = ..., capacity: _Optional[int] = ...) -> None: ...
+
+class ResetStatementsRequest(_message.Message):
+    __slots__ = ("database",)
+    DATABASE_FIELD_NUMBER: _ClassVar[int]
+    database: str
+    def __init__(self, database: _Optional[str] = ...) -> None: ...
+
+class ResetStatementsResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -46,6 +46,16 @@ class AdminServiceStub:
                 request_serializer=dbgateway_dot_v1_dot_admin__service__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=dbgateway_dot_v1_dot_admin__service__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
+        self.ListStatements = channel.unary_unary(
+                '/dbgateway.v1.AdminService/ListStatements',
+                request_serializer=dbgateway_dot_v1_dot_admin__service__pb2.ListStatementsRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_admin__service__pb2.ListStatementsResponse.FromString,
+                _registered_method=True)
+        self.ResetStatements = channel.unary_unary(
+                '/dbgateway.v1.AdminService/ResetStatements',
+                request_serializer=dbgateway_dot_v1_dot_admin__service__pb2.ResetStatementsRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_admin__service__pb2.ResetStatementsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -67,6 +77,20 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStatements(self, request, context):
+        """The statements that cost the databases most time, by normalized text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetStatements(self, request, context):
+        """Forgets every statement's statistics (of one database, or all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +103,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=dbgateway_dot_v1_dot_admin__service__pb2.GetServerInfoRequest.FromString,
                     response_serializer=dbgateway_dot_v1_dot_admin__service__pb2.GetServerInfoResponse.SerializeToString,
+            ),
+            'ListStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStatements,
+                    request_deserializer=dbgateway_dot_v1_dot_admin__service__pb2.ListStatementsRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_admin__service__pb2.ListStatementsResponse.SerializeToString,
+            ),
+            'ResetStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetStatements,
+                    request_deserializer=dbgateway_dot_v1_dot_admin__service__pb2.ResetStatementsRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_admin__service__pb2.ResetStatementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +171,60 @@ class AdminService:
             '/dbgateway.v1.AdminService/GetServerInfo',
             dbgateway_dot_v1_dot_admin__service__pb2.GetServerInfoRequest.SerializeToString,
             dbgateway_dot_v1_dot_admin__service__pb2.GetServerInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.AdminService/ListStatements',
+            dbgateway_dot_v1_dot_admin__service__pb2.ListStatementsRequest.SerializeToString,
+            dbgateway_dot_v1_dot_admin__service__pb2.ListStatementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dbgateway.v1.AdminService/ResetStatements',
+            dbgateway_dot_v1_dot_admin__service__pb2.ResetStatementsRequest.SerializeToString,
+            dbgateway_dot_v1_dot_admin__service__pb2.ResetStatementsResponse.FromString,
             options,
             channel_credentials,
             insecure,
