@@ -124,6 +124,7 @@ _BY_REASON: dict[str, type[DatabaseError]] = {
     "TRANSACTION_BUSY": OperationalError,
     "TRANSACTION_NOT_FOUND": OperationalError,
     "TRANSACTION_EXPIRED": OperationalError,
+    "TRANSACTION_OWNER_UNAVAILABLE": OperationalError,
     "COMMIT_OUTCOME_UNKNOWN": OperationalError,
     "DATABASE_ERROR": DatabaseError,
     "INTERNAL": InternalError,
@@ -145,7 +146,13 @@ _BY_CODE: dict[grpc.StatusCode, type[DatabaseError]] = {
 #: Reasons after which the gateway connection (or its transaction) is gone:
 #: SQLAlchemy's ``is_disconnect`` uses these to invalidate the pool entry.
 DISCONNECT_REASONS = frozenset(
-    {"DATABASE_UNAVAILABLE", "CIRCUIT_OPEN", "TRANSACTION_NOT_FOUND", "TRANSACTION_EXPIRED"}
+    {
+        "DATABASE_UNAVAILABLE",
+        "CIRCUIT_OPEN",
+        "TRANSACTION_NOT_FOUND",
+        "TRANSACTION_EXPIRED",
+        "TRANSACTION_OWNER_UNAVAILABLE",
+    }
 )
 
 
