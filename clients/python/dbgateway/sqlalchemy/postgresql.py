@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects.postgresql import BIT, JSON, JSONB, ranges
 from sqlalchemy.dialects.postgresql.asyncpg import (
+    AsyncpgCHAR,
     AsyncpgFloat,
     AsyncpgNumeric,
     PGCompiler_asyncpg,
@@ -86,6 +87,20 @@ class _GatewayJSONB(JSONB):
         return _json_result(dialect)
 
 
+class _GatewayCHAR(AsyncpgCHAR):
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        # PostgreSQL's one-byte "char" (pg_attribute.attgenerated, ...) is
+        # empty as a NUL byte; the gateway sends it as text, where the
+        # catalog readers of SQLAlchemy's PostgreSQL dialect expect "".
+        if str(coltype or "").lower() != "char":
+            return None
+
+        def process(value: Any) -> Any:
+            return "" if value == "\x00" else value
+
+        return process
+
+
 #: asyncpg's types, less those that expect asyncpg's own value classes
 #: (BitString, Range), which the gateway sends as plain values.
 _COLSPECS = {
@@ -96,6 +111,7 @@ _COLSPECS = {
     },
     sqltypes.Numeric: _GatewayNumeric,
     sqltypes.Float: _GatewayFloat,
+    sqltypes.CHAR: _GatewayCHAR,
     sqltypes.JSON: _GatewayJSON,
     JSONB: _GatewayJSONB,
 }
