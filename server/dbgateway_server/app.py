@@ -231,6 +231,8 @@ class GatewayServer:
         self._stopped.set()
         log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
         await self.health.enter_graceful_shutdown()
+        # A subscription would otherwise hold the drain for the whole grace period.
+        await self.gateway.end_subscriptions()
         await self.server.stop(self.config.server.shutdown_grace)
         await self.gateway.close()
         await self.forwarding.close()

@@ -85,8 +85,10 @@ class PoolSettings:
 
 @dataclass(frozen=True, slots=True)
 class RetrySettings:
-    """Retries of failures on the way to the database (DESIGN §5). Durations are
-    seconds; the wait before attempt n+1 is uniform in
+    """Retries of failures on the way to the database, and of whole
+    transactions after a conflict. ``max_attempts`` bounds a statement call; a
+    transaction runs again until its deadline. Durations are seconds; the wait
+    before attempt n+1 is uniform in
     ``[0, min(max_backoff, initial_backoff * 2**(n-1))]`` (full jitter)."""
 
     max_attempts: int = 3
@@ -217,10 +219,18 @@ class ServerConfig:
     max_sql_length: int = 1_000_000
     #: Most parameters one statement (or one parameter set of a batch) may have.
     max_parameters: int = 65_535
-    #: Calls one principal may have in flight at once (streams included).
+    #: Calls one principal may have in flight at once: streams and open
+    #: handle-based transactions count too, so no principal holds the pool.
     max_concurrent_calls: int = 1000
+    #: Seconds a stream may sit silent before it is ended: a Transaction
+    #: stream waiting for its client's next message (rolled back), or a
+    #: StreamQuery whose client takes no message (its query stopped).
+    stream_idle_timeout: float = 60.0
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Notifications queued per subscriber; one that falls further behind is
+    #: ended with RESOURCE_EXHAUSTED rather than buffered without limit.
+    subscription_queue: int = 1000
     #: Distinct statements whose statistics are kept (AdminService/ListStatements);
     #: the least recently executed are forgotten beyond it. 0: none are kept.
     statement_stats: int = 1000
@@ -245,7 +255,12 @@ class ServerConfig:
             "max_request_bytes",
             f"must be between 1024 and {MAX_MESSAGE_BYTES}, got {self.max_request_bytes}",
         )
-        for name in ("max_sql_length", "max_parameters", "max_concurrent_calls"):
+        for name in (
+            "max_sql_length",
+            "max_parameters",
+            "max_concurrent_calls",
+            "subscription_queue",
+        ):
             value = getattr(self, name)
             _require(value >= 1, name, f"must be at least 1, got {value}")
         _require(
@@ -260,7 +275,7 @@ class ServerConfig:
             "log_format",
             f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
         )
-        for name in ("slow_query_threshold", "long_transaction_threshold"):
+        for name in ("slow_query_threshold", "long_transaction_threshold", "stream_idle_timeout"):
             value = getattr(self, name)
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 
@@ -282,6 +297,9 @@ class PrincipalConfig:
     token_sha256: str
     databases: Mapping[str, Access] = field(default_factory=dict)
     admin: bool = False
+    #: PostgreSQL role its calls run as (``SET LOCAL ROLE`` in each call's
+    #: transaction); empty: the DSN's own role.
+    postgres_role: str = ""
 
 
 #: The shortest ``[cluster] secret`` accepted, in characters.
@@ -345,12 +363,27 @@ class Config:
         return cls(server=ServerConfig(), databases={DEFAULT_DATABASE: db})
 
 
+#: Query parameters of a DSN that carry a secret (libpq's ``password`` and
+#: ``sslpassword``; PyMySQL's ``passwd``).
+_SECRET_DSN_PARAMS = frozenset({"password", "sslpassword", "passwd"})
+
+
 def redact_dsn(dsn: str) -> str:
+    """The DSN with every password replaced by ``***``: the ``user:password@``
+    form and the ``?password=`` query parameter alike."""
     parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        parts = parts._replace(netloc=netloc)
+    if parts.query:
+        # Pair by pair, so every other parameter stays exactly as written.
+        pairs = []
+        for pair in parts.query.split("&"):
+            key, eq, _ = pair.partition("=")
+            secret = eq and unquote(key).lower() in _SECRET_DSN_PARAMS
+            pairs.append(f"{key}=***" if secret else pair)
+        parts = parts._replace(query="&".join(pairs))
+    return parts.geturl()
 
 
 def engine_for_dsn(dsn: str) -> Engine:
@@ -659,7 +692,7 @@ def _parse_principals(
     for index, table in enumerate(raw):
         key = f"principals[{index}]"
         _require(isinstance(table, dict), key, "must be a table")
-        _check_keys(table, {"name", "token_sha256", "databases", "admin"}, key)
+        _check_keys(table, {"name", "token_sha256", "databases", "admin", "postgres_role"}, key)
         name = table.get("name")
         _require(
             isinstance(name, str) and bool(_NAME_RE.match(name)),
@@ -694,9 +727,15 @@ def _parse_principals(
                 f'must be "read" or "write", got {right!r}',
             )
             access[db] = Access(right)
+        role = table.get("postgres_role", "")
+        _require(
+            isinstance(role, str) and "\x00" not in role and len(role) <= 63,
+            f"{key}.postgres_role",
+            f"must be a PostgreSQL role name (at most 63 characters), got {role!r}",
+        )
         names.add(name)
         hashes.add(digest)
-        principals.append(PrincipalConfig(name, digest, access, admin))
+        principals.append(PrincipalConfig(name, digest, access, admin, role))
     return tuple(principals)
 
 
@@ -715,7 +754,19 @@ def check_exposure(config: Config) -> None:
     """Refuses to serve beyond loopback without TLS and principals, unless the
     operator said ``allow_insecure = true``."""
     server = config.server
-    if is_loopback(server.listen) or server.allow_insecure:
+    if server.allow_insecure:
+        return
+    if server.metrics_listen and not is_loopback(server.metrics_listen):
+        # The metrics endpoint has neither TLS nor authentication of its own,
+        # and its labels name every principal and database.
+        raise ConfigError(
+            f"server.metrics_listen: {server.metrics_listen} is reachable beyond this machine, "
+            "but the metrics endpoint has no TLS and no authentication and names every "
+            "principal and database. Listen on loopback (e.g. 127.0.0.1:9090) behind a "
+            "scraper that adds them, or set allow_insecure = true in [server] to accept "
+            "that deliberately"
+        )
+    if is_loopback(server.listen):
         return
     missing = [
         what

@@ -49,6 +49,8 @@ class Reason(StrEnum):
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
     POOL_EXHAUSTED = "POOL_EXHAUSTED"
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
+    SERVER_DRAINING = "SERVER_DRAINING"
     READ_ONLY = "READ_ONLY"
     UNSUPPORTED_STATEMENT = "UNSUPPORTED_STATEMENT"
     INVALID_TRANSACTION_STATE = "INVALID_TRANSACTION_STATE"
@@ -56,6 +58,7 @@ class Reason(StrEnum):
     TRANSACTION_BUSY = "TRANSACTION_BUSY"
     TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
     TRANSACTION_EXPIRED = "TRANSACTION_EXPIRED"
+    STREAM_STALLED = "STREAM_STALLED"
     TRANSACTION_OWNER_UNAVAILABLE = "TRANSACTION_OWNER_UNAVAILABLE"
     COMMIT_OUTCOME_UNKNOWN = "COMMIT_OUTCOME_UNKNOWN"
     UNSUPPORTED = "UNSUPPORTED"
@@ -85,6 +88,11 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.CIRCUIT_OPEN: _C.UNAVAILABLE,
     Reason.POOL_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
     Reason.RESULT_TOO_LARGE: _C.RESOURCE_EXHAUSTED,
+    # A subscriber whose queue filled: it was ended rather than buffered
+    # without limit; it may subscribe again (and read faster).
+    Reason.SUBSCRIBER_TOO_SLOW: _C.RESOURCE_EXHAUSTED,
+    # The server is shutting down; another replica (or this one restarted) serves.
+    Reason.SERVER_DRAINING: _C.UNAVAILABLE,
     # A write refused because the caller may only read here (a read
     # principal, a read_only transaction, a read-only server): retrying the
     # same call cannot succeed, and it is about the caller's rights.
@@ -95,6 +103,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TRANSACTION_BUSY: _C.FAILED_PRECONDITION,
     Reason.TRANSACTION_NOT_FOUND: _C.NOT_FOUND,
     Reason.TRANSACTION_EXPIRED: _C.ABORTED,
+    # A StreamQuery whose client took no message within stream_idle_timeout:
+    # its query was stopped to give the connection back to the pool.
+    Reason.STREAM_STALLED: _C.RESOURCE_EXHAUSTED,
     # The replica holding the transaction cannot be reached: the transaction
     # is lost with its connection, but the caller learns that from the owner
     # being gone, not from a NOT_FOUND that would hide the outage.

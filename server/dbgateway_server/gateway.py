@@ -40,6 +40,7 @@ from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
 from .statement_stats import StatementStatistics, normalize
 from .statements import check_statement, first_keyword
+from .subscriptions import Subscription, SubscriptionHub
 from .transactions import (
     StatementCall,
     Transaction,
@@ -92,6 +93,9 @@ class CallOptions:
     read_only: bool = False
     #: A read's rows go out as ColumnBatches (RESULT_ENCODING_COLUMNS).
     columnar: bool = False
+    #: The caller's database role (PostgreSQL ``SET LOCAL ROLE``): outside a
+    #: transaction the statement then runs in one of its own, as that role.
+    role: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,13 +420,15 @@ class Database:
     async def read_only(self, conn: DriverConnection, options: CallOptions) -> AsyncIterator[None]:
         """With ``options.read_only``, the block runs in a read-only
         transaction on ``conn`` (PostgreSQL / MySQL ``READ ONLY``, SQLite
-        ``query_only``): the database itself refuses a write. Whatever ends
+        ``query_only``): the database itself refuses a write. With a role
+        (PostgreSQL) it runs in a transaction as that role. Whatever ends
         the block early leaves the rollback to the pool's release."""
-        if not options.read_only:
+        role = options.role if conn.has_roles else ""
+        if not options.read_only and not role:
             yield
             return
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
-            await conn.begin(TransactionMode(read_only=True))
+            await conn.begin(TransactionMode(read_only=options.read_only, role=role))
         yield
         async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.commit()
@@ -625,6 +631,7 @@ class Gateway:
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable(new_id=transaction_ids)
+        self.subscriptions = SubscriptionHub(config.server.subscription_queue)
         #: Databases a reload removed, by name, while their last calls and
         #: transactions finish: new calls naming them are refused.
         self.removed: dict[str, Database] = {}
@@ -646,11 +653,25 @@ class Gateway:
         cancelled: open transactions are rolled back (their connections come
         back to the pools rolled back or are discarded), then every database's
         background probe stops and its pool closes."""
+        await self.subscriptions.close()
         await self.transactions.close()
         for task in list(self._retiring):
             task.cancel()
         await asyncio.gather(*self._retiring, return_exceptions=True)
         await asyncio.gather(*(db.close() for db in self.databases.values()))
+
+    async def subscribe(
+        self, database: str, channels: Sequence[str], deadline: Deadline
+    ) -> Subscription:
+        """A live subscription to ``channels`` of ``database`` (through its one
+        listening connection); the caller must close it."""
+        return await self.subscriptions.subscribe(self.database(database), channels, deadline)
+
+    async def end_subscriptions(self) -> None:
+        """Ends every subscription (UNAVAILABLE) and closes the listening
+        connections: they never finish by themselves, so a drain ends them
+        first."""
+        await self.subscriptions.close()
 
     async def reconfigure(self, config: Config) -> Reconfiguration:
         """Takes the databases of a reloaded configuration. An unchanged
@@ -692,7 +713,10 @@ class Gateway:
 
     async def _retire(self, db: Database) -> None:
         """Waits until nothing uses ``db`` any more (or its transactions have
-        outlived their maximum lifetime), then closes its pool."""
+        outlived their maximum lifetime), then closes its pool. Its
+        subscriptions end at once (they never finish by themselves); their
+        callers subscribe again, to the database as now configured."""
+        await self.subscriptions.retire(db)
         deadline = time.monotonic() + RETIRE_LIMIT
         while time.monotonic() < deadline:
             stats = db.pool.stats()
@@ -706,14 +730,17 @@ class Gateway:
                 del self.removed[db.name]
             log.info("database %s: drained after a config reload; its pool is closed", db.name)
 
-    def database(self, name: str) -> Database:
+    def database(self, name: str, visible: Callable[[str], bool] | None = None) -> Database:
+        """The database called ``name`` (empty: the only one). ``visible``
+        says which database names the caller may learn of: an error lists
+        only those, so a principal cannot enumerate the others."""
         if not name:
             if len(self.databases) == 1:
                 return next(iter(self.databases.values()))
             raise GatewayError(
                 Reason.INVALID_REQUEST,
                 "database: required when more than one database is configured "
-                f"(configured: {', '.join(sorted(self.databases))})",
+                f"({self._listing(visible)})",
                 field_violations=[("database", "required")],
             )
         try:
@@ -728,9 +755,15 @@ class Gateway:
                 ) from None
             raise GatewayError(
                 Reason.UNKNOWN_DATABASE,
-                f"unknown database {name!r} (configured: {', '.join(sorted(self.databases))})",
+                f"unknown database {name!r} ({self._listing(visible)})",
                 metadata={"database": name},
             ) from None
+
+    def _listing(self, visible: Callable[[str], bool] | None) -> str:
+        names = sorted(n for n in self.databases if visible is None or visible(n))
+        if not names:
+            return "none is available to this caller"
+        return f"available: {', '.join(names)}"
 
     async def query(
         self,
@@ -821,11 +854,13 @@ class Gateway:
         deadline: Deadline,
         idle_timeout: float | None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> Transaction:
         """A handle-based transaction, kept in the table until committed,
-        rolled back or expired; only ``owner`` can use it."""
+        rolled back or expired; only ``owner`` can use it. ``on_end`` is
+        called once it has ended and its connection is back."""
         return await self.transactions.begin(
-            self.database(database), mode, deadline, idle_timeout, owner
+            self.database(database), mode, deadline, idle_timeout, owner, on_end
         )
 
     async def commit(
@@ -863,7 +898,13 @@ class Gateway:
         now = time.monotonic()
         live = [tx for db in self.databases.values() for tx in db.live_transactions]
         return [
-            OpenTransaction(key=tx.id, database=tx.database.name, age=now - tx.started_at)
+            OpenTransaction(
+                key=tx.id,
+                database=tx.database.name,
+                age=now - tx.started_at,
+                tag=tx.tag,
+                request_id=tx.request_id,
+            )
             for tx in sorted(live, key=lambda t: t.started_at)
         ]
 

@@ -8,9 +8,13 @@ statistics and hygiene rules for PostgreSQL, MySQL and SQLite.
   start and kept warm.
 - A caller waits at most ``min(acquire_timeout, its own deadline)``; when
   ``max_waiting`` callers already wait it is refused at once.
-- A connection goes back only when it is verifiably idle (not in a
-  transaction, not closed). Otherwise it is rolled back, or discarded when that
-  fails: a pooled connection must never carry one caller's state to the next.
+- A connection is handed to a caller only in a known-clean state. On release
+  it is reset by its engine (:meth:`DriverConnection.reset`: the server's real
+  transaction status read back, then session state undone) in a task the
+  caller's cancellation cannot interrupt; one the engine cannot settle, or
+  whose reset fails, is discarded through :meth:`ConnectionPool.invalidate`,
+  which logs why. A pooled connection never carries one caller's state to
+  the next.
 - Connections older than ``max_lifetime`` or idle longer than
   ``max_idle_time`` are closed; one idle longer than ``validate_after_idle`` is
   pinged before it is handed out. A connection found dead on checkout is
@@ -37,7 +41,7 @@ from .errors import GatewayError, Reason
 
 log = logging.getLogger(__name__)
 
-#: How long a connection may take to roll back before it is discarded instead.
+#: How long a connection may take to reset before it is discarded instead.
 RESET_TIMEOUT = 5.0
 #: How long a ping on checkout may take.
 VALIDATION_TIMEOUT = 2.0
@@ -99,6 +103,7 @@ class ConnectionPool:
         self._dead_on_checkout_total = 0
         self._returned = asyncio.Event()  # set whenever a checked-out connection comes back
         self._maintenance: asyncio.Task[None] | None = None
+        self._settling: set[asyncio.Task[None]] = set()  # releases under way
         #: Told how many seconds each checkout waited (given up ones included).
         self.acquire_observer: Callable[[float], None] | None = None
 
@@ -140,18 +145,23 @@ class ConnectionPool:
         finally:
             if self.acquire_observer is not None:
                 self.acquire_observer(self._clock() - started)
-        reusable = False
+        why = ""  # non-empty: the connection's state is unknown, discard it
         try:
             yield holder.conn
-            reusable = True
         except GatewayError as exc:
-            reusable = not exc.is_infrastructure
+            if exc.is_infrastructure:
+                why = f"the call failed with {exc.reason.value}"
             raise
-        except (asyncio.CancelledError, TimeoutError):
-            reusable = holder.conn.reusable_after_interrupt
+        except (asyncio.CancelledError, TimeoutError) as exc:
+            if not holder.conn.reusable_after_interrupt:
+                kind = "cancelled" if isinstance(exc, asyncio.CancelledError) else "timed out"
+                why = f"a call on it was {kind} mid-protocol"
+            raise
+        except BaseException:
+            why = "a call on it failed unexpectedly"
             raise
         finally:
-            await self._release(holder, reusable=reusable)
+            await self._release(holder, why)
 
     async def _acquire(self, wait: float) -> _Holder:
         if self._closed:
@@ -254,8 +264,7 @@ class ConnectionPool:
             return False
         if conn.is_closed():
             self._dead_on_checkout_total += 1
-            log.info("pool %s: replaced a connection found closed on checkout", self.name)
-            await self._discard(holder)
+            self.invalidate(holder, "found closed on checkout; replaced")
             return False
         if now - holder.released_at >= self._settings.validate_after_idle:
             limit = min(VALIDATION_TIMEOUT, max(deadline - now, 0.0))
@@ -263,25 +272,46 @@ class ConnectionPool:
                 await conn.ping(limit)
             except (GatewayError, TimeoutError, OSError):
                 self._dead_on_checkout_total += 1
-                log.info("pool %s: replaced a connection that failed validation", self.name)
-                await self._discard(holder)
+                self.invalidate(holder, "failed validation on checkout; replaced")
                 return False
             except BaseException:
-                await self._discard(holder)
+                self.invalidate(holder, "its validation was cut off")
                 raise
         return True
 
-    async def _release(self, holder: _Holder, *, reusable: bool) -> None:
+    async def _release(self, holder: _Holder, why: str) -> None:
+        """Resets the connection and puts it back, or discards it. The work
+        runs in its own task: a caller cancelled (again) while waiting for it
+        must not leave a connection half reset, nor lose it from the pool."""
+        task = asyncio.get_running_loop().create_task(
+            self._settle(holder, why), name=f"pool-release-{self.name}"
+        )
+        # Held until done: a task nobody references may be collected mid-way.
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+        await asyncio.shield(task)
+
+    async def _settle(self, holder: _Holder, why: str) -> None:
         try:
             conn = holder.conn
-            if reusable and not conn.is_closed() and conn.in_transaction():
-                # Never hand on a connection inside someone's transaction.
+            if not why and conn.is_closed():
+                why = "it was found closed"
+            if not why and self._closed:
+                why = "the pool is closing"
+            if not why:
                 try:
-                    await asyncio.wait_for(conn.rollback(), RESET_TIMEOUT)
-                except (GatewayError, TimeoutError, OSError, asyncio.CancelledError):
-                    reusable = False
-            if not reusable or conn.is_closed() or self._closed:
-                await self._discard(holder)
+                    async with asyncio.timeout(RESET_TIMEOUT):
+                        await conn.reset()
+                except (GatewayError, TimeoutError, OSError) as exc:
+                    message = exc.message if isinstance(exc, GatewayError) else repr(exc)
+                    why = f"its reset failed ({message})"
+                except Exception as exc:  # a driver bug must not lose the connection's slot
+                    log.exception("pool %s: unexpected error resetting a connection", self.name)
+                    why = f"its reset failed unexpectedly ({exc!r})"
+                if not why and conn.is_closed():
+                    why = "it was lost during its reset"
+            if why:
+                self.invalidate(holder, why)
                 return
             holder.released_at = self._clock()
             self._put_back(holder)
@@ -305,7 +335,18 @@ class ConnectionPool:
                 waiter.set_result(None)
                 return
 
+    def invalidate(self, holder: _Holder, why: str) -> None:
+        """Discards a connection that cannot be trusted or used, saying why:
+        the one way a connection leaves the pool other than by age, idleness
+        or the pool closing."""
+        if id(holder) in self._holders:
+            log.info("pool %s: discarded a connection: %s", self.name, why)
+        self._drop(holder)
+
     async def _discard(self, holder: _Holder) -> None:
+        self._drop(holder)
+
+    def _drop(self, holder: _Holder) -> None:
         if self._holders.pop(id(holder), None) is None:
             return
         self._size -= 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .config import Access, Config
@@ -39,6 +39,8 @@ class Principal:
     #: Database name -> right; ``None`` means every database, with write.
     databases: Mapping[str, Access] | None = field(default_factory=dict)
     admin: bool = False
+    #: PostgreSQL role its calls run as; empty: the DSN's own.
+    postgres_role: str = ""
 
     def access(self, database: str) -> Access | None:
         if self.databases is None:
@@ -76,7 +78,8 @@ class Guard:
         token removed from it is refused from the next call on; calls already
         authenticated finish."""
         self.principals = tuple(
-            Principal(p.name, dict(p.databases), p.admin) for p in config.principals
+            Principal(p.name, dict(p.databases), p.admin, p.postgres_role)
+            for p in config.principals
         )
         self._by_digest = [
             (p.token_sha256.encode("ascii"), principal)
@@ -144,25 +147,56 @@ class Guard:
         return access
 
     @contextlib.contextmanager
-    def call_slot(self, principal: Principal) -> Iterator[None]:
+    def call_slot(self, principal: Principal) -> Iterator[CallSlot]:
         """Holds one of the principal's ``max_concurrent_calls`` slots for
-        the duration of a call; RESOURCE_EXHAUSTED / TOO_MANY_CALLS when none is free."""
+        the duration of a call (or, once :meth:`CallSlot.keep` is called,
+        until what kept it lets go); RESOURCE_EXHAUSTED / TOO_MANY_CALLS
+        when none is free."""
         name = principal.name
         count = self._in_flight.get(name, 0)
         if count >= self.max_concurrent_calls:
             raise GatewayError(
                 Reason.TOO_MANY_CALLS,
-                f"principal {name!r} already has {count} calls in flight "
-                f"(max_concurrent_calls = {self.max_concurrent_calls})",
+                f"principal {name!r} already has {count} calls, streams or open "
+                f"transactions (max_concurrent_calls = {self.max_concurrent_calls})",
                 metadata={"principal": name},
                 retry_after=0.1,
             )
         self._in_flight[name] = count + 1
+        slot = CallSlot(self, name)
         try:
-            yield
+            yield slot
         finally:
-            left = self._in_flight[name] - 1
-            if left:
-                self._in_flight[name] = left
-            else:
-                del self._in_flight[name]
+            if not slot.kept:
+                slot.release()
+
+    def _free(self, name: str) -> None:
+        left = self._in_flight[name] - 1
+        if left:
+            self._in_flight[name] = left
+        else:
+            del self._in_flight[name]
+
+
+class CallSlot:
+    """One of a principal's ``max_concurrent_calls``, taken by a call."""
+
+    __slots__ = ("_guard", "_held", "_name", "kept")
+
+    def __init__(self, guard: Guard, name: str) -> None:
+        self._guard = guard
+        self._name = name
+        self._held = True
+        #: Handed on past the call (an open handle-based transaction holds it).
+        self.kept = False
+
+    def keep(self) -> Callable[[], None]:
+        """Keeps the slot taken after the call ends, until the returned
+        function is called (once is enough; later calls do nothing)."""
+        self.kept = True
+        return self.release
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._guard._free(self._name)

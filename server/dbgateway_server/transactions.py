@@ -29,20 +29,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_any,
-)
-from tenacity.stop import stop_base
-from tenacity.wait import wait_random_exponential
-
 from dbgateway.v1 import value_pb2
 
 from .backends.base import DriverConnection, ExecResult, ResultSet, TransactionMode
 from .errors import GatewayError, Reason, invalid_request
+from .resilience.retry import CallKind, run_with_retries
 from .statements import check_statement
 
 if TYPE_CHECKING:
@@ -61,11 +52,9 @@ EXPIRED_MEMORY = 3600.0
 EXPIRED_MEMORY_SIZE = 100_000
 #: How long a rollback may take before the connection is dropped instead.
 ROLLBACK_TIMEOUT = 5.0
-#: RunTransaction attempts when the caller does not say, and at most.
-DEFAULT_ATTEMPTS = 3
+#: The most RunTransaction attempts a caller may ask for (by default it is
+#: retried until its deadline).
 MAX_ATTEMPTS = 100
-#: Failures after which running the whole transaction again can succeed.
-RETRYABLE = frozenset({Reason.SERIALIZATION_FAILURE, Reason.DEADLOCK})
 
 _BATCH_SAVEPOINT = "dbgateway_batch"
 
@@ -84,6 +73,15 @@ class StatementCall:
     options: CallOptions
 
 
+def _beginning_call() -> tuple[str, str]:
+    """(request id, tag) of the call being served, if any."""
+    # Imported here: observability reads the gateway, which imports this module.
+    from .observability import current_call
+
+    call = current_call()
+    return ("", "") if call is None else (call.request_id, call.tag)
+
+
 class Transaction:
     """An open transaction on a connection checked out of its database's pool."""
 
@@ -98,8 +96,11 @@ class Transaction:
         "last_used",
         "lock",
         "lost",
+        "on_end",
         "owner",
+        "request_id",
         "started_at",
+        "tag",
     )
 
     def __init__(
@@ -111,9 +112,16 @@ class Transaction:
         idle_timeout: float,
         now: float,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
         transaction_id: str | None = None,
     ) -> None:
         self.id = transaction_id or new_transaction_id()
+        #: The request id and tag of the call that began it, for the
+        #: long-transaction warning.
+        self.request_id, self.tag = _beginning_call()
+        #: Called once the connection is back: frees what the caller's
+        #: concurrency limit counted for the transaction.
+        self.on_end = on_end
         #: The principal that began it: no other may use it.
         self.owner = owner
         self.database = database
@@ -142,6 +150,7 @@ class Transaction:
         idle_timeout: float = MAX_IDLE_TIMEOUT,
         now: float | None = None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
         transaction_id: str | None = None,
     ) -> Transaction:
         checkout = database.connection(deadline)
@@ -161,6 +170,7 @@ class Transaction:
             idle_timeout=idle_timeout,
             now=time.monotonic() if now is None else now,
             owner=owner,
+            on_end=on_end,
             transaction_id=transaction_id,
         )
 
@@ -312,31 +322,14 @@ class Transaction:
             error = exc
         finally:
             self.database.live_transactions.discard(self)
-            await self._checkout.__aexit__(None if error is None else type(error), error, None)
+            try:
+                await self._checkout.__aexit__(None if error is None else type(error), error, None)
+            finally:
+                if self.on_end is not None:
+                    self.on_end()
 
 
 # -- RunTransaction -------------------------------------------------------------------
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, GatewayError) and exc.reason in RETRYABLE
-
-
-class _stop_at_deadline(stop_base):
-    """Stop when the next wait would end past the caller's deadline."""
-
-    def __init__(self, deadline: Deadline) -> None:
-        self._deadline = deadline
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        left = self._deadline.remaining()
-        return left is not None and left <= (retry_state.upcoming_sleep or 0.0)
-
-
-def _count_retry(database: Database, state: RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome is not None else None
-    if isinstance(error, GatewayError):
-        database.retried(error)
 
 
 async def run_atomically(
@@ -349,31 +342,36 @@ async def run_atomically(
     """Runs ``statements`` in one transaction and commits; on a serialization
     failure or deadlock (also one reported by COMMIT itself, a definite "not
     committed") the whole transaction runs again after a jittered backoff,
-    within ``deadline``. Returns the per-statement results and the attempts."""
-    attempts = max_attempts or DEFAULT_ATTEMPTS
-    if not 1 <= attempts <= MAX_ATTEMPTS:
+    until ``deadline`` (or at most ``max_attempts`` times, when set). Without
+    a deadline the retries stop after the database's ``statement_timeout``.
+    Returns the per-statement results and the attempts."""
+    if max_attempts > MAX_ATTEMPTS:
         raise invalid_request("max_attempts", f"must be between 1 and {MAX_ATTEMPTS}")
     for index, call in enumerate(statements):
         try:
             check_statement(call.sql, in_transaction=True)
         except GatewayError as exc:
             raise exc.with_metadata(statement_index=index) from None
-    tried = 0
-    retrying = AsyncRetrying(
-        stop=stop_any(stop_after_attempt(attempts), _stop_at_deadline(deadline)),
-        wait=wait_random_exponential(multiplier=0.05, max=1.0),
-        retry=retry_if_exception(_retryable),
-        before_sleep=lambda state: _count_retry(database, state),
-        reraise=True,
-    )
+    remaining = deadline.remaining
+    if remaining() is None:
+        stop_at = time.monotonic() + database.config.statement_timeout
+
+        def remaining() -> float | None:
+            return stop_at - time.monotonic()
+
     try:
-        async for attempt in retrying:
-            with attempt:
-                tried += 1
-                results = await _run_once(database, statements, mode, deadline)
+        return await run_with_retries(
+            lambda: _run_once(database, statements, mode, deadline),
+            kind=CallKind.TRANSACTION,
+            settings=database.config.retry,
+            remaining=remaining,
+            what=f"database {database.name}: transaction",
+            on_retry=database.retried,
+            max_attempts=max_attempts,
+        )
     except GatewayError as exc:
-        raise exc.with_metadata(attempts=tried) from None
-    return results, tried
+        # Also a failure on the first attempt says how many it took.
+        raise exc.with_metadata(attempts=1) from None
 
 
 async def _run_once(
@@ -404,7 +402,8 @@ async def execute_batch_atomically(
 ) -> int | None:
     """An ExecuteBatch outside a transaction: all parameter sets or none."""
     check_statement(sql)
-    tx = await Transaction.begin(database, TransactionMode(), options.deadline)
+    mode = TransactionMode(read_only=options.read_only, role=options.role)
+    tx = await Transaction.begin(database, mode, options.deadline)
     try:
         rows = await tx.execute_batch(sql, param_sets, options, savepoint=False)
         await tx.commit(options.deadline)
@@ -450,6 +449,7 @@ class TransactionTable:
         deadline: Deadline,
         idle_timeout: float | None,
         owner: str = "",
+        on_end: Callable[[], None] | None = None,
     ) -> Transaction:
         if idle_timeout is None:
             idle_timeout = MAX_IDLE_TIMEOUT
@@ -465,6 +465,7 @@ class TransactionTable:
             idle_timeout=idle_timeout,
             now=self._clock(),
             owner=owner,
+            on_end=on_end,
             transaction_id=self._new_id(),
         )
         self._open[tx.id] = tx

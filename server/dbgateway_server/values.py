@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import ipaddress
 import json
+import math
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -203,9 +205,26 @@ def from_python(v: Any) -> value_pb2.Value:
     for base, conv in _BY_PYTHON_TYPE.items():
         if isinstance(v, base):
             return conv(v)
-    if isinstance(v, uuid.UUID) or type(v).__name__ == "UUID":
+    name = type(v).__name__
+    if isinstance(v, uuid.UUID) or name == "UUID":
         return _uuid(v)
-    return Value(string_value=str(v))
+    by_name = _BY_DRIVER_TYPE_NAME.get(name)
+    if by_name is not None and type(v).__module__.startswith("asyncpg"):
+        return by_name(v)
+    if isinstance(
+        v,
+        ipaddress.IPv4Address
+        | ipaddress.IPv6Address
+        | ipaddress.IPv4Network
+        | ipaddress.IPv6Network
+        | ipaddress.IPv4Interface
+        | ipaddress.IPv6Interface,
+    ):
+        return _net(v)
+    # Never str() of an object: a repr is not a value anyone can use or write back.
+    raise GatewayError(
+        Reason.UNSUPPORTED, f"the gateway has no Value kind for {type(v).__module__}.{name}"
+    )
 
 
 def nullable(conv: Converter) -> Converter:
@@ -329,6 +348,138 @@ def pack_columns(
 
 # -- PostgreSQL (asyncpg) column types ---------------------------------------
 
+#: PostgreSQL's text for the infinite dates and timestamps, which asyncpg
+#: reads as (and writes from) the largest and smallest Python values.
+PG_INFINITY = "infinity"
+PG_NEGATIVE_INFINITY = "-infinity"
+_DATETIME_INFINITIES = {dt.datetime.max: PG_INFINITY, dt.datetime.min: PG_NEGATIVE_INFINITY}
+_DATE_INFINITIES = {dt.date.max: PG_INFINITY, dt.date.min: PG_NEGATIVE_INFINITY}
+
+
+_INFINITE_DATETIMES = {text: value for value, text in _DATETIME_INFINITIES.items()}
+_INFINITE_DATES = {text: value for value, text in _DATE_INFINITIES.items()}
+
+
+def _pg_timestamptz(v: dt.datetime) -> value_pb2.Value:
+    # asyncpg gives ±infinity as a naive datetime.max/min; every real instant is aware.
+    if v.tzinfo is None and v in _DATETIME_INFINITIES:
+        return Value(datetime_value=_DATETIME_INFINITIES[v])
+    return _timestamp(v)
+
+
+def _pg_timestamp(v: dt.datetime) -> value_pb2.Value:
+    special = _DATETIME_INFINITIES.get(v) if v.year in (1, 9999) else None
+    return Value(datetime_value=special or v.isoformat())
+
+
+def _pg_date(v: dt.date) -> value_pb2.Value:
+    special = _DATE_INFINITIES.get(v) if v.year in (1, 9999) else None
+    return Value(date_value=special or v.isoformat())
+
+
+def _bits(v: Any) -> value_pb2.Value:
+    # asyncpg's BitString: its as_string() groups the bits by 8 with spaces.
+    return Value(string_value=v.as_string().replace(" ", ""))
+
+
+_QUOTE_IN_BOUND = re.compile(r'[\s,()\[\]"\\]')
+
+
+def _range_bound(v: Any) -> str:
+    if isinstance(v, dt.datetime):
+        text = _DATETIME_INFINITIES.get(v) or v.isoformat(sep=" ")
+    elif isinstance(v, dt.date):
+        text = _DATE_INFINITIES.get(v) or v.isoformat()
+    elif isinstance(v, decimal.Decimal):
+        text = decimal_text(v)
+    else:
+        text = str(v)  # int, or a user-defined range's own element text
+    if _QUOTE_IN_BOUND.search(text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def range_text(v: Any) -> str:
+    """An asyncpg Range in PostgreSQL's range text form (``[1,5)``, ``empty``)."""
+    if v.isempty:
+        return "empty"
+    lower = "" if v.lower_inf or v.lower is None else _range_bound(v.lower)
+    upper = "" if v.upper_inf or v.upper is None else _range_bound(v.upper)
+    return f"{'[' if v.lower_inc else '('}{lower},{upper}{']' if v.upper_inc else ')'}"
+
+
+def _range(v: Any) -> value_pb2.Value:
+    return Value(string_value=range_text(v))
+
+
+def _multirange(v: Sequence[Any]) -> value_pb2.Value:
+    return Value(string_value="{" + ",".join(range_text(r) for r in v) + "}")
+
+
+def _coordinate(v: float) -> str:
+    return repr(float(v))
+
+
+def _point_text(p: Sequence[float]) -> str:
+    return f"({_coordinate(p[0])},{_coordinate(p[1])})"
+
+
+def _geometry(v: Any) -> value_pb2.Value:
+    """asyncpg's geometric types in PostgreSQL's text form."""
+    name = type(v).__name__
+    if name == "Point":
+        text = _point_text(v)
+    elif name == "Box":
+        text = f"{_point_text(v.high)},{_point_text(v.low)}"
+    elif name == "LineSegment":
+        text = f"[{_point_text(v.p1)},{_point_text(v.p2)}]"
+    elif name == "Line":
+        text = "{" + ",".join(_coordinate(c) for c in v) + "}"
+    elif name == "Circle":
+        text = f"<{_point_text(v.center)},{_coordinate(v.radius)}>"
+    elif name in ("Path", "Polygon"):
+        points = ",".join(_point_text(p) for p in v.points)
+        text = f"({points})" if v.is_closed or name == "Polygon" else f"[{points}]"
+    else:
+        raise TypeError(f"not a geometric value: {name}")
+    return Value(string_value=text)
+
+
+def _net(v: Any) -> value_pb2.Value:
+    # ipaddress objects print as PostgreSQL prints inet and cidr.
+    return Value(string_value=str(v))
+
+
+def _snapshot(v: tuple[int, int, Sequence[int]]) -> value_pb2.Value:
+    xmin, xmax, running = v
+    return Value(string_value=f"{xmin}:{xmax}:{','.join(str(x) for x in running)}")
+
+
+def _tid(v: tuple[int, int]) -> value_pb2.Value:
+    return Value(string_value=f"({v[0]},{v[1]})")
+
+
+def _lsn(v: int) -> value_pb2.Value:
+    return Value(string_value=f"{v >> 32:X}/{v & 0xFFFFFFFF:X}")
+
+
+#: asyncpg's objects of no builtin Python type, by class name.
+_BY_DRIVER_TYPE_NAME: dict[str, Converter] = {
+    "BitString": _bits,
+    "Range": _range,
+    "Point": _geometry,
+    "Box": _geometry,
+    "Line": _geometry,
+    "LineSegment": _geometry,
+    "Path": _geometry,
+    "Polygon": _geometry,
+    "Circle": _geometry,
+    "Record": lambda v: Value(
+        list_value=value_pb2.ListValue(values=[from_python(x) for x in v.values()])
+    ),
+}
+
+
 _PG_CONVERTERS: dict[str, Converter] = {
     "bool": _bool,
     "int2": _int,
@@ -348,27 +499,100 @@ _PG_CONVERTERS: dict[str, Converter] = {
     "citext": _str,
     "xml": _str,
     "bytea": _bytes,
-    "date": _date,
+    "date": _pg_date,
     "time": _time,
     "timetz": _time,
-    "timestamp": _datetime,
-    "timestamptz": _timestamp,
+    "timestamp": _pg_timestamp,
+    "timestamptz": _pg_timestamptz,
     "interval": _interval_tuple,
     "json": _json,
     "jsonb": _json,
+    "jsonpath": _str,
     "uuid": _uuid,
+    "bit": _bits,
+    "varbit": _bits,
+    "int4range": _range,
+    "int8range": _range,
+    "numrange": _range,
+    "daterange": _range,
+    "tsrange": _range,
+    "tstzrange": _range,
+    "int4multirange": _multirange,
+    "int8multirange": _multirange,
+    "nummultirange": _multirange,
+    "datemultirange": _multirange,
+    "tsmultirange": _multirange,
+    "tstzmultirange": _multirange,
+    "point": _geometry,
+    "line": _geometry,
+    "lseg": _geometry,
+    "box": _geometry,
+    "path": _geometry,
+    "polygon": _geometry,
+    "circle": _geometry,
+    "inet": _net,
+    "cidr": _net,
+    "macaddr": _str,
+    "macaddr8": _str,
+    "cid": _int,
+    "xid8": _int,
+    "pg_lsn": _lsn,
+    "pg_snapshot": _snapshot,
+    "txid_snapshot": _snapshot,
+    "tid": _tid,
+    "tsvector": _str,
+    "tsquery": _str,
+    "refcursor": _str,
+    "aclitem": _str,
+    "regclass": _str,
+    "regcollation": _str,
+    "regconfig": _str,
+    "regdictionary": _str,
+    "regnamespace": _str,
+    "regoper": _str,
+    "regoperator": _str,
+    "regproc": _str,
+    "regprocedure": _str,
+    "regrole": _str,
+    "regtype": _str,
+    "int2vector": _str,
+    "oidvector": _str,
+    # Read by asyncpg as text; PostgreSQL refuses them as input (no round trip).
+    "pg_node_tree": _str,
+    "pg_ndistinct": _str,
+    "pg_dependencies": _str,
+    "pg_mcv_list": _str,
+    "pg_brin_bloom_summary": _str,
+    "pg_brin_minmax_multi_summary": _str,
+    "gtsvector": _str,
 }
+#: Types of no fixed name, by their kind (user-defined ranges and multiranges).
+_PG_CONVERTERS_BY_KIND: dict[str, Converter] = {"range": _range, "multirange": _multirange}
 
 
 def pg_converter(type_name: str, kind: str) -> Converter:
     """The converter for a PostgreSQL column of type ``type_name`` (pg_type.typname)."""
-    conv = _PG_CONVERTERS.get(type_name)
+    conv = _PG_CONVERTERS.get(type_name) or _PG_CONVERTERS_BY_KIND.get(kind)
     if conv is not None:
         return nullable(conv)
-    if kind == "array" and type_name.startswith("_"):
-        element = pg_converter(type_name[1:], "scalar")
-        return nullable(_list_of(_nested(element)))
+    if kind == "array":
+        # asyncpg names an array type after its element ("jsonb[]"); the
+        # catalog's own name is "_jsonb".
+        array_suffix = type_name.endswith("[]")
+        element_name = type_name[:-2] if array_suffix else type_name.removeprefix("_")
+        element = _PG_CONVERTERS.get(element_name)
+        return nullable(_list_of(_nested(element or from_python)))
+    # Enums, domains and extension types: asyncpg decodes them as their base
+    # type or as text, so their Python type decides.
     return from_python
+
+
+def pg_converter_is_deliberate(type_name: str, kind: str) -> bool:
+    """Whether a PostgreSQL type has a converter of its own (not the
+    by-Python-type fallback), for the type walk's test."""
+    if type_name.endswith("[]"):
+        type_name, kind = type_name[:-2], "scalar"
+    return type_name in _PG_CONVERTERS or kind in _PG_CONVERTERS_BY_KIND
 
 
 def _nested(element: Converter) -> Converter:
@@ -468,11 +692,34 @@ def mysql_column(type_code: int, flags: int, charsetnr: int) -> tuple[str, Conve
 _TIME_RE = re.compile(r"^(-)?(\d+):(\d{2}):(\d{2})(?:\.(\d{1,6}))?$")
 
 
+#: Most digits a decimal parameter may have written out in full (what the
+#: engines store: PostgreSQL's numeric keeps at most 16,383 digits after the
+#: point, MySQL's DECIMAL 65 in all). A bound on the written-out form, not on
+#: the text: "1E+300000000" is 12 characters but 300 million digits, and
+#: expanding it would stall every call on the event loop.
+MAX_DECIMAL_DIGITS = 16_383
+
+
 def _parse_decimal(text: str, index: int) -> decimal.Decimal:
+    if len(text) > MAX_DECIMAL_DIGITS + 16:  # sign, point, exponent: never parse a huge text
+        raise invalid_parameter(index, f"decimal_value has more than {MAX_DECIMAL_DIGITS} digits")
     try:
-        return decimal.Decimal(text)
+        value = decimal.Decimal(text)
     except decimal.InvalidOperation:
-        raise invalid_parameter(index, f"decimal_value {text!r} is not a decimal number") from None
+        raise invalid_parameter(
+            index, f"decimal_value {text[:40]!r} is not a decimal number"
+        ) from None
+    if value.is_finite():
+        _, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)
+        written = len(digits) + exponent if exponent >= 0 else max(len(digits), -exponent)
+        if written > MAX_DECIMAL_DIGITS:
+            raise invalid_parameter(
+                index,
+                f"decimal_value {text[:40]!r} has {written} digits written out, "
+                f"more than {MAX_DECIMAL_DIGITS}",
+            )
+    return value
 
 
 def _parse_iso(parse: Callable[[str], Any], text: str, kind: str, index: int) -> Any:
@@ -603,6 +850,15 @@ class ParamDecoder:
 class PostgresParams(ParamDecoder):
     engine = "PostgreSQL"
 
+    def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
+        kind = v.WhichOneof("kind")
+        # ±infinity as asyncpg binds it: the largest and smallest Python values.
+        if kind == "datetime_value" and v.datetime_value in _INFINITE_DATETIMES:
+            return _INFINITE_DATETIMES[v.datetime_value]
+        if kind == "date_value" and v.date_value in _INFINITE_DATES:
+            return _INFINITE_DATES[v.date_value]
+        return super().decode(v, index, depth)
+
     def interval(self, months: int, days: int, micros: int, index: int) -> Any:
         # Bound with the tuple interval codec, which keeps the three parts exact.
         return (months, days, micros)
@@ -613,6 +869,13 @@ class PostgresParams(ParamDecoder):
 
 class MySQLParams(ParamDecoder):
     engine = "MySQL"
+
+    def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
+        if v.WhichOneof("kind") == "double_value" and not math.isfinite(v.double_value):
+            raise invalid_parameter(
+                index, f"double_value {v.double_value}: MySQL stores no NaN or infinity"
+            )
+        return super().decode(v, index, depth)
 
     def uint(self, value: int, index: int) -> Any:
         return value
@@ -640,8 +903,12 @@ class SQLiteParams(ParamDecoder):
     engine = "SQLite"
 
     def decode(self, v: value_pb2.Value, index: int, depth: int) -> Any:
-        if v.WhichOneof("kind") == "bool_value":
+        kind = v.WhichOneof("kind")
+        if kind == "bool_value":
             return int(v.bool_value)
+        if kind == "double_value" and math.isnan(v.double_value):
+            # SQLite would store NULL in its place, silently.
+            raise invalid_parameter(index, "double_value NaN: SQLite stores NaN as NULL")
         return super().decode(v, index, depth)
 
     def uint(self, value: int, index: int) -> Any:

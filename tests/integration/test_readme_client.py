@@ -13,8 +13,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.test_readme import _FENCE, README_ADDRESS
-from tests.support import BIN, ROOT, ServerProcess
+from tests.integration.test_readme import (
+    _FENCE,
+    README_ADDRESS,
+    needs_postgres,
+    postgres_readme_server,
+)
+from tests.support import (
+    BIN,
+    ROOT,
+    ServerProcess,
+    create_postgres_database,
+    drop_postgres_database,
+)
 
 
 def client_examples() -> list[tuple[str, str, str | None, str | None]]:
@@ -41,6 +52,17 @@ def readme_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     proc.stop()
 
 
+@pytest.fixture(scope="module")
+def readme_postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    dsn = create_postgres_database()
+    try:
+        proc = postgres_readme_server(tmp_path_factory.mktemp("readme-client-pg"), dsn)
+        yield proc
+        proc.stop()
+    finally:
+        drop_postgres_database(dsn)
+
+
 def test_readme_shows_the_client_and_the_cli():
     examples = client_examples()
     assert sum(lang == "python" for lang, *_ in examples) >= 2
@@ -48,13 +70,17 @@ def test_readme_shows_the_client_and_the_cli():
     assert any(code.startswith("dbgateway health") for _, code, _, _ in examples)
 
 
-def test_every_readme_client_example_gives_the_output_shown(readme_server: ServerProcess):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DBGATEWAY_")}
-    env.update(
-        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        DBGATEWAY_SERVER=readme_server.address,
-    )
+def test_every_readme_client_example_gives_the_output_shown(
+    readme_server: ServerProcess, readme_postgres_server: ServerProcess
+):
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBGATEWAY_")}
     for lang, code, out_lang, expected in client_examples():
+        server = readme_postgres_server if needs_postgres(code) else readme_server
+        env = dict(
+            base_env,
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            DBGATEWAY_SERVER=server.address,
+        )
         if lang == "python":
             output = io.StringIO()
             with contextlib.redirect_stdout(output):
@@ -62,7 +88,7 @@ def test_every_readme_client_example_gives_the_output_shown(readme_server: Serve
                     # dont_inherit: run as a reader's script would, without
                     # this module's `from __future__ import annotations`.
                     compile(
-                        code.replace(README_ADDRESS, readme_server.address),
+                        code.replace(README_ADDRESS, server.address),
                         "README.md",
                         "exec",
                         dont_inherit=True,

@@ -39,6 +39,9 @@ EXPECTED = {
     Reason.POOL_EXHAUSTED: dbgateway.ResourceExhausted,
     Reason.RESULT_TOO_LARGE: dbgateway.ResourceExhausted,
     Reason.TOO_MANY_CALLS: dbgateway.ResourceExhausted,
+    Reason.STREAM_STALLED: dbgateway.ResourceExhausted,
+    Reason.SUBSCRIBER_TOO_SLOW: dbgateway.ResourceExhausted,
+    Reason.SERVER_DRAINING: dbgateway.Unavailable,
 }
 
 

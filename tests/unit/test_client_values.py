@@ -139,3 +139,12 @@ def test_mysql_time_is_a_signed_duration():
 def test_arrays_of_rich_types_come_back_as_lists_of_native_values():
     value = V.list(V.of(decimal_value="1.10"), V.null(), V.of(uuid_value=str(uuid.UUID(int=1))))
     assert from_value(value) == [decimal.Decimal("1.10"), None, uuid.UUID(int=1)]
+
+
+def test_infinite_dates_and_timestamps_read_as_the_extreme_python_values():
+    assert from_value(V.of(datetime_value="infinity")) == dt.datetime.max
+    assert from_value(V.of(datetime_value="-infinity")) == dt.datetime.min
+    assert from_value(V.of(date_value="infinity")) == dt.date.max
+    assert from_value(V.of(date_value="-infinity")) == dt.date.min
+    # and go back out as what the server binds as PostgreSQL's infinity
+    assert from_value(to_value(dt.datetime.max)) == dt.datetime.max

@@ -99,6 +99,10 @@ def test_defaults_follow_the_design():
             "server.listen: must be HOST:PORT",
         ),
         ("[server]\nlisen = ':1'\n[databases.a]\ndsn = 'sqlite:a.db'", "server.lisen: unknown key"),
+        (
+            "[server]\nsubscription_queue = 0\n[databases.a]\ndsn = 'sqlite:a.db'",
+            "server.subscription_queue: must be at least 1, got 0",
+        ),
         ("[databases]", "databases: at least one database must be configured"),
         (
             "[databases.'bad name!']\ndsn = 'sqlite:a.db'",

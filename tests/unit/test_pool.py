@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -327,3 +328,47 @@ async def test_opening_a_connection_never_outlasts_the_wait():
     assert info.value.reason is Reason.STATEMENT_TIMEOUT
     assert not info.value.sent
     assert pool.stats().size == 0
+
+
+async def test_every_release_resets_the_connection_and_a_failed_reset_discards_it(caplog):
+    caplog.set_level(logging.INFO, logger="dbgateway_server.pool")
+    pool, opened = make_pool(max_size=1)
+    resets: list[int] = []
+
+    async def reset() -> None:
+        resets.append(1)
+        if len(resets) == 2:
+            raise GatewayError(Reason.DATABASE_UNAVAILABLE, "gone mid-reset")
+
+    async with pool.connection(1) as conn:
+        conn.reset = reset  # type: ignore[method-assign]
+    assert resets == [1]
+    assert pool.stats().idle == 1
+    async with pool.connection(1) as again:
+        assert again is opened[0]
+    assert opened[0].closed
+    assert "discarded a connection: its reset failed (gone mid-reset)" in caplog.text
+
+
+async def test_a_release_cut_off_by_a_second_cancel_still_puts_the_connection_back():
+    pool, opened = make_pool(max_size=1)
+    resetting = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow_reset() -> None:
+        resetting.set()
+        await finish.wait()
+
+    async def caller() -> None:
+        async with pool.connection(1) as conn:
+            conn.reset = slow_reset  # type: ignore[method-assign]
+
+    task = asyncio.create_task(caller())
+    await resetting.wait()
+    task.cancel()  # the caller gives up while its connection is being reset
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.stats().in_use == 1  # not handed out half reset
+    finish.set()
+    async with pool.connection(1) as conn:
+        assert conn is opened[0]

@@ -9,7 +9,7 @@ import pytest
 
 from dbgateway_server.config import RetrySettings
 from dbgateway_server.errors import GatewayError, Reason
-from dbgateway_server.resilience.retry import CallKind, retryable, run_with_retries
+from dbgateway_server.resilience.retry import CallKind, attempt_limit, retryable, run_with_retries
 
 READ, WRITE, IDEMPOTENT, TX = (
     CallKind.READ,
@@ -138,3 +138,49 @@ async def test_runner_never_waits_past_the_deadline():
             attempt, kind=READ, settings=slow, remaining=lambda: deadline - time.monotonic()
         )
     assert time.monotonic() - started < 1.0
+
+
+def conflict() -> GatewayError:
+    return GatewayError(Reason.SERIALIZATION_FAILURE, "could not serialize access")
+
+
+async def test_a_transaction_is_retried_past_max_attempts_until_its_deadline():
+    attempt = Script(*(conflict() for _ in range(20)))
+    result, attempts = await run_with_retries(
+        attempt, kind=CallKind.TRANSACTION, settings=FAST, remaining=lambda: 30.0
+    )
+    assert (result, attempts) == ("ok", 21)  # [retry] max_attempts (3) is for statements
+
+
+async def test_a_transaction_stops_retrying_at_its_deadline():
+    attempt = Script(*(conflict() for _ in range(10_000)))
+    deadline = time.monotonic() + 0.2
+    with pytest.raises(GatewayError) as info:
+        await run_with_retries(
+            attempt,
+            kind=CallKind.TRANSACTION,
+            settings=FAST,
+            remaining=lambda: deadline - time.monotonic(),
+        )
+    assert info.value.reason is Reason.SERIALIZATION_FAILURE
+    assert int(info.value.metadata["attempts"]) == attempt.calls > 3
+
+
+async def test_an_explicit_max_attempts_limits_a_transaction():
+    attempt = Script(*(conflict() for _ in range(10)))
+    with pytest.raises(GatewayError) as info:
+        await run_with_retries(
+            attempt,
+            kind=CallKind.TRANSACTION,
+            settings=FAST,
+            remaining=lambda: 30.0,
+            max_attempts=5,
+        )
+    assert attempt.calls == 5
+    assert info.value.metadata["attempts"] == "5"
+
+
+def test_transactions_default_to_no_attempt_limit_statements_to_the_settings():
+    assert attempt_limit(CallKind.TRANSACTION, FAST) is None
+    assert attempt_limit(CallKind.READ, FAST) == 3
+    assert attempt_limit(CallKind.TRANSACTION, FAST, 7) == 7

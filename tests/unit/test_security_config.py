@@ -48,6 +48,7 @@ def config(server: dict | None = None, principals: list | None = None):
             [{"name": "a", "token_sha256": DIGEST}, {"name": "a", "token_sha256": "0" * 64}],
             "principals[1].name",
         ),
+        ([{"name": "a", "token_sha256": DIGEST, "postgres_role": 7}], "principals.a.postgres_role"),
     ],
 )
 def test_principal_problems_name_the_key(principals, key):
@@ -94,3 +95,28 @@ def test_tokens_are_compared_by_digest_and_rights_are_per_database():
             guard.authenticate(metadata)
         assert info.value.reason is Reason.UNAUTHENTICATED
     assert Guard(config()).authenticate([]) is ANONYMOUS
+
+
+def test_a_principal_may_name_its_postgres_role():
+    loaded = config(principals=[{"name": "a", "token_sha256": DIGEST, "postgres_role": "r"}])
+    guard = Guard(loaded)
+    assert guard.principals[0].postgres_role == "r"
+
+
+def test_stream_idle_timeout_must_be_positive():
+    assert config(server={"stream_idle_timeout": 2}).server.stream_idle_timeout == 2.0
+    with pytest.raises(ConfigError, match=r"server\.stream_idle_timeout: "):
+        config(server={"stream_idle_timeout": 0})
+
+
+def test_a_kept_slot_stays_taken_until_released():
+    guard = Guard(config(server={"max_concurrent_calls": 1}))
+    with guard.call_slot(ANONYMOUS) as slot:
+        release = slot.keep()
+    with pytest.raises(GatewayError) as info, guard.call_slot(ANONYMOUS):
+        pass
+    assert info.value.reason is Reason.TOO_MANY_CALLS
+    release()
+    release()  # a second release frees nothing more
+    with guard.call_slot(ANONYMOUS):
+        pass

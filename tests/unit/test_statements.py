@@ -36,6 +36,19 @@ REFUSED = [
     "  -- leading comment\n  BEGIN",
     "/* block\n comment */ COMMIT",
     "(BEGIN)",
+    # MySQL reads these comments differently from the others: none hides a keyword.
+    "/*!SET autocommit=0*/",
+    "/*!50000 SET autocommit=0*/",
+    "/*M!100000 SET SESSION sql_mode = ''*/",
+    "#x\nSET autocommit=0",
+    "# comment\nCOMMIT",
+    # PostgreSQL nests block comments: this SET is what it runs.
+    "/* /* */ SELECT 1 */ SET statement_timeout = 5",
+    # MySQL does not: this SET is what it runs.
+    "/* /* */ SET autocommit=0 /* */",
+    "PRAGMA foreign_keys(0)",
+    "PRAGMA main.recursive_triggers = 1",
+    'PRAGMA "query_only"(0)',
 ]
 
 ALLOWED = [
@@ -47,6 +60,10 @@ ALLOWED = [
     "CREATE TABLE t (a int)",
     "SET LOCAL statement_timeout = 1000",
     "PRAGMA table_info(t)",
+    "PRAGMA main.index_list(t)",
+    "PRAGMA foreign_keys",
+    "/* a comment */ SELECT 1",
+    "/*+ hint */ SELECT 1",
     "-- only a comment",
     "SELECT 'BEGIN'",
     "beginning_of_name_is_not_a_keyword()",

@@ -7,8 +7,9 @@ import pytest
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway_server.backends.base import IsolationLevel
 from dbgateway_server.errors import GatewayError, Reason
+from dbgateway_server.resilience.retry import CallKind, retryable
 from dbgateway_server.service.calls import transaction_mode
-from dbgateway_server.transactions import RETRYABLE, new_transaction_id
+from dbgateway_server.transactions import new_transaction_id
 
 
 def test_every_isolation_level_of_the_api_maps_to_one_of_the_engines():
@@ -27,8 +28,14 @@ def test_unknown_isolation_level_is_invalid_argument():
 
 
 def test_only_serialization_failures_and_deadlocks_are_retried_whole():
-    assert {Reason.SERIALIZATION_FAILURE, Reason.DEADLOCK} == RETRYABLE
-    assert Reason.COMMIT_OUTCOME_UNKNOWN not in RETRYABLE
+    # Once BEGIN reached the database, only a definite "not committed" conflict
+    # makes running the whole transaction again safe.
+    rerun = {
+        reason
+        for reason in Reason
+        if retryable(GatewayError(reason, "x"), CallKind.TRANSACTION, losses_before=0)
+    }
+    assert rerun == {Reason.SERIALIZATION_FAILURE, Reason.DEADLOCK}
 
 
 def test_transaction_ids_carry_at_least_128_random_bits():

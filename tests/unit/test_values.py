@@ -61,12 +61,14 @@ def test_integers_beyond_int64_become_uint():
     assert from_python(-(2**63)) == V.of(int_value=-(2**63))
 
 
-def test_unknown_driver_types_fall_back_to_text():
+def test_an_unknown_driver_type_is_unsupported_never_its_repr():
     class Point:
         def __str__(self) -> str:
-            return "(1,2)"
+            return "<Point object>"
 
-    assert from_python(Point()) == V.of(string_value="(1,2)")
+    with pytest.raises(GatewayError) as info:
+        from_python(Point())
+    assert info.value.reason is Reason.UNSUPPORTED
 
 
 def test_pg_column_converter_is_chosen_once_and_handles_null():

@@ -34,6 +34,7 @@ from ._errors import (
 from ._health import HealthStatus
 from ._result import Column, ExecuteResult, Result, StatementResult, TransactionResult
 from ._stream import AsyncRowStream, RowStream
+from ._subscription import AsyncSubscription, Notification, Subscription
 from ._transaction import AsyncTransaction, Isolation, Transaction
 from ._values import Interval, Json
 
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_TARGET",
     "AsyncClient",
     "AsyncRowStream",
+    "AsyncSubscription",
     "AsyncTransaction",
     "Client",
     "ClientConfig",
@@ -55,6 +57,7 @@ __all__ = [
     "Json",
     "KeepaliveConfig",
     "NotFound",
+    "Notification",
     "PermissionDenied",
     "ResourceExhausted",
     "Result",
@@ -62,6 +65,7 @@ __all__ = [
     "RowStream",
     "SqlError",
     "StatementResult",
+    "Subscription",
     "TLSConfig",
     "Transaction",
     "TransactionAborted",

@@ -1,5 +1,5 @@
 """The client side of the ``dbgateway`` command: ``query``, ``exec``, ``health``,
-``databases``.
+``databases``, ``listen``.
 
 ``dbgateway_server.cli`` registers these next to ``serve``. Nothing here needs
 the server's database drivers, so they work from a plain ``pip install
@@ -37,7 +37,7 @@ __all__ = [
     "statements_table",
 ]
 
-COMMANDS = ("query", "exec", "health", "databases", "statements")
+COMMANDS = ("query", "exec", "health", "databases", "statements", "listen")
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "DBGATEWAY_SERVER"
 TOKEN_ENV = "DBGATEWAY_TOKEN"
@@ -282,6 +282,21 @@ def add_commands(commands: Any) -> None:
         description="Print every database of a running gateway: engine, health, "
         "circuit, pool, open transactions (AdminService/ListDatabases).",
     )
+    listen = commands.add_parser(
+        "listen",
+        parents=[common],
+        help="print a PostgreSQL database's notifications (LISTEN) as they come",
+        description="Subscribe to notification channels of a PostgreSQL database "
+        "and print one line per notification (CHANNEL, a tab, PAYLOAD) until "
+        "interrupted. A gap (the gateway reconnected; some may be missed) is "
+        "reported on stderr.",
+    )
+    listen.add_argument("--json", action="store_true", help="print notifications as JSON lines")
+    listen.add_argument(
+        "--count", type=int, metavar="N", help="exit after N notifications (gaps not counted)"
+    )
+    listen.add_argument("database", metavar="DATABASE")
+    listen.add_argument("channels", metavar="CHANNEL", nargs="+")
     statements = commands.add_parser(
         "statements",
         parents=[common],
@@ -394,6 +409,36 @@ def _databases(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.count is not None and args.count < 1:
+        raise ValueError("--count must be at least 1")
+    received = 0
+    with _client(args, 30.0) as db, db.subscribe(args.database, *args.channels) as subscription:
+        print(f"listening on {', '.join(args.channels)}", file=err, flush=True)
+        for n in subscription:
+            if n.gap:
+                if args.json:
+                    print(json.dumps({"gap": True}), file=out, flush=True)
+                print("gap: the gateway reconnected; notifications may be missed", file=err)
+                continue
+            if args.json:
+                line = json.dumps(
+                    {
+                        "channel": n.channel,
+                        "payload": n.payload,
+                        "sender_pid": n.sender_pid,
+                        "received_at": n.received_at.isoformat() if n.received_at else None,
+                    }
+                )
+            else:
+                line = f"{n.channel}\t{n.payload}"
+            print(line, file=out, flush=True)
+            received += 1
+            if args.count is not None and received >= args.count:
+                break
+    return 0
+
+
 def _millis(duration: Any) -> str:
     return f"{duration.seconds * 1000 + duration.nanos / 1e6:.3f}"
 
@@ -446,6 +491,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             return _health(args, out)
         if args.command == "databases":
             return _databases(args, out)
+        if args.command == "listen":
+            return _listen(args, out, err)
         if args.command == "statements":
             return _statements(args, out)
         try:

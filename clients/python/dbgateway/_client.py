@@ -28,6 +28,7 @@ from ._result import (
     rows_of_batches,
 )
 from ._stream import AsyncRowStream, RowStream, no_columns_error
+from ._subscription import AsyncSubscription, Subscription, subscribe_request
 from ._tracing import with_trace_context
 from ._transaction import (
     AsyncTransaction,
@@ -400,6 +401,18 @@ class AsyncClient:
 
         return AsyncRowStream(lambda: self._retrying(attempt, timeout))
 
+    def subscribe(self, database: str, *channels: str) -> AsyncSubscription:
+        """Listens on PostgreSQL notification channels (``Subscribe``):
+        ``async for n in db.subscribe("orders", "orders", "payments")`` yields
+        a :class:`Notification` per NOTIFY, in the order PostgreSQL sent them
+        (``n.gap`` after the gateway had to reconnect). ``async with`` it to
+        wait until LISTEN is in place and to unsubscribe on leaving. Raises
+        DbGatewayError: UNIMPLEMENTED on an engine without LISTEN/NOTIFY,
+        ResourceExhausted when the caller fell too far behind, Unavailable
+        when the server drains."""
+        request = subscribe_request(database, channels)
+        return AsyncSubscription(lambda: self._stub.Subscribe(request, metadata=self._metadata))
+
     async def execute_batch(
         self,
         sql: str,
@@ -410,8 +423,8 @@ class AsyncClient:
         tag: str | None = None,
     ) -> ExecuteResult:
         """Runs ``sql`` once per parameter set, atomically, through the
-        driver's bulk path. ``rows_affected`` is the total, or None when the
-        engine does not report it (PostgreSQL)."""
+        driver's bulk path. ``rows_affected`` is the total over every
+        parameter set."""
         request = _batch_request(sql, param_sets, database, tag)
         response = await self._call(self._stub.ExecuteBatch, request, timeout, write=True)
         return _batch_result(response)
@@ -429,8 +442,9 @@ class AsyncClient:
     ) -> TransactionResult:
         """Runs ``[(sql, params), ...]`` atomically in one round trip, and
         returns one result per statement. The server runs the whole
-        transaction again on a serialization failure or deadlock (up to
-        ``max_attempts``, default 3; ``attempts`` says how many it took). A
+        transaction again on a serialization failure or deadlock, until the
+        call's deadline (or at most ``max_attempts`` times, when given;
+        ``attempts`` says how many it took). A
         failing statement rolls everything back and raises, with its index in
         ``statement_index``."""
         request = _run_transaction_request(
@@ -655,6 +669,12 @@ class Client:
             return call, first
 
         return RowStream(lambda: self._retrying(attempt, timeout))
+
+    def subscribe(self, database: str, *channels: str) -> Subscription:
+        """Listens on PostgreSQL notification channels (see
+        :meth:`AsyncClient.subscribe`): ``for n in db.subscribe(...)``."""
+        request = subscribe_request(database, channels)
+        return Subscription(lambda: self._stub.Subscribe(request, metadata=self._metadata))
 
     def execute_batch(
         self,

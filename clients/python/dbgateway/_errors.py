@@ -9,8 +9,10 @@ when the server sent one, else by the gRPC code::
     ├── IntegrityError             FAILED_PRECONDITION: CONSTRAINT_VIOLATION
     │   └── UniqueViolation        ALREADY_EXISTS: UNIQUE_VIOLATION
     ├── TransactionAborted         ABORTED: SERIALIZATION_FAILURE, DEADLOCK, LOCK_TIMEOUT, ...
-    ├── Unavailable                UNAVAILABLE: DATABASE_UNAVAILABLE, CIRCUIT_OPEN, server down
-    ├── ResourceExhausted          RESOURCE_EXHAUSTED: POOL_EXHAUSTED, RESULT_TOO_LARGE
+    ├── Unavailable                UNAVAILABLE: DATABASE_UNAVAILABLE, CIRCUIT_OPEN, server down,
+    │                              SERVER_DRAINING
+    ├── ResourceExhausted          RESOURCE_EXHAUSTED: POOL_EXHAUSTED, RESULT_TOO_LARGE,
+    │                              SUBSCRIBER_TOO_SLOW
     ├── DeadlineExceeded           DEADLINE_EXCEEDED: STATEMENT_TIMEOUT, the call's deadline
     ├── PermissionDenied           PERMISSION_DENIED, UNAUTHENTICATED
     └── NotFound                   NOT_FOUND: UNKNOWN_DATABASE, TRANSACTION_NOT_FOUND

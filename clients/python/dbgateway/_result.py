@@ -86,9 +86,9 @@ class Result(_Rows):
 class ExecuteResult(_Rows):
     """What a write changed; ``rows`` holds the rows of a RETURNING clause.
 
-    ``rows_affected`` is always a number for ``execute``; for ``execute_batch``
-    it is None when the engine's bulk path does not report a count
-    (PostgreSQL), rather than a made-up number.
+    ``rows_affected`` is a number for ``execute`` and, the total over every
+    parameter set, for ``execute_batch``; None only from a server too old to
+    count a PostgreSQL batch.
     """
 
     rows_affected: int | None = 0

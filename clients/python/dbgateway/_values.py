@@ -12,8 +12,8 @@ that is ambiguous, by the column's engine type)::
     bytes             <-> bytes_value (bytearray, memoryview go out too)
     Decimal           <-> decimal_value (exact text)
     aware datetime    <-> timestamp_value (an instant; comes back in UTC)
-    naive datetime    <-> datetime_value
-    date              <-> date_value
+    naive datetime    <-> datetime_value ("infinity" / "-infinity" <-> datetime.max / min)
+    date              <-> date_value ("infinity" / "-infinity" <-> date.max / min)
     time              <-> time_value (MySQL TIME columns come back as timedelta)
     UUID              <-> uuid_value
     timedelta         <-> interval_value (months == 0)
@@ -222,6 +222,11 @@ def _from_list(v: value_pb2.Value, db_type: str) -> list[Any]:
     return [from_value(x, db_type) for x in v.list_value.values]
 
 
+#: PostgreSQL's ±infinity dates and timestamps, as asyncpg reads (and
+#: writes) them: the largest and smallest Python values.
+_INFINITE_DATETIMES = {"infinity": dt.datetime.max, "-infinity": dt.datetime.min}
+_INFINITE_DATES = {"infinity": dt.date.max, "-infinity": dt.date.min}
+
 #: Value kind -> its Python object, one dict lookup per value.
 _DECODERS: dict[str | None, Callable[[value_pb2.Value, str], Any]] = {
     None: lambda v, t: None,
@@ -234,8 +239,12 @@ _DECODERS: dict[str | None, Callable[[value_pb2.Value, str], Any]] = {
     "uint_value": lambda v, t: v.uint_value,
     "decimal_value": lambda v, t: decimal.Decimal(v.decimal_value),
     "timestamp_value": lambda v, t: _from_timestamp(v.timestamp_value),
-    "datetime_value": lambda v, t: dt.datetime.fromisoformat(v.datetime_value),
-    "date_value": lambda v, t: dt.date.fromisoformat(v.date_value),
+    "datetime_value": lambda v, t: (
+        _INFINITE_DATETIMES.get(v.datetime_value) or dt.datetime.fromisoformat(v.datetime_value)
+    ),
+    "date_value": lambda v, t: (
+        _INFINITE_DATES.get(v.date_value) or dt.date.fromisoformat(v.date_value)
+    ),
     "time_value": lambda v, t: _time(v.time_value, t),
     "json_value": lambda v, t: json.loads(v.json_value),
     "uuid_value": lambda v, t: uuid.UUID(v.uuid_value),

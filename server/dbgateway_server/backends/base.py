@@ -20,7 +20,7 @@ from typing import Any
 from dbgateway.v1 import value_pb2
 
 from ..config import DatabaseConfig
-from ..errors import GatewayError
+from ..errors import GatewayError, Reason
 from ..results import ResultLimits, ResultSet
 from ..values import Converter, convert_rows
 
@@ -59,6 +59,9 @@ class TransactionMode:
     isolation: IsolationLevel | None = None
     read_only: bool = False
     deferrable: bool = False
+    #: PostgreSQL: the role the transaction runs as (``SET LOCAL ROLE``);
+    #: empty: the DSN's own. Other engines ignore it.
+    role: str = ""
 
 
 @dataclass(slots=True)
@@ -95,6 +98,8 @@ class DriverConnection(ABC):
     #: used again? (asyncpg and sqlite3 settle the cancel themselves; MySQL's
     #: protocol state is unknown, so those connections are discarded.)
     reusable_after_interrupt: bool = True
+    #: The engine runs a transaction as another role (``TransactionMode.role``).
+    has_roles: bool = False
 
     @abstractmethod
     async def query(
@@ -143,6 +148,17 @@ class DriverConnection(ABC):
     @abstractmethod
     async def rollback(self) -> None: ...
 
+    async def reset(self) -> None:
+        """Brings the session back to what a fresh connection has, before the
+        pool hands it to the next caller: first re-synchronised with the
+        server (whatever an interrupted call left on the wire has finished,
+        and the transaction status is the server's, not a client-side flag),
+        then anything a statement could have changed undone. Raises when that
+        cannot be done; the pool then discards the connection. Engines
+        override this; the base rolls back an open transaction only."""
+        if self.in_transaction():
+            await self.rollback()
+
     @abstractmethod
     def in_transaction(self) -> bool:
         """True while a transaction is open (tracked by the driver, no round trip)."""
@@ -163,12 +179,62 @@ class DriverConnection(ABC):
         """Drops the connection at once; never raises."""
 
 
+#: Called with (channel, payload, sender pid) for each notification, in the
+#: order the database delivered them.
+NotificationCallback = Callable[[str, str, int], None]
+#: Called once when a listening connection is lost or closed.
+LostCallback = Callable[[], None]
+
+
+class ListeningConnection(ABC):
+    """A connection of its own that receives the database's notifications
+    (PostgreSQL LISTEN/NOTIFY): never pooled, never used for statements."""
+
+    @abstractmethod
+    async def listen(self, channel: str) -> None:
+        """Starts receiving ``channel``'s notifications (the name is quoted as
+        an identifier, never spliced)."""
+
+    @abstractmethod
+    async def unlisten(self, channel: str) -> None:
+        """Stops receiving ``channel``'s notifications."""
+
+    @abstractmethod
+    async def ping(self, limit: float) -> None:
+        """A cheap round trip proving the connection still works."""
+
+    @abstractmethod
+    def is_closed(self) -> bool: ...
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Closes politely; never raises."""
+
+
 class Backend(ABC):
     """Opens connections to one configured database."""
+
+    #: Why the engine cannot give subscriptions; an engine that can overrides
+    #: :meth:`connect_listener` instead.
+    no_notifications = "this engine has no LISTEN/NOTIFY"
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
         self.server_version = ""
+
+    async def connect_listener(
+        self, on_notification: NotificationCallback, on_lost: LostCallback
+    ) -> ListeningConnection:
+        """Opens a connection for notifications alone (within
+        ``config.connect_timeout``), outside the pool; raises
+        GatewayError(UNSUPPORTED) on an engine without them, and
+        GatewayError(DATABASE_UNAVAILABLE) when the database cannot be reached."""
+        raise GatewayError(
+            Reason.UNSUPPORTED,
+            f"database {self.config.name!r} cannot take subscriptions: {self.no_notifications}",
+            metadata={"database": self.config.name, "engine": str(self.config.engine)},
+            sent=False,
+        )
 
     @abstractmethod
     async def connect(self) -> DriverConnection:

@@ -12,6 +12,7 @@ import aiomysql
 import aiomysql.cursors
 import pymysql
 import pymysql.err
+from pymysql.constants import CLIENT, COMMAND
 
 from dbgateway.v1 import value_pb2
 
@@ -61,6 +62,21 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
 
 
 _SERVER_STATUS_IN_TRANS = 1
+#: COM_RESET_CONNECTION (MySQL 5.7.3+, MariaDB 10.2.4+), which PyMySQL does not name.
+_COM_RESET_CONNECTION = 0x1F
+#: What every connection's session starts with; COM_RESET_CONNECTION undoes it.
+_SESSION_SETUP = "SET NAMES utf8mb4, time_zone = '+00:00', autocommit = 1"
+
+
+class _SingleStatementConnection(aiomysql.Connection):  # type: ignore[misc]
+    """aiomysql's connection without CLIENT_MULTI_STATEMENTS, which aiomysql
+    always asks for: with it, ``SELECT 1; DROP TABLE t`` runs both, and no
+    text guard can be the boundary. Without it the server refuses a second
+    statement in one string with a syntax error."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client_flag &= ~CLIENT.MULTI_STATEMENTS
 
 
 class MySQLConnection(DriverConnection):
@@ -180,12 +196,18 @@ class MySQLConnection(DriverConnection):
         """The caller stopped reading an unbuffered result. The rest must be
         read before the connection can run anything else: a short rest is read
         and dropped, a long one is killed (and the connection with it)."""
+        if self.is_closed():
+            # Lost with the link: nothing to read, nobody to kill. The error
+            # that ended the stream is the caller's answer, not this cleanup.
+            self._broken = True
+            return
         try:
             await rows.fetch_records(DRAIN_ROWS)
             if rows.exhausted:
                 return
         except GatewayError:
-            pass
+            if self.is_closed():
+                return
         await self._interrupt()
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
@@ -243,6 +265,29 @@ class MySQLConnection(DriverConnection):
     async def rollback(self) -> None:
         await self._simple("ROLLBACK")
 
+    async def reset(self) -> None:
+        """COM_RESET_CONNECTION: the server rolls back, releases named and
+        table locks, drops temporary tables and user variables and restores
+        every session variable (autocommit, sql_mode, ...) to its global
+        value, as a new connection has it; then the gateway's own session
+        setup runs again. (An interrupted call never gets here: its
+        connection is discarded, since the protocol state is unknown.)"""
+        conn = self._conn
+        with translate_errors(self._database):
+            # Both commands go out before either answer is read: one round
+            # trip. (The server reads commands in order; each answer is
+            # numbered from 1, as it would be alone.)
+            await conn._execute_command(_COM_RESET_CONNECTION, "")
+            await conn._execute_command(COMMAND.COM_QUERY, _SESSION_SETUP)
+            try:
+                await conn._read_ok_packet()
+                conn._next_seq_id = 1
+                await conn._read_ok_packet()
+            except BaseException:
+                # An answer may be left unread: the connection cannot be used.
+                self._broken = True
+                raise
+
     def in_transaction(self) -> bool:
         return bool(self._conn.server_status & _SERVER_STATUS_IN_TRANS)
 
@@ -287,14 +332,29 @@ class _MySQLRows(RowStream):
     async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
         if self.exhausted:
             return []
-        with translate_errors(self._connection._database):
-            try:
-                records = await self._cursor.fetchmany(n)
-            except asyncio.CancelledError:
-                # Cut off mid-packet (a cancel, a timeout): nothing more can
-                # be read from this connection.
-                await self._connection._interrupt()
-                raise
+        connection = self._connection
+        if connection.is_closed():
+            # aiomysql's cursor would fail on the closed link with an
+            # AttributeError, not a connection error.
+            raise GatewayError(
+                Reason.DATABASE_UNAVAILABLE,
+                "the connection to MySQL was lost while the result was being read",
+                metadata={"engine": ENGINE, "database": connection._database},
+            )
+        try:
+            with translate_errors(connection._database):
+                try:
+                    records = await self._cursor.fetchmany(n)
+                except asyncio.CancelledError:
+                    # Cut off mid-packet (a cancel, a timeout): nothing more can
+                    # be read from this connection.
+                    await connection._interrupt()
+                    raise
+        except GatewayError as exc:
+            if exc.is_infrastructure:
+                # Lost mid-result: the protocol state is gone with the link.
+                connection._broken = True
+            raise
         if len(records) < n:
             self.exhausted = True
         return records  # type: ignore[no-any-return]
@@ -302,6 +362,11 @@ class _MySQLRows(RowStream):
 
 class MySQLBackend(Backend):
     engine = ENGINE
+    #: MySQL and MariaDB have no notification channels for a client to listen on.
+    no_notifications = (
+        "MySQL/MariaDB has no LISTEN/NOTIFY (the server cannot push notifications "
+        "to a client); subscriptions need a PostgreSQL database"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -310,7 +375,7 @@ class MySQLBackend(Backend):
 
     async def _open(self) -> Any:
         a = self._address
-        return await aiomysql.connect(
+        conn = _SingleStatementConnection(
             host=a.host,
             port=a.port,
             user=a.user,
@@ -321,8 +386,10 @@ class MySQLBackend(Backend):
             charset="utf8mb4",
             connect_timeout=self.config.connect_timeout,
             # Instants travel as UTC; TIMESTAMP columns then read back exactly.
-            init_command="SET time_zone = '+00:00'",
+            init_command=_SESSION_SETUP,
         )
+        await conn._connect()
+        return conn
 
     async def connect(self) -> DriverConnection:
         with translate_errors(self.config.name):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -15,10 +16,14 @@ from dbgateway.v1 import value_pb2
 from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
 from ..results import ResultLimits, collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
+from . import pg_text
 from .base import (
     Backend,
     DriverConnection,
     ExecResult,
+    ListeningConnection,
+    LostCallback,
+    NotificationCallback,
     ResultSet,
     RowStream,
     TransactionMode,
@@ -26,6 +31,8 @@ from .base import (
 )
 
 ENGINE = "postgresql"
+#: The application_name of the one listening connection per database.
+LISTEN_APPLICATION_NAME = "dbgateway-listen"
 
 #: asyncpg client-side errors that are not PostgresError, and what they mean.
 _CLIENT_ERRORS: tuple[tuple[type[BaseException], Reason], ...] = (
@@ -89,6 +96,34 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     return translating(translate, database)
 
 
+#: (database, SQL) -> the statement that runs a batch of it returning one row
+#: per row affected, or None when there is none (see PostgresConnection.execute_many).
+_COUNTING_FORMS: dict[tuple[str, str], str | None] = {}
+_COUNTING_FORMS_LIMIT = 1024
+_PROBE_SAVEPOINT = "dbgateway_probe"
+
+
+#: What a prepared statement's description holds: (asyncpg's statement state,
+#: parameter count, result columns, their converters, parameter coercions).
+_Description = tuple[
+    Any, int, list[value_pb2.Column], list[Converter], list[tuple[int, Callable[[Any], Any]]]
+]
+
+
+#: What asyncpg's own pool resets (advisory locks, cursors, LISTEN, settings),
+#: plus what it leaves: the session's role and authorization (RESET ALL
+#: skips them) and its temporary tables. One simple-protocol round trip.
+RESET_QUERY = (
+    "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
+    "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP"
+)
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _rows_affected(status: str | None) -> int:
     # "INSERT 0 3", "UPDATE 2", "SELECT 5", "CREATE TABLE"
     if not status:
@@ -99,6 +134,7 @@ def _rows_affected(status: str | None) -> int:
 
 class PostgresConnection(DriverConnection):
     reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
+    has_roles = True
 
     #: Described statements kept per connection (beyond it, the cache starts over).
     DESCRIBED_LIMIT = 1024
@@ -110,7 +146,7 @@ class PostgresConnection(DriverConnection):
         # converters): decided once per prepared statement, not per call. The
         # state is held, so its id cannot be reused while the entry lives; a
         # re-prepared statement is a new state and gets a new entry.
-        self._described: dict[int, tuple[Any, int, list[value_pb2.Column], list[Converter]]] = {}
+        self._described: dict[int, _Description] = {}
 
     async def _prepare(self, sql: str, nparams: int) -> Any:
         # The private _prepare(use_cache=True) reuses the driver's statement
@@ -125,7 +161,7 @@ class PostgresConnection(DriverConnection):
             )
         return stmt
 
-    def _description(self, stmt: Any) -> tuple[Any, int, list[value_pb2.Column], list[Converter]]:
+    def _description(self, stmt: Any) -> _Description:
         state = stmt._state
         entry = self._described.get(id(state))
         if entry is None or entry[0] is not state:
@@ -136,14 +172,21 @@ class PostgresConnection(DriverConnection):
                 converters.append(pg_converter(attr.type.name, attr.type.kind))
             if len(self._described) >= self.DESCRIBED_LIMIT:
                 self._described.clear()
-            entry = (state, len(stmt.get_parameters()), columns, converters)
+            parameters = stmt.get_parameters()
+            entry = (state, len(parameters), columns, converters, pg_text.coercions(parameters))
             self._described[id(state)] = entry
         return entry
 
     def _describe(self, stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
         """The result columns and their converters (shared: do not mutate)."""
-        _, _, columns, converters = self._description(stmt)
+        _, _, columns, converters, _ = self._description(stmt)
         return columns, converters
+
+    def _bindable(self, stmt: Any, args: list[Any]) -> list[Any]:
+        """``args`` with the parameters given in text form that asyncpg binds
+        only from its own objects (ranges, bit strings, ...) parsed."""
+        plan = self._description(stmt)[4]
+        return pg_text.apply(args, plan) if plan else args
 
     async def _run(self, sql: str, params: Sequence[value_pb2.Value], limit: int) -> Any:
         """Runs ``sql`` and fetches at most ``limit`` rows (0: all). A limit
@@ -153,6 +196,7 @@ class PostgresConnection(DriverConnection):
         for attempt in (1, 2):
             try:
                 stmt = await self._prepare(sql, len(args))
+                args = self._bindable(stmt, args)
                 if limit:
                     records = await stmt._PreparedStatement__bind_execute(args, limit, None)
                 else:
@@ -182,18 +226,22 @@ class PostgresConnection(DriverConnection):
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
         args = POSTGRES_PARAMS.decode_all(params)
-        # A cursor lives in a transaction: the caller's, or our own read-only one.
-        own = None if self._conn.is_in_transaction() else self._conn.transaction(readonly=True)
+        # A cursor lives in a transaction: the caller's, or our own read-only
+        # one. Ours is plain SQL rather than asyncpg's Transaction object,
+        # whose client-side marker outlives a BEGIN cut off by a cancel and
+        # then turns every later transaction() on the connection into a
+        # SAVEPOINT outside any transaction.
+        own = not self._conn.is_in_transaction()
         with translate_errors(self._database):
-            if own is not None:
-                await own.start()
+            if own:
+                await self._conn.execute("BEGIN READ ONLY")
             try:
                 stmt = await self._prepare(sql, len(args))
                 columns, converters = self._describe(stmt)
-                cursor = await stmt.cursor(*args)
+                cursor = await stmt.cursor(*self._bindable(stmt, args))
             except BaseException:
-                if own is not None:
-                    await self._end_quietly(own)
+                if own:
+                    await self._rollback_quietly()
                 raise
         rows = _PostgresRows(cursor, columns, converters, self._database)
         try:
@@ -202,23 +250,22 @@ class PostgresConnection(DriverConnection):
             # A cancel mid-fetch was already sent to the server by asyncpg;
             # rolling back closes the portal. Inside the caller's transaction
             # the portal is closed and the transaction left to its owner.
-            if own is not None:
-                await self._end_quietly(own)
+            if own:
+                await self._rollback_quietly()
             else:
                 await self._close_quietly(cursor)
             raise
         with translate_errors(self._database):
-            if own is not None:
-                await own.commit()
+            if own:
+                await self._conn.execute("COMMIT")
             elif not rows.exhausted:
                 await cursor._close_portal(None)
 
-    @staticmethod
-    async def _end_quietly(transaction: Any) -> None:
-        # Should the rollback fail, the pool finds the connection still in a
-        # transaction (or closed) and rolls back or discards it.
+    async def _rollback_quietly(self) -> None:
+        # Should the rollback fail or be cut off, the pool's reset finds the
+        # connection's real state and rolls back or discards it.
         with contextlib.suppress(Exception):
-            await transaction.rollback()
+            await self._conn.execute("ROLLBACK")
 
     @staticmethod
     async def _close_quietly(cursor: Any) -> None:
@@ -239,10 +286,71 @@ class PostgresConnection(DriverConnection):
     async def execute_many(
         self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
     ) -> int | None:
+        """Runs ``sql`` once per parameter set and returns the rows affected.
+
+        asyncpg's pipelined executemany keeps only the last command tag, so a
+        statement that can return rows runs pipelined through fetchmany (one
+        round trip per batch, as executemany) and its rows are counted: an
+        INSERT / UPDATE / DELETE with ``RETURNING 1`` appended (one small row
+        per row changed, which is what its tag would count), one that already
+        has RETURNING (or a SELECT) as it is. Any other statement runs once
+        per parameter set, reading each tag."""
         args = [POSTGRES_PARAMS.decode_all(params) for params in param_sets]
         with translate_errors(self._database):
-            await self._conn.executemany(sql, args)
-        return None  # asyncpg's pipelined executemany drops the command tags
+            if args:
+                stmt = await self._prepare(sql, len(args[0]))
+                if self._description(stmt)[4]:
+                    args = [self._bindable(stmt, one) for one in args]
+            counting = await self._counting_form(sql)
+            if counting is not None:
+                return len(await self._conn.fetchmany(counting, args))
+            total = 0
+            for one in args:
+                stmt = await self._prepare(sql, len(one))
+                await stmt.fetch(*one)
+                total += _rows_affected(stmt.get_statusmsg())
+            return total
+
+    async def _counting_form(self, sql: str) -> str | None:
+        """The statement that runs ``sql`` and returns one row per row it
+        affects (see :meth:`execute_many`), or None; decided once per SQL text."""
+        key = (self._database, sql)
+        if key in _COUNTING_FORMS:
+            return _COUNTING_FORMS[key]
+        # A newline ends a trailing -- comment; a trailing ; would end the statement.
+        body = sql.rstrip().removesuffix(";").rstrip()
+        returning = f"{body}\nRETURNING 1"
+        found: str | None = returning
+        if not await self._prepares(returning):
+            stmt = await self._prepared_quietly(sql)
+            if stmt is None:
+                # The statement itself is wrong (a missing table, say): its
+                # own error comes from running it; decide again next time.
+                return None
+            found = sql if stmt.get_attributes() else None
+        if len(_COUNTING_FORMS) >= _COUNTING_FORMS_LIMIT:
+            _COUNTING_FORMS.clear()
+        _COUNTING_FORMS[key] = found
+        return found
+
+    async def _prepares(self, sql: str) -> bool:
+        return await self._prepared_quietly(sql) is not None
+
+    async def _prepared_quietly(self, sql: str) -> Any:
+        """``sql`` prepared, or None when PostgreSQL refuses it, leaving the
+        caller's transaction as it was (a failed Parse would abort it)."""
+        guarded = self._conn.is_in_transaction()
+        if guarded:
+            await self._conn.execute(f"SAVEPOINT {_PROBE_SAVEPOINT}")
+        try:
+            return await self._conn._prepare(sql, use_cache=True)
+        except pgexc.PostgresError:
+            if guarded:
+                await self._conn.execute(f"ROLLBACK TO SAVEPOINT {_PROBE_SAVEPOINT}")
+            return None
+        finally:
+            if guarded:
+                await self._conn.execute(f"RELEASE SAVEPOINT {_PROBE_SAVEPOINT}")
 
     async def begin(self, mode: TransactionMode) -> None:
         parts = ["BEGIN"]
@@ -252,8 +360,13 @@ class PostgresConnection(DriverConnection):
             parts.append("READ ONLY")
         if mode.deferrable:
             parts.append("DEFERRABLE")
+        sql = " ".join(parts)
+        if mode.role:
+            # Same round trip (simple protocol, our own text): the role lasts
+            # until the transaction ends, whatever ends it.
+            sql += f"; SET LOCAL ROLE {quote_identifier(mode.role)}"
         with translate_errors(self._database):
-            await self._conn.execute(" ".join(parts))
+            await self._conn.execute(sql)
 
     async def commit(self) -> None:
         with translate_errors(self._database):
@@ -271,6 +384,30 @@ class PostgresConnection(DriverConnection):
     async def rollback(self) -> None:
         with translate_errors(self._database):
             await self._conn.execute("ROLLBACK")
+
+    async def reset(self) -> None:
+        """asyncpg's ``Connection.reset()``, made safe against interrupted
+        calls: asyncpg decides whether to roll back from its last
+        ReadyForQuery, which a BEGIN still on the wire (PostgreSQL cannot
+        cancel one) has not sent yet. Here the reset runs first; its own
+        round trip waits for whatever was in flight, so the status it ends
+        with is the server's; a transaction found then is rolled back and the
+        reset, whose settings a rollback would undo, runs again."""
+        with translate_errors(self._database):
+            if self._conn.is_in_transaction():
+                await self._conn.execute("ROLLBACK")
+            for _ in range(2):
+                # A stray transaction that failed refuses the reset: rolled back below.
+                with contextlib.suppress(pgexc.InFailedSQLTransactionError):
+                    await self._conn.execute(RESET_QUERY)
+                if not self._conn.is_in_transaction():
+                    return
+                await self._conn.execute("ROLLBACK")
+        raise GatewayError(
+            Reason.INVALID_TRANSACTION_STATE,
+            "the connection stayed in a transaction after ROLLBACK",
+            metadata={"engine": ENGINE, "database": self._database},
+        )
 
     def in_transaction(self) -> bool:
         return bool(self._conn.is_in_transaction())
@@ -322,17 +459,66 @@ def _interval_identity(value: Any) -> Any:
     return value
 
 
+class PostgresListeningConnection(ListeningConnection):
+    """An asyncpg connection that only LISTENs. asyncpg hands each
+    notification to the callback through the event loop in the order the
+    server sent them, and calls the termination listener once the
+    connection is gone, however it went."""
+
+    def __init__(
+        self,
+        conn: Any,
+        database: str,
+        on_notification: NotificationCallback,
+        on_lost: LostCallback,
+    ) -> None:
+        self._conn = conn
+        self._database = database
+        self._on_notification = on_notification
+        self._on_lost = on_lost
+        conn.add_termination_listener(self._terminated)
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._on_notification(channel, payload, pid)
+
+    def _terminated(self, conn: Any) -> None:
+        self._on_lost()
+
+    async def listen(self, channel: str) -> None:
+        # asyncpg quotes the channel as an identifier before it sends LISTEN.
+        with translate_errors(self._database):
+            await self._conn.add_listener(channel, self._notified)
+
+    async def unlisten(self, channel: str) -> None:
+        with translate_errors(self._database):
+            await self._conn.remove_listener(channel, self._notified)
+
+    async def ping(self, limit: float) -> None:
+        with translate_errors(self._database):
+            await self._conn.execute("SELECT 1", timeout=limit)
+
+    def is_closed(self) -> bool:
+        return bool(self._conn.is_closed())
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self._conn.close(), 2.0)
+        except Exception:
+            self._conn.terminate()
+
+
 class PostgresBackend(Backend):
     engine = ENGINE
 
-    async def connect(self) -> DriverConnection:
+    async def _open(self, application_name: str) -> Any:
+        """A new asyncpg connection, or the GatewayError that says why not."""
         name = self.config.name
         with translate_errors(name):
             try:
-                conn = await asyncpg.connect(
+                return await asyncpg.connect(
                     self.config.dsn,
                     timeout=self.config.connect_timeout,
-                    server_settings={"application_name": "dbgateway"},
+                    server_settings={"application_name": application_name},
                 )
             except TimeoutError:
                 raise GatewayError(
@@ -348,6 +534,11 @@ class PostgresBackend(Backend):
                     f"cannot connect to PostgreSQL: {exc}",
                     metadata={"sqlstate": exc.sqlstate, "engine": ENGINE, "database": name},
                 ) from exc
+
+    async def connect(self) -> DriverConnection:
+        name = self.config.name
+        conn = await self._open("dbgateway")
+        with translate_errors(name):
             # Intervals as (months, days, microseconds): exact, unlike timedelta.
             await conn.set_type_codec(
                 "interval",
@@ -359,3 +550,10 @@ class PostgresBackend(Backend):
         version = conn.get_server_version()
         self.server_version = f"{version.major}.{version.minor}"
         return PostgresConnection(conn, name)
+
+    async def connect_listener(
+        self, on_notification: NotificationCallback, on_lost: LostCallback
+    ) -> ListeningConnection:
+        # Its own application_name, so operators tell it from pooled connections.
+        conn = await self._open(LISTEN_APPLICATION_NAME)
+        return PostgresListeningConnection(conn, self.config.name, on_notification, on_lost)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ from dbgateway.v1 import value_pb2
 from ..config import sqlite_path
 from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error_name
 from ..results import ResultLimits, read_result
-from ..statements import first_keyword
+from ..statements import SQLITE_READ_PRAGMAS, first_keyword
 from ..values import SQLITE_PARAMS, Column, Converter, convert_rows, from_python
 from .base import (
     Backend,
@@ -60,7 +60,22 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     return translating(translate, database)
 
 
+_TEMP_CREATES = frozenset(
+    {
+        sqlite3.SQLITE_CREATE_TEMP_TABLE,
+        sqlite3.SQLITE_CREATE_TEMP_INDEX,
+        sqlite3.SQLITE_CREATE_TEMP_TRIGGER,
+        sqlite3.SQLITE_CREATE_TEMP_VIEW,
+    }
+)
+
+
 class SQLiteConnection(DriverConnection):
+    """One sqlite3 connection, behind an authorizer: SQLite itself, while it
+    prepares a statement, refuses what would change the connection for the
+    next caller (a PRAGMA given a value, ATTACH, DETACH), whatever the text
+    looks like; the gateway's own PRAGMAs run trusted and uncached."""
+
     reusable_after_interrupt = True  # interrupt() ends the statement cleanly
 
     def __init__(self, conn: aiosqlite.Connection, backend: SQLiteBackend) -> None:
@@ -69,12 +84,76 @@ class SQLiteConnection(DriverConnection):
         self._database = backend.config.name
         self._closed = False
         self._holds_write_lock = False
+        #: The gateway's own statement is being prepared: the authorizer allows it.
+        self._trusted = False
+        #: What the authorizer refused last, for the caller's error message.
+        self._refused = ""
+        #: A temporary object was created: the reset drops the temp schema's objects.
+        self._temp_used = False
+        self._query_only = False
+        #: interrupt() was called: the reset proves the connection still runs statements.
+        self._interrupted = False
+
+    def _interrupt(self) -> None:
+        self._interrupted = True
+        self._conn._conn.interrupt()
+
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, db: str | None, _src: str | None
+    ) -> int:
+        # Runs on aiosqlite's thread while a statement is prepared (never for
+        # one taken from sqlite3's statement cache, which was authorized when
+        # first prepared; the gateway's own PRAGMAs are never cached).
+        if self._trusted:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA:
+            if arg2 is None or (arg1 or "").lower() in SQLITE_READ_PRAGMAS:
+                return sqlite3.SQLITE_OK
+            self._refused = f"PRAGMA {arg1} with a value"
+            return sqlite3.SQLITE_DENY
+        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
+            self._refused = "ATTACH" if action == sqlite3.SQLITE_ATTACH else "DETACH"
+            return sqlite3.SQLITE_DENY
+        if action in _TEMP_CREATES or db == "temp":
+            # CREATE TEMP ..., or CREATE ... temp.name (an ordinary create in the temp schema).
+            self._temp_used = True
+        return sqlite3.SQLITE_OK
+
+    async def install_authorizer(self) -> None:
+        await self._conn.set_authorizer(self._authorize)
+
+    @contextlib.contextmanager
+    def _explaining_refusals(self) -> Iterator[None]:
+        """An authorizer refusal becomes UNSUPPORTED_STATEMENT saying what was refused."""
+        self._refused = ""
+        try:
+            yield
+        except GatewayError:
+            if not self._refused:
+                raise
+            what, self._refused = self._refused, ""
+            raise GatewayError(
+                Reason.UNSUPPORTED_STATEMENT,
+                f"{what} is refused: it would change the connection for the next caller "
+                "of the pool (reads of a PRAGMA, and PRAGMA functions, are allowed)",
+                metadata={"statement": what.split()[0], "engine": ENGINE},
+            ) from None
+
+    async def _own(self, script: str) -> None:
+        """Runs the gateway's own PRAGMAs: trusted, and through executescript,
+        which never caches the statement for a caller's identical text to
+        reuse without the authorizer."""
+        self._trusted = True
+        try:
+            await self._conn.executescript(script)
+        finally:
+            self._trusted = False
 
     async def _run(
         self, sql: str, params: Sequence[value_pb2.Value]
     ) -> tuple[list[value_pb2.Column], list[Any], int, int | None]:
         args = SQLITE_PARAMS.decode_all(params)
-        with translate_errors(self._database):
+        with self._explaining_refusals(), translate_errors(self._database):
             cur = await self._interruptible(self._conn.execute(sql, args))
             try:
                 rows = list(await self._interruptible(cur.fetchall()))
@@ -87,7 +166,7 @@ class SQLiteConnection(DriverConnection):
             return await step
         except asyncio.CancelledError:
             # The statement runs on aiosqlite's thread: stop it there.
-            self._conn._conn.interrupt()
+            self._interrupt()
             raise
 
     async def query(
@@ -104,7 +183,7 @@ class SQLiteConnection(DriverConnection):
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
         args = SQLITE_PARAMS.decode_all(params)
-        with translate_errors(self._database):
+        with self._explaining_refusals(), translate_errors(self._database):
             cur = await self._interruptible(self._conn.execute(sql, args))
         try:
             yield _SQLiteRows(self, cur)
@@ -131,11 +210,11 @@ class SQLiteConnection(DriverConnection):
     ) -> int | None:
         args = [SQLITE_PARAMS.decode_all(params) for params in param_sets]
         async with self._backend.write_lock(self):
-            with translate_errors(self._database):
+            with self._explaining_refusals(), translate_errors(self._database):
                 try:
                     cur = await self._conn.executemany(sql, args)
                 except asyncio.CancelledError:
-                    self._conn._conn.interrupt()
+                    self._interrupt()
                     raise
                 try:
                     return max(cur.rowcount, 0)
@@ -153,7 +232,10 @@ class SQLiteConnection(DriverConnection):
             raise GatewayError(Reason.UNSUPPORTED, "SQLite has no DEFERRABLE transactions")
         with translate_errors(self._database):
             if mode.read_only:
-                await self._conn.execute("PRAGMA query_only = ON")
+                # The caller cannot turn it off: the authorizer refuses a
+                # PRAGMA with a value, and the reset turns it off again.
+                self._query_only = True
+                await self._own("PRAGMA query_only = ON")
                 await self._conn.execute("BEGIN DEFERRED")
             else:
                 await self._backend.acquire_write_lock()
@@ -173,10 +255,48 @@ class SQLiteConnection(DriverConnection):
         try:
             with translate_errors(self._database):
                 await self._conn.execute(sql)
-                await self._conn.execute("PRAGMA query_only = OFF")
+                await self._writable()
         finally:
             if not self._conn.in_transaction:
                 self._release_write_lock()
+
+    async def _writable(self) -> None:
+        if self._query_only:
+            await self._own("PRAGMA query_only = OFF")
+            self._query_only = False
+
+    async def reset(self) -> None:
+        """Rolls back, lifts query_only and drops temporary objects: a
+        PRAGMA with a value never ran (the authorizer), so these are all the
+        session state a statement can leave."""
+        try:
+            with translate_errors(self._database):
+                if self._interrupted:
+                    # While any statement of the connection is still active
+                    # (the cursor of a call cancelled before it got it), the
+                    # interrupt goes on stopping every statement it runs: a
+                    # connection that cannot run this one is discarded.
+                    self._interrupted = False
+                    await _run_to_end(self._conn, "SELECT 1")
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                await self._writable()
+                if self._temp_used:
+                    await self._drop_temporary_objects()
+        finally:
+            if not self._conn.in_transaction:
+                self._release_write_lock()
+
+    async def _drop_temporary_objects(self) -> None:
+        cur = await self._conn.execute(
+            "SELECT type, name FROM temp.sqlite_schema WHERE type IN ('table', 'view', 'trigger')"
+        )
+        objects = list(await cur.fetchall())
+        await cur.close()
+        for kind, name in objects:
+            quoted = '"' + str(name).replace('"', '""') + '"'
+            await _run_to_end(self._conn, f"DROP {str(kind).upper()} IF EXISTS temp.{quoted}")
+        self._temp_used = False
 
     async def commit(self) -> None:
         await self._end("COMMIT")
@@ -249,6 +369,11 @@ class SQLiteBackend(Backend):
     SQLITE_BUSY, while reads run concurrently on other connections (WAL)."""
 
     engine = ENGINE
+    #: SQLite is a file in this process: no server exists to deliver notifications.
+    no_notifications = (
+        "SQLite has no LISTEN/NOTIFY (it is an embedded file with no server to "
+        "deliver notifications); subscriptions need a PostgreSQL database"
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -293,8 +418,10 @@ class SQLiteBackend(Backend):
                     await _run_to_end(conn, "PRAGMA journal_mode = WAL")
                 await _run_to_end(conn, f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
                 await _run_to_end(conn, "PRAGMA foreign_keys = ON")
+                connection = SQLiteConnection(conn, self)
+                await connection.install_authorizer()
             except BaseException:
                 await conn.close()
                 raise
         self.server_version = sqlite3.sqlite_version
-        return SQLiteConnection(conn, self)
+        return connection

@@ -16,8 +16,14 @@ timeouts, pool exhausted, circuit
 open
 ====================================  =====================================
 
+How many attempts: a statement (``READ``, ``WRITE``, ``IDEMPOTENT_WRITE``)
+makes at most ``[retry] max_attempts``; a whole transaction is run again until
+its deadline (a retry loop that gives up with most of the deadline left fails
+callers that would have succeeded), unless the caller set ``max_attempts``.
+
 Waits use full jitter (uniform in ``[0, min(max_backoff, initial_backoff *
-2**(n-1))]``) and never outlast the caller's deadline: an attempt whose wait
+2**(n-1))]``, so contending transactions spread out and no wait exceeds
+``max_backoff``) and never outlast the caller's deadline: an attempt whose wait
 would pass it is not made.
 """
 
@@ -29,7 +35,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    stop_after_attempt,
+    stop_never,
+    wait_random_exponential,
+)
 from tenacity.stop import stop_base
 
 from ..config import RetrySettings
@@ -80,6 +92,16 @@ def retryable(error: BaseException, kind: CallKind, *, losses_before: int) -> bo
     return losses_before < MAX_LOSSES_IN_FLIGHT
 
 
+def attempt_limit(kind: CallKind, settings: RetrySettings, requested: int = 0) -> int | None:
+    """Most attempts a call of ``kind`` makes (None: as many as its deadline
+    allows). ``requested`` is the caller's own limit (0: none)."""
+    if requested:
+        return requested
+    if kind is CallKind.TRANSACTION:
+        return None
+    return settings.max_attempts
+
+
 @dataclass(slots=True)
 class _Retryable:
     """tenacity's ``retry`` predicate, counting the losses of one call."""
@@ -119,10 +141,13 @@ async def run_with_retries(
     remaining: Callable[[], float | None],
     what: str = "call",
     on_retry: Callable[[GatewayError], None] | None = None,
+    max_attempts: int = 0,
 ) -> tuple[T, int]:
     """Runs ``attempt`` until it succeeds or may not be retried; returns its
-    result and the number of attempts. The last failure is raised as is, with
-    the attempt count in its metadata."""
+    result and the number of attempts. ``max_attempts`` is the caller's own
+    limit (0: :func:`attempt_limit`'s default for ``kind``). The last failure
+    is raised as is, with the attempt count in its metadata."""
+    limit = attempt_limit(kind, settings, max_attempts)
     # The first attempt runs without tenacity: most calls succeed at once,
     # and building a retry controller per call costs more than the call's own
     # Python work. Only a failure that may be retried enters the loop below.
@@ -130,7 +155,7 @@ async def run_with_retries(
         return await attempt(), 1
     except GatewayError as exc:
         first: GatewayError | None = exc
-        if settings.max_attempts <= 1 or not retryable(exc, kind, losses_before=0):
+        if limit == 1 or not retryable(exc, kind, losses_before=0):
             raise
     attempts = 1
 
@@ -155,7 +180,7 @@ async def run_with_retries(
             on_retry(error)
 
     retrying = AsyncRetrying(
-        stop=stop_after_attempt(settings.max_attempts) | _Deadline(remaining),
+        stop=(stop_never if limit is None else stop_after_attempt(limit)) | _Deadline(remaining),
         wait=wait_random_exponential(multiplier=settings.initial_backoff, max=settings.max_backoff),
         retry=_Retryable(kind),
         before_sleep=before_sleep,

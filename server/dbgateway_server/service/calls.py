@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import time
@@ -36,7 +37,7 @@ from ..config import Access, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
 from ..observability import REQUEST_ID_HEADER, Call, Observability
-from ..security import ANONYMOUS, Guard, Principal
+from ..security import ANONYMOUS, CallSlot, Guard, Principal
 
 log = logging.getLogger("dbgateway_server.service")
 
@@ -64,6 +65,9 @@ class CallScope:
     access: Access | None = None
     max_sql_length: int = _DEFAULTS.max_sql_length
     max_parameters: int = _DEFAULTS.max_parameters
+    #: The principal's concurrency slot this call holds; None for a call on
+    #: an open transaction, which holds its own.
+    slot: CallSlot | None = None
 
     @property
     def read_only(self) -> bool:
@@ -112,9 +116,12 @@ def authorize_database(servicer: Servicer, database: str, *, write: bool = False
     """The current principal's right on ``database`` (resolved as the
     gateway resolves it); it becomes the call's scope."""
     scope = current_scope()
-    name = servicer._gateway.database(database).name
+    principal = scope.principal
+    name = servicer._gateway.database(database, lambda n: principal.access(n) is not None).name
     access = servicer.guard.access(scope.principal, name, write=write)
-    _scope.set(CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters))
+    _scope.set(
+        CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters, scope.slot)
+    )
     return access
 
 
@@ -129,14 +136,18 @@ async def _guarded(
     # while it is sent is still counted under its principal).
     await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
     config = servicer.observability.config
-    _scope.set(
-        CallScope(
-            principal,
-            max_sql_length=config.max_sql_length,
-            max_parameters=config.max_parameters,
-        )
+    scope = CallScope(
+        principal, max_sql_length=config.max_sql_length, max_parameters=config.max_parameters
     )
-    with guard.call_slot(principal):
+    if getattr(request, "transaction_id", ""):
+        # The open transaction holds a slot of its own, and runs one call at
+        # a time: a principal at its limit can still finish what it began.
+        _scope.set(scope)
+        _authorize(servicer, method, request, principal)
+        yield
+        return
+    with guard.call_slot(principal) as slot:
+        _scope.set(dataclasses.replace(scope, slot=slot))
         _authorize(servicer, method, request, principal)
         yield
 
@@ -259,11 +270,25 @@ async def _served(
         call.failed(grpc.StatusCode.UNKNOWN)
         raise
     except Exception:
+        if _client_cancelled(context):
+            # Whatever the transport raised once the caller had gone (a failed
+            # receive or send on a cancelled stream) is the cancellation, not
+            # a bug: nobody is left to answer.
+            log.debug("%s cancelled by the client (request id %s)", method, call.request_id)
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise asyncio.CancelledError from None
         error = _internal_error(call.request_id, method)
         call.failed(error.code, error.reason)
         await abort(context, error)
     finally:
         observability.end(call)
+
+
+def _client_cancelled(context: grpc.aio.ServicerContext) -> bool:
+    try:
+        return bool(context.cancelled())
+    except Exception:  # a context that cannot tell
+        return False
 
 
 def _internal_error(rid: str, where: str) -> GatewayError:
@@ -303,8 +328,8 @@ async def _owner(
 ) -> tuple[str, int] | None:
     """Where a call on a transaction id is served: None for here, else the
     owning process's address (and the hop count) to forward it to. The call
-    was authenticated here first, and its own limits slot is held here while
-    the owner serves it."""
+    was authenticated here first; it takes no concurrency slot of its own,
+    since the transaction it names holds one where it began."""
     transaction_id = getattr(request, "transaction_id", "")
     if not transaction_id or servicer.forwarding is None:
         return None
@@ -346,6 +371,7 @@ def call_options(
         tag=options.tag,
         read_only=current_scope().read_only,
         columnar=encoding == pb.RESULT_ENCODING_COLUMNS,
+        role=current_scope().principal.postgres_role,
     )
 
 
@@ -401,6 +427,7 @@ def transaction_mode(options: pb.TransactionOptions) -> TransactionMode:
         # A principal that may only read gets a read-only transaction, whatever it asked.
         read_only=options.read_only or current_scope().read_only,
         deferrable=options.deferrable,
+        role=current_scope().principal.postgres_role,
     )
 
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 
 from ..backends.base import ExecResult, ResultSet
+from ..errors import GatewayError, Reason
 from ..gateway import Gateway
-from ..observability import Observability
+from ..observability import Observability, current_call
 from ..security import Guard
 from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
+from .subscriptions import SubscriptionRpcs
 from .transactions import TransactionRpcs
 
 
-class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
+class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServiceServicer):
     def __init__(self, gateway: Gateway, observability: Observability, guard: Guard) -> None:
         self._gateway = gateway
         self.observability = observability
@@ -79,7 +83,22 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
         options = call_options(request.options, context, columnar_ok=True)
         # Each write waits until gRPC has taken the message (flow control), so
         # a slow reader holds back the next fetch; a cancel lands in an await
-        # inside the block, whose exit stops the query on the database.
+        # inside the block, whose exit stops the query on the database. A
+        # reader that takes nothing for stream_idle_timeout is ended the same
+        # way, so that it cannot hold a connection and its locks forever.
+        idle = self.observability.config.stream_idle_timeout
+
+        async def write(message: pb.StreamQueryResponse) -> None:
+            try:
+                async with asyncio.timeout(idle):
+                    await context.write(message)
+            except TimeoutError:
+                raise GatewayError(
+                    Reason.STREAM_STALLED,
+                    f"the client took no message for {idle:g}s (stream_idle_timeout); "
+                    "the query was stopped",
+                ) from None
+
         async with self._gateway.stream(
             request.database,
             request.sql,
@@ -88,14 +107,21 @@ class DatabaseServicer(TransactionRpcs, pb_grpc.DatabaseServiceServicer):
             request.transaction_id,
             current_scope().principal.name,
         ) as result:
-            await context.write(pb.StreamQueryResponse(columns=result.columns))
-            if options.columnar:
-                async for batch in result.batches():
-                    await context.write(pb.StreamQueryResponse(column_batch=batch))
-            else:
-                async for chunk in result.chunks():
-                    await context.write(pb.StreamQueryResponse(rows=chunk))
-        await context.write(
+            try:
+                await write(pb.StreamQueryResponse(columns=result.columns))
+                if options.columnar:
+                    async for batch in result.batches():
+                        await write(pb.StreamQueryResponse(column_batch=batch))
+                else:
+                    async for chunk in result.chunks():
+                        await write(pb.StreamQueryResponse(rows=chunk))
+            finally:
+                # The access log and rows_returned count what was sent, also
+                # when the stream ends early.
+                call = current_call()
+                if call is not None:
+                    call.rows = result.rows
+        await write(
             pb.StreamQueryResponse(
                 truncated=result.truncated,
                 stats=pb.ExecutionStats(

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,28 @@ from .calls import (
 )
 
 
+async def silent_after(
+    requests: AsyncIterator[pb.TransactionRequest], idle: float
+) -> AsyncIterator[pb.TransactionRequest]:
+    """The stream's requests; ABORTED / TRANSACTION_EXPIRED once the client
+    has sent nothing for ``idle`` seconds, so that a client that went silent
+    does not hold a connection, its transaction and its locks forever."""
+    iterator = aiter(requests)
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                request = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise GatewayError(
+                Reason.TRANSACTION_EXPIRED,
+                f"the Transaction stream sent nothing for {idle:g}s (stream_idle_timeout); "
+                "its transaction was rolled back",
+            ) from None
+        yield request
+
+
 def _misuse(message: str) -> GatewayError:
     return GatewayError(Reason.INVALID_TRANSACTION_STATE, message)
 
@@ -58,8 +81,9 @@ class TransactionRpcs(Servicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.TransactionResponse]:
         tx: Transaction | None = None
+        idle = self.observability.config.stream_idle_timeout
         try:
-            async for request in request_iterator:
+            async for request in silent_after(request_iterator, idle):
                 action = request.WhichOneof("action")
                 if action == "begin":
                     if tx is not None:
@@ -121,13 +145,23 @@ class TransactionRpcs(Servicer):
         idle_timeout = None
         if request.options.HasField("idle_timeout"):
             idle_timeout = duration_seconds("options.idle_timeout", request.options.idle_timeout)
-        tx = await self._gateway.begin(
-            request.database,
-            transaction_mode(request.options),
-            Deadline(context.time_remaining()),
-            idle_timeout,
-            current_scope().principal.name,
-        )
+        scope = current_scope()
+        # The call's concurrency slot passes to the transaction, so open
+        # transactions count toward max_concurrent_calls until they end.
+        on_end = scope.slot.keep() if scope.slot is not None else None
+        try:
+            tx = await self._gateway.begin(
+                request.database,
+                transaction_mode(request.options),
+                Deadline(context.time_remaining()),
+                idle_timeout,
+                scope.principal.name,
+                on_end,
+            )
+        except BaseException:
+            if on_end is not None:
+                on_end()
+            raise
         expire_time = timestamp_pb2.Timestamp()
         expire_time.FromDatetime(
             dt.datetime.now(dt.UTC) + dt.timedelta(seconds=tx.expires_at() - time.monotonic())

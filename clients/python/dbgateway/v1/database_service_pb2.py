@@ -22,81 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from dbgateway.v1 import subscription_pb2 as dbgateway_dot_v1_dot_subscription__pb2
 from dbgateway.v1 import value_pb2 as dbgateway_dot_v1_dot_value__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#dbgateway/v1/database_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x18\x64\x62gateway/v1/value.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9f\x01\n\x0eRequestOptions\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12.\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1c.dbgateway.v1.ResultEncoding\"\\\n\x0e\x45xecutionStats\x12*\n\x07\x65lapsed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\x99\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xca\x01\n\rQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x31\n\x0e\x63olumn_batches\x18\x05 \x03(\x0b\x32\x19.dbgateway.v1.ColumnBatch\"\x9b\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xcd\x01\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x04 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12+\n\x05stats\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x11\n\x0f_last_insert_id\"/\n\x08ParamSet\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.dbgateway.v1.Value\"\xa7\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12*\n\nparam_sets\x18\x03 \x03(\x0b\x32\x16.dbgateway.v1.ParamSet\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"q\n\x14\x45xecuteBatchResponse\x12\x1a\n\rrows_affected\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x10\n\x0e_rows_affected\"\x9d\x01\n\x12TransactionOptions\x12/\n\tisolation\x18\x01 \x01(\x0e\x32\x1c.dbgateway.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x12\n\ndeferrable\x18\x03 \x01(\x08\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\xd6\x01\n\x0fStatementResult\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x11\n\x0f_last_insert_id\"\x9f\x01\n\x15RunTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12+\n\nstatements\x18\x02 \x03(\x0b\x32\x17.dbgateway.v1.Statement\x12\x31\n\x07options\x18\x03 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\"Z\n\x16RunTransactionResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dbgateway.v1.StatementResult\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"\xe3\x02\n\x12TransactionRequest\x12\x37\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32&.dbgateway.v1.TransactionRequest.BeginH\x00\x12,\n\tstatement\x18\x02 \x01(\x0b\x32\x17.dbgateway.v1.StatementH\x00\x12\x39\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\'.dbgateway.v1.TransactionRequest.CommitH\x00\x12=\n\x08rollback\x18\x04 \x01(\x0b\x32).dbgateway.v1.TransactionRequest.RollbackH\x00\x1aL\n\x05\x42\x65gin\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x1a\x08\n\x06\x43ommit\x1a\n\n\x08RollbackB\x08\n\x06\x61\x63tion\"\xcc\x02\n\x13TransactionResponse\x12\x38\n\x05\x62\x65gun\x18\x01 \x01(\x0b\x32\'.dbgateway.v1.TransactionResponse.BegunH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.dbgateway.v1.StatementResultH\x00\x12@\n\tcommitted\x18\x03 \x01(\x0b\x32+.dbgateway.v1.TransactionResponse.CommittedH\x00\x12\x43\n\x0brolled_back\x18\x04 \x01(\x0b\x32,.dbgateway.v1.TransactionResponse.RolledBackH\x00\x1a\x1f\n\x05\x42\x65gun\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x1a\x0b\n\tCommitted\x1a\x0c\n\nRolledBackB\x07\n\x05\x65vent\"^\n\x17\x42\x65ginTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\"c\n\x18\x42\x65ginTransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x10\n\x0e\x43ommitResponse\";\n\x0fRollbackRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x12\n\x10RollbackResponse\"\xce\x01\n\x13StreamQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12/\n\x0c\x63olumn_batch\x18\x05 \x01(\x0b\x32\x19.dbgateway.v1.ColumnBatch*h\n\x0eResultEncoding\x12\x1f\n\x1bRESULT_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14RESULT_ENCODING_ROWS\x10\x01\x12\x1b\n\x17RESULT_ENCODING_COLUMNS\x10\x02*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32\xea\x05\n\x0f\x44\x61tabaseService\x12@\n\x05Query\x12\x1a.dbgateway.v1.QueryRequest\x1a\x1b.dbgateway.v1.QueryResponse\x12\x46\n\x07\x45xecute\x12\x1c.dbgateway.v1.ExecuteRequest\x1a\x1d.dbgateway.v1.ExecuteResponse\x12U\n\x0c\x45xecuteBatch\x12!.dbgateway.v1.ExecuteBatchRequest\x1a\".dbgateway.v1.ExecuteBatchResponse\x12[\n\x0eRunTransaction\x12#.dbgateway.v1.RunTransactionRequest\x1a$.dbgateway.v1.RunTransactionResponse\x12V\n\x0bTransaction\x12 .dbgateway.v1.TransactionRequest\x1a!.dbgateway.v1.TransactionResponse(\x01\x30\x01\x12\x61\n\x10\x42\x65ginTransaction\x12%.dbgateway.v1.BeginTransactionRequest\x1a&.dbgateway.v1.BeginTransactionResponse\x12\x43\n\x06\x43ommit\x12\x1b.dbgateway.v1.CommitRequest\x1a\x1c.dbgateway.v1.CommitResponse\x12I\n\x08Rollback\x12\x1d.dbgateway.v1.RollbackRequest\x1a\x1e.dbgateway.v1.RollbackResponse\x12N\n\x0bStreamQuery\x12\x1a.dbgateway.v1.QueryRequest\x1a!.dbgateway.v1.StreamQueryResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#dbgateway/v1/database_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x1f\x64\x62gateway/v1/subscription.proto\x1a\x18\x64\x62gateway/v1/value.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9f\x01\n\x0eRequestOptions\x12*\n\x07timeout\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08max_rows\x18\x02 \x01(\r\x12\x12\n\nidempotent\x18\x03 \x01(\x08\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12.\n\x08\x65ncoding\x18\x05 \x01(\x0e\x32\x1c.dbgateway.v1.ResultEncoding\"\\\n\x0e\x45xecutionStats\x12*\n\x07\x65lapsed\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\"\x99\x01\n\x0cQueryRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xca\x01\n\rQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12\x31\n\x0e\x63olumn_batches\x18\x05 \x03(\x0b\x32\x19.dbgateway.v1.ColumnBatch\"\x9b\x01\n\x0e\x45xecuteRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12#\n\x06params\x18\x03 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\x12\x16\n\x0etransaction_id\x18\x05 \x01(\t\"\xcd\x01\n\x0f\x45xecuteResponse\x12\x15\n\rrows_affected\x18\x01 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12%\n\x07\x63olumns\x18\x03 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x04 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12+\n\x05stats\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x11\n\x0f_last_insert_id\"/\n\x08ParamSet\x12#\n\x06params\x18\x01 \x03(\x0b\x32\x13.dbgateway.v1.Value\"\xa7\x01\n\x13\x45xecuteBatchRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12*\n\nparam_sets\x18\x03 \x03(\x0b\x32\x16.dbgateway.v1.ParamSet\x12\x16\n\x0etransaction_id\x18\x04 \x01(\t\x12-\n\x07options\x18\x05 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"q\n\x14\x45xecuteBatchResponse\x12\x1a\n\rrows_affected\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12+\n\x05stats\x18\x02 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStatsB\x10\n\x0e_rows_affected\"\x9d\x01\n\x12TransactionOptions\x12/\n\tisolation\x18\x01 \x01(\x0e\x32\x1c.dbgateway.v1.IsolationLevel\x12\x11\n\tread_only\x18\x02 \x01(\x08\x12\x12\n\ndeferrable\x18\x03 \x01(\x08\x12/\n\x0cidle_timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"l\n\tStatement\x12\x0b\n\x03sql\x18\x01 \x01(\t\x12#\n\x06params\x18\x02 \x03(\x0b\x32\x13.dbgateway.v1.Value\x12-\n\x07options\x18\x03 \x01(\x0b\x32\x1c.dbgateway.v1.RequestOptions\"\xd6\x01\n\x0fStatementResult\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x15\n\rrows_affected\x18\x03 \x01(\x03\x12\x1b\n\x0elast_insert_id\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12!\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x12.google.rpc.StatusB\x11\n\x0f_last_insert_id\"\x9f\x01\n\x15RunTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12+\n\nstatements\x18\x02 \x03(\x0b\x32\x17.dbgateway.v1.Statement\x12\x31\n\x07options\x18\x03 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\r\"Z\n\x16RunTransactionResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.dbgateway.v1.StatementResult\x12\x10\n\x08\x61ttempts\x18\x02 \x01(\x05\"\xe3\x02\n\x12TransactionRequest\x12\x37\n\x05\x62\x65gin\x18\x01 \x01(\x0b\x32&.dbgateway.v1.TransactionRequest.BeginH\x00\x12,\n\tstatement\x18\x02 \x01(\x0b\x32\x17.dbgateway.v1.StatementH\x00\x12\x39\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\'.dbgateway.v1.TransactionRequest.CommitH\x00\x12=\n\x08rollback\x18\x04 \x01(\x0b\x32).dbgateway.v1.TransactionRequest.RollbackH\x00\x1aL\n\x05\x42\x65gin\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\x1a\x08\n\x06\x43ommit\x1a\n\n\x08RollbackB\x08\n\x06\x61\x63tion\"\xcc\x02\n\x13TransactionResponse\x12\x38\n\x05\x62\x65gun\x18\x01 \x01(\x0b\x32\'.dbgateway.v1.TransactionResponse.BegunH\x00\x12/\n\x06result\x18\x02 \x01(\x0b\x32\x1d.dbgateway.v1.StatementResultH\x00\x12@\n\tcommitted\x18\x03 \x01(\x0b\x32+.dbgateway.v1.TransactionResponse.CommittedH\x00\x12\x43\n\x0brolled_back\x18\x04 \x01(\x0b\x32,.dbgateway.v1.TransactionResponse.RolledBackH\x00\x1a\x1f\n\x05\x42\x65gun\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x1a\x0b\n\tCommitted\x1a\x0c\n\nRolledBackB\x07\n\x05\x65vent\"^\n\x17\x42\x65ginTransactionRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x31\n\x07options\x18\x02 \x01(\x0b\x32 .dbgateway.v1.TransactionOptions\"c\n\x18\x42\x65ginTransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"9\n\rCommitRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x10\n\x0e\x43ommitResponse\";\n\x0fRollbackRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\"\x12\n\x10RollbackResponse\"\xce\x01\n\x13StreamQueryResponse\x12%\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x14.dbgateway.v1.Column\x12\x1f\n\x04rows\x18\x02 \x03(\x0b\x32\x11.dbgateway.v1.Row\x12\x11\n\ttruncated\x18\x03 \x01(\x08\x12+\n\x05stats\x18\x04 \x01(\x0b\x32\x1c.dbgateway.v1.ExecutionStats\x12/\n\x0c\x63olumn_batch\x18\x05 \x01(\x0b\x32\x19.dbgateway.v1.ColumnBatch*h\n\x0eResultEncoding\x12\x1f\n\x1bRESULT_ENCODING_UNSPECIFIED\x10\x00\x12\x18\n\x14RESULT_ENCODING_ROWS\x10\x01\x12\x1b\n\x17RESULT_ENCODING_COLUMNS\x10\x02*\xc2\x01\n\x0eIsolationLevel\x12\x1f\n\x1bISOLATION_LEVEL_UNSPECIFIED\x10\x00\x12$\n ISOLATION_LEVEL_READ_UNCOMMITTED\x10\x01\x12\"\n\x1eISOLATION_LEVEL_READ_COMMITTED\x10\x02\x12#\n\x1fISOLATION_LEVEL_REPEATABLE_READ\x10\x03\x12 \n\x1cISOLATION_LEVEL_SERIALIZABLE\x10\x04\x32\xb5\x06\n\x0f\x44\x61tabaseService\x12@\n\x05Query\x12\x1a.dbgateway.v1.QueryRequest\x1a\x1b.dbgateway.v1.QueryResponse\x12\x46\n\x07\x45xecute\x12\x1c.dbgateway.v1.ExecuteRequest\x1a\x1d.dbgateway.v1.ExecuteResponse\x12U\n\x0c\x45xecuteBatch\x12!.dbgateway.v1.ExecuteBatchRequest\x1a\".dbgateway.v1.ExecuteBatchResponse\x12[\n\x0eRunTransaction\x12#.dbgateway.v1.RunTransactionRequest\x1a$.dbgateway.v1.RunTransactionResponse\x12V\n\x0bTransaction\x12 .dbgateway.v1.TransactionRequest\x1a!.dbgateway.v1.TransactionResponse(\x01\x30\x01\x12\x61\n\x10\x42\x65ginTransaction\x12%.dbgateway.v1.BeginTransactionRequest\x1a&.dbgateway.v1.BeginTransactionResponse\x12\x43\n\x06\x43ommit\x12\x1b.dbgateway.v1.CommitRequest\x1a\x1c.dbgateway.v1.CommitResponse\x12I\n\x08Rollback\x12\x1d.dbgateway.v1.RollbackRequest\x1a\x1e.dbgateway.v1.RollbackResponse\x12N\n\x0bStreamQuery\x12\x1a.dbgateway.v1.QueryRequest\x1a!.dbgateway.v1.StreamQueryResponse0\x01\x12I\n\tSubscribe\x12\x1e.dbgateway.v1.SubscribeRequest\x1a\x1a.dbgateway.v1.Notification0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dbgateway.v1.database_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESULTENCODING']._serialized_start=3484
-  _globals['_RESULTENCODING']._serialized_end=3588
-  _globals['_ISOLATIONLEVEL']._serialized_start=3591
-  _globals['_ISOLATIONLEVEL']._serialized_end=3785
-  _globals['_REQUESTOPTIONS']._serialized_start=170
-  _globals['_REQUESTOPTIONS']._serialized_end=329
-  _globals['_EXECUTIONSTATS']._serialized_start=331
-  _globals['_EXECUTIONSTATS']._serialized_end=423
-  _globals['_QUERYREQUEST']._serialized_start=426
-  _globals['_QUERYREQUEST']._serialized_end=579
-  _globals['_QUERYRESPONSE']._serialized_start=582
-  _globals['_QUERYRESPONSE']._serialized_end=784
-  _globals['_EXECUTEREQUEST']._serialized_start=787
-  _globals['_EXECUTEREQUEST']._serialized_end=942
-  _globals['_EXECUTERESPONSE']._serialized_start=945
-  _globals['_EXECUTERESPONSE']._serialized_end=1150
-  _globals['_PARAMSET']._serialized_start=1152
-  _globals['_PARAMSET']._serialized_end=1199
-  _globals['_EXECUTEBATCHREQUEST']._serialized_start=1202
-  _globals['_EXECUTEBATCHREQUEST']._serialized_end=1369
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=1371
-  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1484
-  _globals['_TRANSACTIONOPTIONS']._serialized_start=1487
-  _globals['_TRANSACTIONOPTIONS']._serialized_end=1644
-  _globals['_STATEMENT']._serialized_start=1646
-  _globals['_STATEMENT']._serialized_end=1754
-  _globals['_STATEMENTRESULT']._serialized_start=1757
-  _globals['_STATEMENTRESULT']._serialized_end=1971
-  _globals['_RUNTRANSACTIONREQUEST']._serialized_start=1974
-  _globals['_RUNTRANSACTIONREQUEST']._serialized_end=2133
-  _globals['_RUNTRANSACTIONRESPONSE']._serialized_start=2135
-  _globals['_RUNTRANSACTIONRESPONSE']._serialized_end=2225
-  _globals['_TRANSACTIONREQUEST']._serialized_start=2228
-  _globals['_TRANSACTIONREQUEST']._serialized_end=2583
-  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_start=2475
-  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_end=2551
-  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_start=2553
-  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_end=2561
-  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_start=2563
-  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_end=2573
-  _globals['_TRANSACTIONRESPONSE']._serialized_start=2586
-  _globals['_TRANSACTIONRESPONSE']._serialized_end=2918
-  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_start=2851
-  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_end=2882
-  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_start=2884
-  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_end=2895
-  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_start=2897
-  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_end=2909
-  _globals['_BEGINTRANSACTIONREQUEST']._serialized_start=2920
-  _globals['_BEGINTRANSACTIONREQUEST']._serialized_end=3014
-  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_start=3016
-  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_end=3115
-  _globals['_COMMITREQUEST']._serialized_start=3117
-  _globals['_COMMITREQUEST']._serialized_end=3174
-  _globals['_COMMITRESPONSE']._serialized_start=3176
-  _globals['_COMMITRESPONSE']._serialized_end=3192
-  _globals['_ROLLBACKREQUEST']._serialized_start=3194
-  _globals['_ROLLBACKREQUEST']._serialized_end=3253
-  _globals['_ROLLBACKRESPONSE']._serialized_start=3255
-  _globals['_ROLLBACKRESPONSE']._serialized_end=3273
-  _globals['_STREAMQUERYRESPONSE']._serialized_start=3276
-  _globals['_STREAMQUERYRESPONSE']._serialized_end=3482
-  _globals['_DATABASESERVICE']._serialized_start=3788
-  _globals['_DATABASESERVICE']._serialized_end=4534
+  _globals['_RESULTENCODING']._serialized_start=3517
+  _globals['_RESULTENCODING']._serialized_end=3621
+  _globals['_ISOLATIONLEVEL']._serialized_start=3624
+  _globals['_ISOLATIONLEVEL']._serialized_end=3818
+  _globals['_REQUESTOPTIONS']._serialized_start=203
+  _globals['_REQUESTOPTIONS']._serialized_end=362
+  _globals['_EXECUTIONSTATS']._serialized_start=364
+  _globals['_EXECUTIONSTATS']._serialized_end=456
+  _globals['_QUERYREQUEST']._serialized_start=459
+  _globals['_QUERYREQUEST']._serialized_end=612
+  _globals['_QUERYRESPONSE']._serialized_start=615
+  _globals['_QUERYRESPONSE']._serialized_end=817
+  _globals['_EXECUTEREQUEST']._serialized_start=820
+  _globals['_EXECUTEREQUEST']._serialized_end=975
+  _globals['_EXECUTERESPONSE']._serialized_start=978
+  _globals['_EXECUTERESPONSE']._serialized_end=1183
+  _globals['_PARAMSET']._serialized_start=1185
+  _globals['_PARAMSET']._serialized_end=1232
+  _globals['_EXECUTEBATCHREQUEST']._serialized_start=1235
+  _globals['_EXECUTEBATCHREQUEST']._serialized_end=1402
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_start=1404
+  _globals['_EXECUTEBATCHRESPONSE']._serialized_end=1517
+  _globals['_TRANSACTIONOPTIONS']._serialized_start=1520
+  _globals['_TRANSACTIONOPTIONS']._serialized_end=1677
+  _globals['_STATEMENT']._serialized_start=1679
+  _globals['_STATEMENT']._serialized_end=1787
+  _globals['_STATEMENTRESULT']._serialized_start=1790
+  _globals['_STATEMENTRESULT']._serialized_end=2004
+  _globals['_RUNTRANSACTIONREQUEST']._serialized_start=2007
+  _globals['_RUNTRANSACTIONREQUEST']._serialized_end=2166
+  _globals['_RUNTRANSACTIONRESPONSE']._serialized_start=2168
+  _globals['_RUNTRANSACTIONRESPONSE']._serialized_end=2258
+  _globals['_TRANSACTIONREQUEST']._serialized_start=2261
+  _globals['_TRANSACTIONREQUEST']._serialized_end=2616
+  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_start=2508
+  _globals['_TRANSACTIONREQUEST_BEGIN']._serialized_end=2584
+  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_start=2586
+  _globals['_TRANSACTIONREQUEST_COMMIT']._serialized_end=2594
+  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_start=2596
+  _globals['_TRANSACTIONREQUEST_ROLLBACK']._serialized_end=2606
+  _globals['_TRANSACTIONRESPONSE']._serialized_start=2619
+  _globals['_TRANSACTIONRESPONSE']._serialized_end=2951
+  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_start=2884
+  _globals['_TRANSACTIONRESPONSE_BEGUN']._serialized_end=2915
+  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_start=2917
+  _globals['_TRANSACTIONRESPONSE_COMMITTED']._serialized_end=2928
+  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_start=2930
+  _globals['_TRANSACTIONRESPONSE_ROLLEDBACK']._serialized_end=2942
+  _globals['_BEGINTRANSACTIONREQUEST']._serialized_start=2953
+  _globals['_BEGINTRANSACTIONREQUEST']._serialized_end=3047
+  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_start=3049
+  _globals['_BEGINTRANSACTIONRESPONSE']._serialized_end=3148
+  _globals['_COMMITREQUEST']._serialized_start=3150
+  _globals['_COMMITREQUEST']._serialized_end=3207
+  _globals['_COMMITRESPONSE']._serialized_start=3209
+  _globals['_COMMITRESPONSE']._serialized_end=3225
+  _globals['_ROLLBACKREQUEST']._serialized_start=3227
+  _globals['_ROLLBACKREQUEST']._serialized_end=3286
+  _globals['_ROLLBACKRESPONSE']._serialized_start=3288
+  _globals['_ROLLBACKRESPONSE']._serialized_end=3306
+  _globals['_STREAMQUERYRESPONSE']._serialized_start=3309
+  _globals['_STREAMQUERYRESPONSE']._serialized_end=3515
+  _globals['_DATABASESERVICE']._serialized_start=3821
+  _globals['_DATABASESERVICE']._serialized_end=4642
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from dbgateway.v1 import subscription_pb2 as _subscription_pb2
 from dbgateway.v1 import value_pb2 as _value_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2

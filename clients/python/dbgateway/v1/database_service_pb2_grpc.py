@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from dbgateway.v1 import database_service_pb2 as dbgateway_dot_v1_dot_database__service__pb2
+from dbgateway.v1 import subscription_pb2 as dbgateway_dot_v1_dot_subscription__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -79,6 +80,11 @@ class DatabaseServiceStub:
                 '/dbgateway.v1.DatabaseService/StreamQuery',
                 request_serializer=dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.SerializeToString,
                 response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.FromString,
+                _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/dbgateway.v1.DatabaseService/Subscribe',
+                request_serializer=dbgateway_dot_v1_dot_subscription__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_subscription__pb2.Notification.FromString,
                 _registered_method=True)
 
 
@@ -169,6 +175,19 @@ class DatabaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Subscribe(self, request, context):
+        """Listens on PostgreSQL notification channels (LISTEN/NOTIFY) through the
+        gateway's one listening connection per database. The first message has
+        `ready`; then every notification on the channels comes in the order
+        PostgreSQL delivered it. A subscriber that falls behind its bounded queue
+        is ended with RESOURCE_EXHAUSTED; a drain ends it with UNAVAILABLE. Needs
+        the read right on the database.
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatabaseServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +235,11 @@ def add_DatabaseServiceServicer_to_server(servicer, server):
                     servicer.StreamQuery,
                     request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.FromString,
                     response_serializer=dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=dbgateway_dot_v1_dot_subscription__pb2.SubscribeRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_subscription__pb2.Notification.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -462,6 +486,33 @@ class DatabaseService:
             '/dbgateway.v1.DatabaseService/StreamQuery',
             dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.SerializeToString,
             dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dbgateway.v1.DatabaseService/Subscribe',
+            dbgateway_dot_v1_dot_subscription__pb2.SubscribeRequest.SerializeToString,
+            dbgateway_dot_v1_dot_subscription__pb2.Notification.FromString,
             options,
             channel_credentials,
             insecure,
