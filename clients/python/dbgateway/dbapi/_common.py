@@ -125,6 +125,9 @@ _BY_REASON: dict[str, type[DatabaseError]] = {
     "TRANSACTION_NOT_FOUND": OperationalError,
     "TRANSACTION_EXPIRED": OperationalError,
     "TRANSACTION_OWNER_UNAVAILABLE": OperationalError,
+    "SERVER_DRAINING": OperationalError,
+    "STREAM_STALLED": OperationalError,
+    "SUBSCRIBER_TOO_SLOW": OperationalError,
     "COMMIT_OUTCOME_UNKNOWN": OperationalError,
     "DATABASE_ERROR": DatabaseError,
     "INTERNAL": InternalError,
@@ -152,6 +155,8 @@ DISCONNECT_REASONS = frozenset(
         "TRANSACTION_NOT_FOUND",
         "TRANSACTION_EXPIRED",
         "TRANSACTION_OWNER_UNAVAILABLE",
+        "SERVER_DRAINING",
+        "STREAM_STALLED",
     }
 )
 
