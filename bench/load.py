@@ -260,15 +260,22 @@ class GatewayStubContender(Contender):
 
 
 class GatewayClientContender(GatewayStubContender):
-    """dbgateway through the Python ``AsyncClient`` (native values in and out)."""
+    """dbgateway through the Python ``AsyncClient`` (native values in and out),
+    over its default transport (one Session stream per client)."""
 
     name = "dbgateway (AsyncClient)"
+    transport = "session"
 
     async def setup(self, args: argparse.Namespace) -> None:
         from dbgateway import AsyncClient
 
         await super().setup(args)
-        self.clients = [AsyncClient(args.target) for _ in range(args.channels)]
+        self.clients = [
+            AsyncClient(args.target, transport=self.transport) for _ in range(args.channels)
+        ]
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("$1", "%s").replace("$2", "%s") if self.mysql else sql
 
     async def close(self) -> None:
         for client in self.clients:
@@ -279,11 +286,13 @@ class GatewayClientContender(GatewayStubContender):
         return self.clients[i % len(self.clients)]
 
     async def op_point_select(self, i: int) -> int:
-        result = await self._client(i).query(SELECT_ONE, _key(i), database=self.database)
+        result = await self._client(i).query(self._sql(SELECT_ONE), _key(i), database=self.database)
         return len(result)
 
     async def op_read_100(self, i: int) -> int:
-        result = await self._client(i).query(SELECT_RANGE, *_range(i, 100), database=self.database)
+        result = await self._client(i).query(
+            self._sql(SELECT_RANGE), *_range(i, 100), database=self.database
+        )
         return len(result)
 
     async def op_read_10k(self, i: int) -> int:
@@ -293,7 +302,7 @@ class GatewayClientContender(GatewayStubContender):
         return len(result)
 
     async def op_insert(self, i: int) -> int:
-        await self._client(i).execute(INSERT, f"w{i}", i * 0.5, database=self.database)
+        await self._client(i).execute(self._sql(INSERT), f"w{i}", i * 0.5, database=self.database)
         return 1
 
     async def op_read_10k_stream(self, i: int) -> int:
@@ -323,6 +332,13 @@ class GatewayClientContender(GatewayStubContender):
         return 4
 
 
+class GatewayUnaryClientContender(GatewayClientContender):
+    """The ``AsyncClient`` with ``transport="unary"``: one RPC per call."""
+
+    name = "dbgateway (AsyncClient, unary)"
+    transport = "unary"
+
+
 class GatewayColumnarContender(GatewayClientContender):
     """The ``AsyncClient`` asking for the columnar encoding (``columnar=True``)
     on the 10k-row reads; the same native rows come back."""
@@ -349,6 +365,10 @@ CONTENDERS: dict[str, Callable[[], Contender]] = {
     "pgbouncer": lambda: AsyncpgContender("pgbouncer + asyncpg", statement_cache=False),
     "gateway-stubs": GatewayStubContender,
     "gateway-client": GatewayClientContender,
+    "gateway-client-unary": GatewayUnaryClientContender,
+    "naive-stubs": GatewayStubContender,
+    "gateway-mysql-client": GatewayClientContender,
+    "gateway-mysql-client-unary": GatewayUnaryClientContender,
     "gateway-columnar": GatewayColumnarContender,
     "gateway-workers2": GatewayStubContender,
     "aiomysql": AiomysqlContender,

@@ -40,21 +40,31 @@ DEFAULT_MYSQL_DSN = os.environ.get(
     "DBGATEWAY_BENCH_MYSQL_DSN", "mysql://root@127.0.0.1:3306/dbgw_bench"
 )
 
-PG_ALL = ["asyncpg", "pgbouncer", "gateway-client", "gateway-stubs", "gateway-workers2"]
-MYSQL = ["aiomysql", "gateway-mysql"]
+PG_ALL = [
+    "asyncpg",
+    "pgbouncer",
+    "gateway-client",
+    "gateway-client-unary",
+    "gateway-stubs",
+    "gateway-workers2",
+]
+#: The small reads also run against the naive gateway (bench/naive_gateway.py),
+#: the Python floor for a unary gateway with the same messages.
+PG_SMALL = [*PG_ALL, "naive-stubs"]
+MYSQL = ["aiomysql", "gateway-mysql-client", "gateway-mysql-client-unary", "gateway-mysql"]
 #: The large reads also run with the opt-in columnar encoding.
-PG_READS = [*PG_ALL[:3], "gateway-columnar", *PG_ALL[3:]]
+PG_READS = [*PG_ALL[:4], "gateway-columnar", *PG_ALL[4:]]
 
 #: section -> (workload, concurrency or None for --concurrency, contenders), in table order.
 SECTIONS: dict[str, tuple[str, int | None, list[str]]] = {
-    "point_select": ("point_select", None, PG_ALL),
-    "read_100": ("read_100", None, PG_ALL),
+    "point_select": ("point_select", None, PG_SMALL),
+    "read_100": ("read_100", None, PG_SMALL),
     "read_10k (Query)": ("read_10k", None, PG_READS),
     "read_10k (StreamQuery)": ("read_10k_stream", None, PG_READS),
     "insert": ("insert", None, PG_ALL),
     "execute_batch_1000": ("batch_1000", None, PG_ALL),
     "run_transaction_4": ("tx_4", None, PG_ALL),
-    "point_select, concurrency 1": ("point_select", 1, PG_ALL),
+    "point_select, concurrency 1": ("point_select", 1, PG_SMALL),
     "point_select, 1,000 callers": (
         "point_select",
         1000,
@@ -71,13 +81,17 @@ WRITES = {"insert", "batch_1000", "tx_4"}
 LABELS = {
     "asyncpg": "asyncpg (direct)",
     "pgbouncer": "PgBouncer + asyncpg",
-    "gateway-client": "dbgateway (AsyncClient)",
+    "gateway-client": "dbgateway (AsyncClient, session)",
+    "gateway-client-unary": "dbgateway (AsyncClient, transport=unary)",
+    "naive-stubs": "naive grpc.aio + asyncpg gateway (raw stubs)",
     "gateway-columnar": "dbgateway (AsyncClient, columnar=True)",
     "gateway-stubs": "dbgateway (raw stubs)",
     "gateway-workers2": "dbgateway --workers 2 (raw stubs)",
     "gateway-traced": "dbgateway, tracing on (raw stubs)",
     "aiomysql": "aiomysql (direct)",
     "gateway-mysql": "dbgateway (raw stubs)",
+    "gateway-mysql-client": "dbgateway (AsyncClient, session)",
+    "gateway-mysql-client-unary": "dbgateway (AsyncClient, transport=unary)",
 }
 
 
@@ -236,11 +250,30 @@ def traced_gateway(dsn: str, connections: int, workdir: Path, wanted: bool) -> I
         print(f"  traced gateway exported {sink.span_count:,} spans", file=sys.stderr)
 
 
-def _wait_for_listen(proc: subprocess.Popen[bytes], log: Path) -> str:
+def naive_gateway(dsn: str, connections: int, workdir: Path) -> Iterator[str]:
+    """bench/naive_gateway.py with a pool the size of the gateway's."""
+    log = workdir / "naive.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.naive_gateway", dsn, str(connections)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+        yield _wait_for_listen(proc, log, r"listening on (\S+:\d+)")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _wait_for_listen(
+    proc: subprocess.Popen[bytes], log: Path, pattern: str = r"dbgateway listening on (\S+:\d+)"
+) -> str:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        match = re.search(r"dbgateway listening on (\S+:\d+)", text)
+        match = re.search(pattern, text)
         if match:
             return match.group(1)
         if proc.poll() is not None:
@@ -338,9 +371,11 @@ def run_load(
     ]
     if contender == "gateway-workers2":
         cmd += ["--target", env["target_workers"], "--database", "bench"]
+    elif contender == "naive-stubs":
+        cmd += ["--target", env["naive"], "--database", "bench"]
     elif contender == "gateway-traced":
         cmd += ["--target", env["target_traced"], "--database", "bench"]
-    elif contender == "gateway-mysql":
+    elif contender.startswith("gateway-mysql"):
         cmd += ["--target", env["target"], "--database", "mbench"]
     elif contender.startswith("gateway"):
         cmd += ["--target", env["target"], "--database", "bench"]
@@ -384,24 +419,28 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, float | dict[str, int]]:
 
 
 def table(workload: str, rows: dict[str, dict[str, Any]]) -> str:
-    floor = rows.get("asyncpg", rows.get("aiomysql", {})).get("ops_per_s")
+    direct = rows.get("asyncpg", rows.get("aiomysql", {}))
+    floor = direct.get("ops_per_s")
     anchor = rows.get("pgbouncer", {}).get("ops_per_s")
+    naive = rows.get("naive-stubs", {}).get("ops_per_s")
     lines = [
         f"### {workload}",
         "",
-        "| contender | ops/s | rows/s | p50 ms | p99 ms | vs direct | vs PgBouncer "
-        "| spread | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| contender | ops/s | rows/s | p50 ms | p99 ms | p50 - direct ms | vs direct "
+        "| vs PgBouncer | vs naive | spread | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for contender, s in rows.items():
         vs_floor = f"{s['ops_per_s'] / floor:.2f}x" if floor else "-"
         vs_anchor = f"{s['ops_per_s'] / anchor:.2f}x" if anchor else "-"
+        vs_naive = f"{s['ops_per_s'] / naive:.2f}x" if naive else "-"
+        added = f"{s['p50_ms'] - direct['p50_ms']:+.2f}" if direct else "-"
         errors = sum(s["errors"].values())
         lines.append(
             f"| {LABELS.get(contender, contender)} | {s['ops_per_s']:,.0f} "
             f"| {s['rows_per_s']:,.0f} "
-            f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {vs_floor} | {vs_anchor} "
-            f"| {s['spread'] * 100:.0f}% | {errors} |"
+            f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {added} | {vs_floor} | {vs_anchor} "
+            f"| {vs_naive} | {s['spread'] * 100:.0f}% | {errors} |"
         )
     return "\n".join(lines)
 
@@ -441,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="dbgw-bench-") as tmp:
         tmpdir = Path(tmp)
         tmpdir.chmod(0o755)  # PgBouncer runs as postgres and must reach its files
-        for sub in ("gw", "gw2", "gwt", "pgb"):
+        for sub in ("gw", "gw2", "gwt", "pgb", "naive"):
             (tmpdir / sub).mkdir()
         mysql = args.mysql_dsn or None
         traced = any("gateway-traced" in c for _, _, c in sections.values())
@@ -450,11 +489,13 @@ def main(argv: list[str] | None = None) -> int:
             gateway(args.dsn, None, args.connections, tmpdir / "gw2", workers=2) as target2,
             traced_gateway(args.dsn, args.connections, tmpdir / "gwt", traced) as target_traced,
             pgbouncer(args.dsn, args.connections, tmpdir / "pgb") as bouncer,
+            naive_gateway(args.dsn, args.connections, tmpdir / "naive") as naive,
         ):
             env = {
                 "pgbouncer": bouncer,
                 "target": target,
                 "target_workers": target2,
+                "naive": naive,
                 "target_traced": target_traced,
             }
             plan = [

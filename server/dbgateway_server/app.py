@@ -157,10 +157,10 @@ class GatewayServer:
         if worker is not None:  # workers share the port (see workers.py)
             options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
         self.server = grpc.aio.server(options=options)
-        database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
-        database_servicer.forwarding = self.forwarding
+        self.database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
+        self.database_servicer.forwarding = self.forwarding
         database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            database_servicer, self.server
+            self.database_servicer, self.server
         )
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AdminServicer(self.gateway, self.observability, self.guard), self.server
@@ -195,8 +195,7 @@ class GatewayServer:
         # call path never touches OpenTelemetry.
         tracing.start_from_environment()
         await self.gateway.start()
-        for name, db in self.gateway.databases.items():
-            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+        await self._set_database_health()
         await self.health.set("", SERVING)
         await self.health.set(DATABASE_SERVICE, SERVING)
         await self.health.set(ADMIN_SERVICE, SERVING)
@@ -231,6 +230,9 @@ class GatewayServer:
         self._stopped.set()
         log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
         await self.health.enter_graceful_shutdown()
+        # Sessions take no new calls, answer what they read and end with
+        # UNAVAILABLE, so their clients reopen elsewhere within the grace.
+        self.database_servicer.sessions.drain()
         # A subscription would otherwise hold the drain for the whole grace period.
         await self.gateway.end_subscriptions()
         await self.server.stop(self.config.server.shutdown_grace)
@@ -274,11 +276,15 @@ class GatewayServer:
         self.observability.config = replace(
             config.server, **{name: getattr(old.server, name) for name in RESTART_ONLY}
         )
+        had_replicas = {name for name, db in self.gateway.databases.items() if db.replicas}
         changes = await self.gateway.reconfigure(config)
-        for name, db in self.gateway.databases.items():
-            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+        await self._set_database_health()
         for name in changes.removed:
             await self.health.set(health_key(name), NOT_SERVING)
+        for name in had_replicas:
+            current = self.gateway.databases.get(name)
+            if current is None or not current.replicas:
+                await self.health.set(health_key(f"{name}/replicas"), NOT_SERVING)
         self.config = config
         log.info(
             "config reloaded: databases added %s, changed %s, removed %s; %d principal(s)%s",
@@ -288,6 +294,18 @@ class GatewayServer:
             len(self.guard.principals),
             "; TLS certificate rotated" if rotated else "",
         )
+
+    async def _set_database_health(self) -> None:
+        """``db/<name>`` for every database's primary, and
+        ``db/<name>/replicas`` (SERVING while a replica is usable) for every
+        database with replicas."""
+        for name, db in self.gateway.databases.items():
+            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+            if db.replicas:
+                serving = db.replicas.serving
+                await self.health.set(
+                    health_key(f"{name}/replicas"), SERVING if serving else NOT_SERVING
+                )
 
     async def wait(self) -> None:
         await self._stopped.wait()

@@ -145,6 +145,16 @@ class BreakerSettings:
         )
 
 
+class ReadPreference(StrEnum):
+    """Where a database's reads go when the call does not say."""
+
+    PRIMARY = "primary"
+    #: A usable replica (circuit closed, lag within ``max_replica_lag``), else the primary.
+    REPLICA_PREFERRED = "replica_preferred"
+    #: A usable replica, or the call fails UNAVAILABLE / NO_REPLICA_AVAILABLE.
+    REPLICA = "replica"
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseConfig:
     """One configured database."""
@@ -163,6 +173,17 @@ class DatabaseConfig:
     max_result_bytes: int = 16 * MiB
     #: The encoded size a StreamQuery row chunk stays under.
     stream_chunk_bytes: int = 1 * MiB
+    #: DSNs of read replicas of this database (same engine), in order:
+    #: ``replica-1``, ``replica-2``, ...
+    replicas: tuple[str, ...] = ()
+    read_preference: ReadPreference = ReadPreference.PRIMARY
+    #: A replica further behind than this many seconds takes no reads.
+    max_replica_lag: float = 10.0
+    #: Each replica's own pool; None: the same settings as ``pool``.
+    replica_pool: PoolSettings | None = None
+    #: How long a read with ``read_after`` waits for a replica to replay
+    #: that far before it reads the primary instead.
+    replica_wait: float = 0.1
 
     def __post_init__(self) -> None:
         _require(
@@ -189,6 +210,22 @@ class DatabaseConfig:
     def redacted_dsn(self) -> str:
         """The DSN with any password replaced, for logs and admin output."""
         return redact_dsn(self.dsn)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (or the SQLite file): where it is, never credentials."""
+        return dsn_address(self.dsn)
+
+    def replica(self, index: int) -> DatabaseConfig:
+        """The settings of replica ``index`` (0-based): this database's, with
+        the replica's DSN and pool, and no replicas of its own."""
+        return replace(
+            self,
+            dsn=self.replicas[index],
+            pool=self.replica_pool or self.pool,
+            replicas=(),
+            replica_pool=None,
+        )
 
 
 LOG_FORMATS = ("text", "json")
@@ -228,6 +265,12 @@ class ServerConfig:
     stream_idle_timeout: float = 60.0
     #: Write parameter values into the slow-query log; never logged otherwise.
     log_parameters: bool = False
+    #: Calls one Session stream may have in flight; beyond it the server stops
+    #: reading the stream and gRPC flow control pushes back on the client.
+    max_session_calls: int = 256
+    #: Seconds after which a Session takes no new calls and ends once its
+    #: calls are answered (the client reopens, so load spreads across replicas).
+    max_session_age: float = 300.0
     #: Notifications queued per subscriber; one that falls further behind is
     #: ended with RESOURCE_EXHAUSTED rather than buffered without limit.
     subscription_queue: int = 1000
@@ -259,6 +302,7 @@ class ServerConfig:
             "max_sql_length",
             "max_parameters",
             "max_concurrent_calls",
+            "max_session_calls",
             "subscription_queue",
         ):
             value = getattr(self, name)
@@ -275,7 +319,12 @@ class ServerConfig:
             "log_format",
             f"must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}",
         )
-        for name in ("slow_query_threshold", "long_transaction_threshold", "stream_idle_timeout"):
+        for name in (
+            "slow_query_threshold",
+            "long_transaction_threshold",
+            "stream_idle_timeout",
+            "max_session_age",
+        ):
             value = getattr(self, name)
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
 
@@ -384,6 +433,33 @@ def redact_dsn(dsn: str) -> str:
             pairs.append(f"{key}=***" if secret else pair)
         parts = parts._replace(query="&".join(pairs))
     return parts.geturl()
+
+
+def dsn_address(dsn: str) -> str:
+    """``host:port`` of a server DSN (the path of a SQLite one)."""
+    if engine_for_dsn(dsn) is Engine.SQLITE:
+        return sqlite_path(dsn)
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+_DURATION_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h)\s*$")
+_DURATION_UNITS: Mapping[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from a number (of seconds) or a string with a unit (``"250ms"``,
+    ``"2s"``, ``"5m"``, ``"1h"``); None when it is neither."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value)
+        if match:
+            return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    return None
 
 
 def engine_for_dsn(dsn: str) -> Engine:
@@ -509,6 +585,10 @@ def _table(raw: Mapping[str, Any], name: str, key: str) -> Mapping[str, Any]:
     return value  # type: ignore[no-any-return]
 
 
+#: Float settings that are not durations.
+_FRACTIONS = frozenset({"failure_rate"})
+
+
 def _dataclass_from(cls: Any, table: Mapping[str, Any], key: str, **fixed: Any) -> Any:
     names = {f.name for f in fields(cls)} - set(fixed)
     _check_keys(table, names, key)
@@ -525,13 +605,22 @@ def _dataclass_from(cls: Any, table: Mapping[str, Any], key: str, **fixed: Any) 
                 where,
                 f"must be an integer, got {value!r}",
             )
-        elif expected == "float":
+        elif expected == "float" and f.name in _FRACTIONS:
             _require(
                 isinstance(value, int | float) and not isinstance(value, bool),
                 where,
-                f"must be a number of seconds, got {value!r}",
+                f"must be a number, got {value!r}",
             )
             value = float(value)
+        elif expected == "float":
+            seconds = parse_duration(value)
+            _require(
+                seconds is not None,
+                where,
+                'must be a duration: a number of seconds or a string like "250ms", "2s", '
+                f'"5m", got {value!r}',
+            )
+            value = seconds
         elif expected == "str":
             _require(isinstance(value, str), where, f"must be a string, got {value!r}")
         elif expected == "bool":
@@ -790,12 +879,24 @@ _DATABASE_SETTINGS = (
     "max_result_rows",
     "max_result_bytes",
     "stream_chunk_bytes",
+    "max_replica_lag",
+    "replica_wait",
 )
 
 
 def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -> DatabaseConfig:
     _check_keys(
-        table, {"dsn", "password_file", "pool", "retry", "breaker", *_DATABASE_SETTINGS}, key
+        table,
+        {
+            "dsn",
+            "password_file",
+            "pool",
+            "retry",
+            "breaker",
+            *_DATABASE_SETTINGS,
+            *_REPLICA_KEYS,
+        },
+        key,
     )
     _require("dsn" in table, f"{key}.dsn", "is required")
     dsn = table["dsn"]
@@ -823,12 +924,71 @@ def _parse_database(name: str, table: Mapping[str, Any], key: str, base: Path) -
         )
     }
     rest = {k: v for k, v in table.items() if k in _DATABASE_SETTINGS}
+    replicas = _parse_replicas(table, engine, key)
     db: DatabaseConfig = _dataclass_from(
-        DatabaseConfig, rest, key, name=name, dsn=dsn, engine=engine, **sections
+        DatabaseConfig, rest, key, name=name, dsn=dsn, engine=engine, **sections, **replicas
     )
     _require(db.statement_timeout > 0, f"{key}.statement_timeout", "must be positive")
     _require(db.connect_timeout > 0, f"{key}.connect_timeout", "must be positive")
+    _require(db.max_replica_lag > 0, f"{key}.max_replica_lag", "must be positive")
+    _require(db.replica_wait >= 0, f"{key}.replica_wait", "must not be negative")
     return db
+
+
+_REPLICA_KEYS = ("replicas", "read_preference", "replica_pool")
+
+
+def _parse_replicas(table: Mapping[str, Any], engine: Engine, key: str) -> dict[str, Any]:
+    """``replicas``, ``read_preference`` and ``replica_pool`` of a database."""
+    parsed: dict[str, Any] = {}
+    raw = table.get("replicas", [])
+    _require(
+        isinstance(raw, list), f"{key}.replicas", "must be an array of DSN strings, e.g. [...]"
+    )
+    dsns: list[str] = []
+    for index, dsn in enumerate(raw):
+        where = f"{key}.replicas[{index}]"
+        _require(isinstance(dsn, str) and dsn != "", where, "must be a non-empty DSN string")
+        try:
+            replica_engine = engine_for_dsn(dsn)
+            _ = urlsplit(dsn).port  # raises ValueError on a bad port
+        except ValueError as exc:
+            raise _KeyError(where, str(exc)) from None
+        _require(
+            replica_engine is not Engine.SQLITE,
+            where,
+            "SQLite has no replicas; replicas are for PostgreSQL and MySQL/MariaDB",
+        )
+        _require(
+            replica_engine is engine,
+            where,
+            f"must be the same engine as the dsn ({engine}), got {replica_engine}",
+        )
+        _require(bool(urlsplit(dsn).hostname), where, "has no host")
+        _require(dsn not in dsns, where, "is listed twice")
+        dsns.append(dsn)
+    parsed["replicas"] = tuple(dsns)
+    if "read_preference" in table:
+        value = table["read_preference"]
+        choices = ", ".join(f'"{p}"' for p in ReadPreference)
+        _require(
+            value in tuple(ReadPreference),
+            f"{key}.read_preference",
+            f"must be one of {choices}, got {value!r}",
+        )
+        parsed["read_preference"] = ReadPreference(value)
+    if "replica_pool" in table:
+        where = f"{key}.replica_pool"
+        parsed["replica_pool"] = _dataclass_from(
+            PoolSettings, _table(table, "replica_pool", where), where
+        )
+    for name in _REPLICA_KEYS[1:]:
+        _require(
+            bool(dsns) or name not in table or table[name] == ReadPreference.PRIMARY,
+            f"{key}.{name}",
+            "needs replicas = [...] (this database has no replicas)",
+        )
+    return parsed
 
 
 def _with_password_file(dsn: str, value: Any, key: str, base: Path) -> str:

@@ -47,6 +47,7 @@ class Reason(StrEnum):
     TOO_MANY_CALLS = "TOO_MANY_CALLS"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    NO_REPLICA_AVAILABLE = "NO_REPLICA_AVAILABLE"
     POOL_EXHAUSTED = "POOL_EXHAUSTED"
     RESULT_TOO_LARGE = "RESULT_TOO_LARGE"
     SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
@@ -64,6 +65,7 @@ class Reason(StrEnum):
     UNSUPPORTED = "UNSUPPORTED"
     DATABASE_ERROR = "DATABASE_ERROR"
     INTERNAL = "INTERNAL"
+    SESSION_ENDED = "SESSION_ENDED"
 
 
 _C = grpc.StatusCode
@@ -86,6 +88,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.TOO_MANY_CALLS: _C.RESOURCE_EXHAUSTED,
     Reason.DATABASE_UNAVAILABLE: _C.UNAVAILABLE,
     Reason.CIRCUIT_OPEN: _C.UNAVAILABLE,
+    # A read that asked for a replica only, while none is usable (all down,
+    # open circuits, or further behind than max_replica_lag).
+    Reason.NO_REPLICA_AVAILABLE: _C.UNAVAILABLE,
     Reason.POOL_EXHAUSTED: _C.RESOURCE_EXHAUSTED,
     Reason.RESULT_TOO_LARGE: _C.RESOURCE_EXHAUSTED,
     # A subscriber whose queue filled: it was ended rather than buffered
@@ -114,6 +119,9 @@ STATUS_CODES: Mapping[Reason, grpc.StatusCode] = {
     Reason.UNSUPPORTED: _C.UNIMPLEMENTED,
     Reason.DATABASE_ERROR: _C.INTERNAL,
     Reason.INTERNAL: _C.INTERNAL,
+    # A Session the server closed on purpose (drain, maximum age): every call
+    # it read was answered, so the client resends the others on a new session.
+    Reason.SESSION_ENDED: _C.UNAVAILABLE,
 }
 
 #: Failures of the path to the database rather than of the SQL: these count

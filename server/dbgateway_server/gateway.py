@@ -6,7 +6,9 @@ policy (:mod:`.resilience.retry`), on a connection checked out of the pool
 within the caller's deadline, with the rest of that deadline (capped by the
 database's ``statement_timeout``) as the statement's timeout. Transactions
 (:mod:`.transactions`) hold a connection across calls; the gateway owns the
-table of handle-based ones.
+table of handle-based ones. A database with read replicas sends its reads
+and read-only transactions to the endpoint their read preference picks
+(:mod:`.replicas`); writes always run on the primary.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from .backends.base import (
     RowStream,
     TransactionMode,
 )
-from .config import Config, DatabaseConfig, Engine
+from .config import Config, DatabaseConfig, Engine, ReadPreference
 from .errors import GatewayError, Reason
 from .pool import ConnectionPool
+from .replicas import PRIMARY, Replica, ReplicaSet, replica_name, routed_to
 from .resilience.breaker import CircuitBreaker, CircuitState
 from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
@@ -93,6 +96,10 @@ class CallOptions:
     read_only: bool = False
     #: A read's rows go out as ColumnBatches (RESULT_ENCODING_COLUMNS).
     columnar: bool = False
+    #: Where a read outside a transaction runs; None: the database's default.
+    read_preference: ReadPreference | None = None
+    #: A read_token: read only from an endpoint that has replayed past it.
+    read_after: str = ""
     #: The caller's database role (PostgreSQL ``SET LOCAL ROLE``): outside a
     #: transaction the statement then runs in one of its own, as that role.
     role: str = ""
@@ -119,6 +126,9 @@ class Outcome:
     result: ResultSet | ExecResult
     elapsed: float
     attempts: int = 1
+    #: A committed write on a database with replicas: its place in the
+    #: replication stream (see :meth:`Database.read_token`).
+    read_token: str = ""
 
 
 @dataclass(slots=True)
@@ -129,6 +139,7 @@ class BatchOutcome:
     rows_affected: int | None
     elapsed: float
     attempts: int = 1
+    read_token: str = ""
 
 
 class ResultStream:
@@ -241,6 +252,11 @@ class Database:
     open or half-open. A database that is down at start begins with an open
     circuit; from then on a background probe tries it whenever a probe is due,
     so it recovers without traffic.
+
+    Each configured replica is a ``Database`` too (an endpoint with its own
+    pool, breaker and prober), held in :attr:`replicas`; reads outside a
+    transaction and read-only transactions go where their read preference
+    says (:meth:`read`, :meth:`read_stream`, :meth:`transaction_on_endpoint`).
     """
 
     def __init__(
@@ -250,22 +266,54 @@ class Database:
         listener: HealthListener,
         retry_listener: RetryListener | None = None,
         statements: StatementStatistics | None = None,
+        *,
+        endpoint: str = PRIMARY,
     ) -> None:
         self.config = config
         #: Where every statement sent to this database is counted.
         self.statements = statements if statements is not None else StatementStatistics(0)
         self._span_attributes = _database_span_attributes(config)
         self.name = config.name
+        #: ``primary``, or the replica's name (``replica-1``, ...).
+        self.endpoint = endpoint
         self.backend = backend
-        self.pool = ConnectionPool(config.name, backend.connect, config.pool)
-        self.breaker = CircuitBreaker(config.name, config.breaker, on_change=self._on_circuit)
+        # How its pool and breaker name it in logs: a replica says which it is.
+        label = config.name if endpoint == PRIMARY else f"{config.name}/{endpoint}"
+        self.pool = ConnectionPool(label, backend.connect, config.pool)
+        self.breaker = CircuitBreaker(label, config.breaker, on_change=self._on_circuit)
         self._listener = listener
         self._retry_listener = retry_listener
         #: Every transaction holding a connection of this database right now:
-        #: handle-based, streams, RunTransaction and batches alike.
+        #: handle-based, streams, RunTransaction and batches alike (on any of
+        #: its endpoints: replicas share their primary's set).
         self.live_transactions: set[Transaction] = set()
         self._prober: asyncio.Task[None] | None = None
         self._closing = False
+        self.replicas = ReplicaSet(
+            self,
+            [self._replica(i, retry_listener) for i in range(len(config.replicas))],
+            on_health=lambda serving: listener(f"{self.name}/replicas", serving),
+        )
+
+    def _replica(self, index: int, retry_listener: RetryListener | None) -> Database:
+        config = self.config.replica(index)
+        replica = Database(
+            config,
+            backend_for(config),
+            # A replica's circuit counts toward db/<name>/replicas, never db/<name>.
+            lambda name, serving: self.replicas.changed(),
+            retry_listener,
+            # One table per database: a statement counts the same wherever it ran.
+            self.statements,
+            endpoint=replica_name(index),
+        )
+        replica.live_transactions = self.live_transactions
+        return replica
+
+    @property
+    def address(self) -> str:
+        """host:port of this endpoint, never credentials."""
+        return self.config.address
 
     @property
     def engine(self) -> str:
@@ -291,7 +339,14 @@ class Database:
             )
 
     async def start(self) -> None:
-        """Opens the pool; a database that is down is reported, not fatal."""
+        """Opens the pool (and the replicas'); a database that is down is
+        reported, not fatal."""
+        if self.replicas:
+            await asyncio.gather(self._start(), self.replicas.start())
+        else:
+            await self._start()
+
+    async def _start(self) -> None:
         try:
             await self.pool.start()
             async with self.pool.connection(self.config.connect_timeout) as conn:
@@ -306,8 +361,9 @@ class Database:
             self.breaker.trip(f"unreachable at start: {exc.message}")
             return
         log.info(
-            "database %s: %s %s at %s",
+            "database %s%s: %s %s at %s",
             self.name,
+            "" if self.endpoint == PRIMARY else f" ({self.endpoint})",
             self.engine,
             self.backend.server_version,
             self.config.redacted_dsn,
@@ -376,8 +432,18 @@ class Database:
                 on_retry=self.retried,
             )
         except GatewayError as exc:
-            raise exc.with_metadata(database=self.name, engine=self.engine) from None
+            raise self.named(exc) from None
         return Outcome(result=result, elapsed=time.monotonic() - started, attempts=attempts)
+
+    def named(self, error: GatewayError) -> GatewayError:
+        """Names this database (and a replica's endpoint) in ``error``: a
+        replica's pool and breaker call themselves ``<name>/replica-N`` in
+        logs, but a caller's ErrorInfo names the configured database."""
+        error.with_metadata(database=self.name, engine=self.engine)
+        if self.endpoint != PRIMARY:
+            error.metadata["database"] = self.name
+            error.metadata["endpoint"] = self.endpoint
+        return error
 
     def retried(self, error: GatewayError) -> None:
         """One more attempt is about to run after ``error`` (counted in metrics)."""
@@ -405,6 +471,129 @@ class Database:
             self.breaker.record(exc, probe=probe)
             raise
         self.breaker.record(None, probe=probe)
+
+    # -- read routing ------------------------------------------------------
+
+    async def read(
+        self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+    ) -> Outcome:
+        """A read outside a transaction, on the endpoint its read preference
+        picks (:meth:`_read_endpoint`). A replica that fails on the way
+        (refused, lost, circuit open) hands the read to the next usable
+        replica, and then to the primary unless only a replica would do."""
+        tried: list[Replica] = []
+        while True:
+            replica = await self._read_endpoint(options, tried)
+            if replica is None:
+                routed_to(PRIMARY)
+                return await self.run(sql, params, options, write=False)
+            routed_to(replica.name)
+            try:
+                with self.replicas.running(replica):
+                    return await replica.database.run(sql, params, options, write=False)
+            except GatewayError as exc:
+                if not _fails_over(exc):
+                    raise
+                tried.append(replica)
+
+    @contextlib.asynccontextmanager
+    async def read_stream(
+        self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions
+    ) -> AsyncIterator[ResultStream]:
+        """:meth:`stream` on the endpoint the read preference picks; a replica
+        that fails before the first row hands the stream on, as :meth:`read`."""
+        tried: list[Replica] = []
+        async with contextlib.AsyncExitStack() as stack:
+            while True:
+                replica = await self._read_endpoint(options, tried)
+                target = self if replica is None else replica.database
+                routed_to(target.endpoint)
+                async with contextlib.AsyncExitStack() as attempt:
+                    try:
+                        if replica is not None:
+                            attempt.enter_context(self.replicas.running(replica))
+                        rows = await attempt.enter_async_context(
+                            target.stream(sql, params, options)
+                        )
+                    except GatewayError as exc:
+                        if replica is None or not _fails_over(exc):
+                            raise
+                        tried.append(replica)
+                        continue
+                    stack.push_async_exit(attempt.pop_all())
+                    break
+            yield rows
+
+    async def transaction_on_endpoint(
+        self,
+        read_only: bool,
+        preference: ReadPreference | None,
+        deadline: Deadline,
+        begin: Callable[[Database], Awaitable[T]],
+    ) -> T:
+        """Begins a transaction (``begin(endpoint)``, which may also run it to
+        the end) where it must run: a read-only one where its read preference
+        says, any other on the primary. Every call in it then stays on that
+        endpoint. A replica that fails to begin it hands it on, as a read."""
+        if not read_only:
+            return await begin(self)
+        options = CallOptions(deadline=deadline, read_preference=preference)
+        tried: list[Replica] = []
+        while True:
+            replica = await self._read_endpoint(options, tried)
+            if replica is None:
+                return await begin(self)
+            try:
+                return await begin(replica.database)
+            except GatewayError as exc:
+                if not _fails_over(exc):
+                    raise
+                tried.append(replica)
+
+    async def _read_endpoint(
+        self, options: CallOptions, tried: Sequence[Replica]
+    ) -> Replica | None:
+        """The replica a read goes to, or None for the primary: the usable
+        replica with the fewest calls in flight, and with ``read_after`` one
+        that has replayed that far within ``replica_wait``. With no usable
+        replica left, READ_PREFERENCE_REPLICA fails NO_REPLICA_AVAILABLE;
+        every other preference reads the primary."""
+        preference = self.replicas.preference(options.read_preference)
+        if preference is ReadPreference.PRIMARY:
+            return None
+        replica = self.replicas.choose(exclude=tried)
+        if replica is None:
+            if preference is ReadPreference.REPLICA:
+                raise self.replicas.no_replica()
+            return None
+        if options.read_after and not await self.replicas.caught_up(
+            replica, options.read_after, options.deadline
+        ):
+            # The caller must see its own write; only the primary surely has it.
+            return None
+        return replica
+
+    async def read_token(self, deadline: Deadline) -> str:
+        """Where the primary's replication stream is now: at or past every
+        write committed before this call (empty without replicas). A write
+        that committed is not failed for want of a token: on error the token
+        is empty, and the caller's next read_after-less read is as usual."""
+        if not self.replicas or self.endpoint != PRIMARY:
+            return ""
+        left = deadline.remaining()
+        if left is not None and left <= 0:
+            return ""
+        try:
+            async with self.connection(deadline) as conn:
+                async with asyncio.timeout(deadline.bounded(self.config.statement_timeout)):
+                    return await conn.replication_position()
+        except (GatewayError, TimeoutError) as exc:
+            log.warning(
+                "database %s: no read_token for a committed write: %s",
+                self.name,
+                getattr(exc, "message", None) or type(exc).__name__,
+            )
+            return ""
 
     async def _run_once(
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
@@ -528,7 +717,7 @@ class Database:
                 metadata={"database": self.name, "engine": self.engine},
             ) from None
         except GatewayError as exc:
-            raise exc.with_metadata(database=self.name, engine=self.engine) from None
+            raise self.named(exc) from None
 
     def limits(self, options: CallOptions) -> ResultLimits:
         return ResultLimits(
@@ -586,12 +775,22 @@ class Database:
 
     async def close(self) -> None:
         self._closing = True
+        await self.replicas.close()
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._prober
         await self.pool.close()
         await self.backend.close()
+
+
+def _fails_over(error: GatewayError) -> bool:
+    """A replica's failure that another endpoint can answer instead: it was
+    unreachable, lost, or its circuit opened meanwhile (never an SQL error)."""
+    return error.is_infrastructure or error.reason in (
+        Reason.CIRCUIT_OPEN,
+        Reason.POOL_EXHAUSTED,
+    )
 
 
 #: How long a database removed or replaced by a reload may keep its pool for
@@ -718,9 +917,10 @@ class Gateway:
         callers subscribe again, to the database as now configured."""
         await self.subscriptions.retire(db)
         deadline = time.monotonic() + RETIRE_LIMIT
+        endpoints = [db, *(r.database for r in db.replicas.replicas)]
         while time.monotonic() < deadline:
-            stats = db.pool.stats()
-            if not db.live_transactions and stats.in_use == 0 and stats.waiting == 0:
+            pools = [e.pool.stats() for e in endpoints]
+            if not db.live_transactions and all(s.in_use == 0 and s.waiting == 0 for s in pools):
                 break
             await asyncio.sleep(RETIRE_POLL)
         try:
@@ -803,11 +1003,18 @@ class Gateway:
         write: bool,
     ) -> Outcome:
         """One statement: in the named handle-based transaction, or on its own
-        (through the breaker and the retry policy)."""
+        (through the breaker and the retry policy): a read on the endpoint
+        its read preference picks, a write on the primary."""
         if not transaction_id:
-            return await self.database(database).run(sql, params, options, write=write)
+            db = self.database(database)
+            if not write:
+                return await db.read(sql, params, options)
+            outcome = await db.run(sql, params, options, write=True)
+            outcome.read_token = await db.read_token(options.deadline)
+            return outcome
         started = time.monotonic()
         async with self.transactions.use(transaction_id, database, owner) as tx:
+            routed_to(tx.database.endpoint)
             result = await tx.run(StatementCall(sql, params, options), write=write)
         return Outcome(result=result, elapsed=time.monotonic() - started)
 
@@ -821,12 +1028,17 @@ class Gateway:
         owner: str = "",
     ) -> BatchOutcome:
         started = time.monotonic()
+        token = ""
         if transaction_id:
             async with self.transactions.use(transaction_id, database, owner) as tx:
                 rows = await tx.execute_batch(sql, param_sets, options)
         else:
-            rows = await execute_batch_atomically(self.database(database), sql, param_sets, options)
-        return BatchOutcome(rows_affected=rows, elapsed=time.monotonic() - started)
+            db = self.database(database)
+            rows = await execute_batch_atomically(db, sql, param_sets, options)
+            token = await db.read_token(options.deadline)
+        return BatchOutcome(
+            rows_affected=rows, elapsed=time.monotonic() - started, read_token=token
+        )
 
     async def run_transaction(
         self,
@@ -835,17 +1047,41 @@ class Gateway:
         mode: TransactionMode,
         deadline: Deadline,
         max_attempts: int,
+        read_preference: ReadPreference | None = None,
     ) -> tuple[list[ResultSet | ExecResult], int]:
-        return await run_atomically(
-            self.database(database), statements, mode, deadline, max_attempts
+        """RunTransaction: a read-only one runs where ``read_preference`` says."""
+        return await self.database(database).transaction_on_endpoint(
+            mode.read_only,
+            read_preference,
+            deadline,
+            lambda endpoint: run_atomically(endpoint, statements, mode, deadline, max_attempts),
         )
 
     async def open_transaction(
-        self, database: str, mode: TransactionMode, deadline: Deadline
+        self,
+        database: str,
+        mode: TransactionMode,
+        deadline: Deadline,
+        read_preference: ReadPreference | None = None,
     ) -> Transaction:
         """A transaction for one caller that keeps it to itself (the stream);
-        the caller must close it."""
-        return await Transaction.begin(self.database(database), mode, deadline)
+        the caller must close it. A read-only one runs where
+        ``read_preference`` says."""
+        return await self.database(database).transaction_on_endpoint(
+            mode.read_only,
+            read_preference,
+            deadline,
+            lambda endpoint: Transaction.begin(endpoint, mode, deadline),
+        )
+
+    async def read_token(self, database: str, deadline: Deadline) -> str:
+        """The ``read_token`` for writes just committed on ``database``
+        (empty when a reload removed it meanwhile: the write still committed)."""
+        try:
+            db = self.database(database)
+        except GatewayError:
+            return ""
+        return await db.read_token(deadline)
 
     async def begin(
         self,
@@ -855,18 +1091,30 @@ class Gateway:
         idle_timeout: float | None,
         owner: str = "",
         on_end: Callable[[], None] | None = None,
+        read_preference: ReadPreference | None = None,
     ) -> Transaction:
         """A handle-based transaction, kept in the table until committed,
         rolled back or expired; only ``owner`` can use it. ``on_end`` is
-        called once it has ended and its connection is back."""
-        return await self.transactions.begin(
-            self.database(database), mode, deadline, idle_timeout, owner, on_end
+        called once it has ended and its connection is back. A read-only one
+        runs where ``read_preference`` says, and every call on it stays there."""
+        return await self.database(database).transaction_on_endpoint(
+            mode.read_only,
+            read_preference,
+            deadline,
+            lambda endpoint: self.transactions.begin(
+                endpoint, mode, deadline, idle_timeout, owner, on_end
+            ),
         )
 
     async def commit(
         self, transaction_id: str, database: str, deadline: Deadline, owner: str = ""
-    ) -> None:
-        await self.transactions.commit(transaction_id, database, deadline, owner)
+    ) -> str:
+        """Commits; returns the ``read_token`` of what it wrote (empty on a
+        database without replicas)."""
+        endpoint = await self.transactions.commit(transaction_id, database, deadline, owner)
+        # The endpoint itself, not a lookup by name: a reload may have removed
+        # the name while the transaction finished.
+        return await endpoint.read_token(deadline)
 
     async def rollback(self, transaction_id: str, database: str, owner: str = "") -> None:
         await self.transactions.rollback(transaction_id, database, owner)
@@ -888,9 +1136,10 @@ class Gateway:
                 self.transactions.use(transaction_id, database, owner) as tx,
                 tx.stream(StatementCall(sql, params, options)) as rows,
             ):
+                routed_to(tx.database.endpoint)
                 yield rows
             return
-        async with self.database(database).stream(sql, params, options) as rows:
+        async with self.database(database).read_stream(sql, params, options) as rows:
             yield rows
 
     def open_transactions(self) -> Sequence[OpenTransaction]:

@@ -41,6 +41,7 @@ from google.protobuf import text_format
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -51,6 +52,7 @@ from prometheus_client.registry import Collector
 from . import tracing
 from .config import ServerConfig
 from .gateway import Database, Gateway, OpenTransaction
+from .replicas import PRIMARY, routed_endpoint, routed_to
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("dbgateway.access")
@@ -159,6 +161,9 @@ class Call:
     #: Who is calling: a configured principal's name, ``anonymous`` without
     #: principals, empty until authenticated.
     principal: str = ""
+    #: How the call arrived: ``unary`` (its own RPC) or ``session`` (a
+    #: logical call on a Session stream).
+    transport: str = "unary"
     started: float = field(default_factory=time.monotonic)
     rows: int = 0
     attempts: int = 1
@@ -201,11 +206,11 @@ class GatewayCollector(Collector):
         self._gateway = gateway
 
     def collect(self) -> Iterable[Metric]:
-        labels = ["database"]
+        labels = ["database", "endpoint"]
         connections = GaugeMetricFamily(
             "dbgateway_pool_connections",
             "Open connections by state (idle, in_use).",
-            labels=["database", "state"],
+            labels=["database", "endpoint", "state"],
         )
         waiting = GaugeMetricFamily(
             "dbgateway_pool_waiting", "Callers waiting for a connection.", labels=labels
@@ -238,24 +243,40 @@ class GatewayCollector(Collector):
             labels=labels,
         )
         transactions = GaugeMetricFamily(
-            "dbgateway_transactions_open", "Transactions open right now.", labels=labels
+            "dbgateway_transactions_open", "Transactions open right now.", labels=["database"]
+        )
+        lag = GaugeMetricFamily(
+            "dbgateway_replica_lag_seconds",
+            "How far a replica was behind its primary when last measured (absent while unknown).",
+            labels=labels,
+        )
+        usable = GaugeMetricFamily(
+            "dbgateway_replica_usable",
+            "1 while a replica takes reads (circuit closed, lag within max_replica_lag), else 0.",
+            labels=labels,
         )
         open_tx = open_transactions_by_database(self._gateway)
-        for name, db in self._gateway.databases.items():
-            s = db.pool.stats()
-            connections.add_metric([name, "idle"], s.idle)
-            connections.add_metric([name, "in_use"], s.in_use)
-            waiting.add_metric([name], s.waiting)
-            max_size.add_metric([name], s.max_size)
-            acquired.add_metric([name], s.acquired_total)
-            created.add_metric([name], s.created_total)
-            closed.add_metric([name], s.closed_total)
-            timeouts.add_metric([name], s.acquire_timeouts_total)
-            circuit.add_metric([name], CIRCUIT_STATE_VALUES[circuit_state(db)])
-            up.add_metric([name], 1 if is_serving(db) else 0)
+        for name, primary in self._gateway.databases.items():
+            for db in (primary, *(r.database for r in primary.replicas.replicas)):
+                at = [name, db.endpoint]
+                s = db.pool.stats()
+                connections.add_metric([*at, "idle"], s.idle)
+                connections.add_metric([*at, "in_use"], s.in_use)
+                waiting.add_metric(at, s.waiting)
+                max_size.add_metric(at, s.max_size)
+                acquired.add_metric(at, s.acquired_total)
+                created.add_metric(at, s.created_total)
+                closed.add_metric(at, s.closed_total)
+                timeouts.add_metric(at, s.acquire_timeouts_total)
+                circuit.add_metric(at, CIRCUIT_STATE_VALUES[circuit_state(db)])
+                up.add_metric(at, 1 if is_serving(db) else 0)
+            for replica in primary.replicas.replicas:
+                if replica.lag is not None:
+                    lag.add_metric([name, replica.name], replica.lag)
+                usable.add_metric([name, replica.name], 1 if replica.usable else 0)
             transactions.add_metric([name], open_tx.get(name, 0))
         yield from (connections, waiting, max_size, acquired, created, closed, timeouts)
-        yield from (circuit, up, transactions)
+        yield from (circuit, up, transactions, lag, usable)
 
 
 class Metrics:
@@ -268,14 +289,16 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "dbgateway_requests",
-            "RPCs answered, by method, database and gRPC status code.",
-            ["method", "database", "code"],
+            "Calls answered, by method, database, endpoint (primary, replica-1, ...), gRPC "
+            "status code and transport (unary: the method's own RPC; session: a logical "
+            "call on a Session stream).",
+            ["method", "database", "endpoint", "code", "transport"],
             registry=r,
         )
         self.request_duration = Histogram(
             "dbgateway_request_duration_seconds",
             "Time to answer an RPC, connection checkout included.",
-            ["method", "database"],
+            ["method", "database", "endpoint"],
             buckets=REQUEST_BUCKETS,
             registry=r,
         )
@@ -297,6 +320,15 @@ class Metrics:
             "RPCs answered, by principal (a configured name, 'anonymous' without "
             "principals, '(unauthenticated)' when the token was refused) and gRPC status code.",
             ["principal", "code"],
+            registry=r,
+        )
+        self.sessions_open = Gauge(
+            "dbgateway_sessions_open", "Session streams open now.", registry=r
+        )
+        self.session_calls_held_peak = Gauge(
+            "dbgateway_session_calls_held_peak",
+            "The most calls one Session stream has held at once since start (running, "
+            "or answered and waiting for the client to read): at most max_session_calls.",
             registry=r,
         )
         self.rows_returned = Counter(
@@ -567,6 +599,7 @@ class Observability:
         sql: str = "",
         params: int = 0,
         parameters: Sequence[Any] = (),
+        transport: str = "unary",
         service: str = "dbgateway.v1.DatabaseService",
         metadata: Sequence[tuple[str, Any]] | None = None,
     ) -> Call:
@@ -585,20 +618,24 @@ class Observability:
             parameters=tuple(_parameter_text(p) for p in parameters)
             if self.config.log_parameters
             else (),
+            transport=transport,
         )
         if tracing.tracer is not None:
             call.span, call.trace_token = tracing.start_server_span(service, method, metadata)
         _current_call.set(call)
+        routed_to("")
         return call
 
     def end(self, call: Call) -> None:
         """Counts, times and logs a finished call (once)."""
         elapsed = time.monotonic() - call.started
         db = call.database_label
+        # The endpoint the call ran on; calls that named no database ran on none.
+        endpoint = routed_endpoint() or (PRIMARY if call.database is not None else "")
         m = self.metrics
-        m.requests.labels(call.method, db, call.code.name).inc()
+        m.requests.labels(call.method, db, endpoint, call.code.name, call.transport).inc()
         m.principal_requests.labels(call.principal or UNAUTHENTICATED, call.code.name).inc()
-        m.request_duration.labels(call.method, db).observe(elapsed)
+        m.request_duration.labels(call.method, db, endpoint).observe(elapsed)
         if call.rows:
             m.rows_returned.labels(db).inc(call.rows)
         _emit(
@@ -609,12 +646,14 @@ class Observability:
                 "method": call.method,
                 "principal": call.principal or UNAUTHENTICATED,
                 "database": _clip(call.database or db) if call.database is not None else "",
+                "endpoint": endpoint,
                 "tag": _clip(call.tag),
                 "code": call.code.name,
                 "reason": call.reason,
                 "duration_ms": elapsed * 1000,
                 "rows": call.rows,
                 "retries": call.retries,
+                "transport": call.transport,
                 **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
             },
         )

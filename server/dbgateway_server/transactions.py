@@ -530,9 +530,11 @@ class TransactionTable:
 
     async def commit(
         self, transaction_id: str, database: str, deadline: Deadline, owner: str = ""
-    ) -> None:
+    ) -> Database:
+        """Commits; returns the endpoint the transaction ran on."""
         async with self.use(transaction_id, database, owner) as tx:
             await tx.commit(deadline)
+        return tx.database
 
     async def rollback(self, transaction_id: str, database: str, owner: str = "") -> None:
         """Rolls back; an id that is not open (never was, already ended,

@@ -50,6 +50,7 @@ def bench_tables(postgres_dsn: str) -> None:
         ("gateway-client", "read_10k_stream"),
         ("gateway-client", "batch_1000"),
         ("gateway-client", "tx_4"),
+        ("gateway-client-unary", "point_select"),
         ("gateway-columnar", "read_10k"),
         ("gateway-columnar", "read_10k_stream"),
     ],
@@ -71,3 +72,33 @@ def test_bench_load_reports_a_run(server: ServerProcess, bench_tables, contender
     assert report["errors"] == {}
     assert report["ops"] > 0
     assert report["contender"] == contender
+
+
+def test_the_naive_gateway_answers_the_bench_queries(postgres_dsn, bench_tables):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.naive_gateway", postgres_dsn, "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        target = proc.stdout.readline().split()[-1]
+        out = subprocess.run(
+            [
+                *(sys.executable, "-m", "bench.load", "--contender", "naive-stubs"),
+                *("--workload", "point_select", "--target", target, "--database", "pg"),
+                *("--concurrency", "4", "--duration", "0.5", "--warmup", "0.1"),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["errors"] == {}
+    assert report["ops"] > 0

@@ -75,12 +75,12 @@ class Operated:
         metadata = self.rid("Query", database, code)
         if code == "OK":
             reply, call = self.db.Query.with_call(request, metadata=metadata, timeout=30, **kw)
-            assert dict(call.initial_metadata())["x-request-id"] == metadata[0][1]
+            assert dict(call.trailing_metadata())["x-request-id"] == metadata[0][1]
             return reply
         with pytest.raises(grpc.RpcError) as info:
             self.db.Query(request, metadata=metadata, timeout=30, **kw)
         assert info.value.code().name == code, info.value.details()
-        assert dict(info.value.initial_metadata())["x-request-id"] == metadata[0][1]
+        assert dict(info.value.trailing_metadata())["x-request-id"] == metadata[0][1]
         return info.value
 
     def http(self, path: str) -> tuple[int, str]:
@@ -114,7 +114,12 @@ class Operated:
 
 
 def sample(metrics: dict[Any, float], name: str, **labels: str) -> float | None:
-    return metrics.get((name, frozenset(labels.items())))
+    """The sample with exactly these labels; per-endpoint series without an
+    ``endpoint`` given: the primary's."""
+    value = metrics.get((name, frozenset(labels.items())))
+    if value is None and "endpoint" not in labels:
+        value = metrics.get((name, frozenset({**labels, "endpoint": "primary"}.items())))
+    return value
 
 
 class AdvisoryLock:
@@ -203,7 +208,14 @@ def test_requests_are_counted_by_method_database_and_code(operated: Operated):
     m = operated.metrics()
 
     def requests(database: str, code: str) -> float | None:
-        return sample(m, "dbgateway_requests_total", method="Query", database=database, code=code)
+        return sample(
+            m,
+            "dbgateway_requests_total",
+            method="Query",
+            database=database,
+            code=code,
+            transport="unary",
+        )
 
     assert requests("pg", "OK") == 3
     assert requests("pg", "INVALID_ARGUMENT") == 2
@@ -314,7 +326,7 @@ def test_a_call_without_a_request_id_gets_one_back_and_in_the_log(operated: Oper
     _, call = operated.db.Query.with_call(
         pb.QueryRequest(database="lite", sql="SELECT 1"), timeout=10
     )
-    rid = dict(call.initial_metadata())["x-request-id"]
+    rid = dict(call.trailing_metadata())["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
     eventually(
         lambda: any(line["request_id"] == rid for line in operated.access_lines()),

@@ -70,7 +70,7 @@ pool = {{ min_size = 2, max_size = 6 }}
             text = _metrics(port)
             served.append(_queries(text))
             # each worker's pool is half of the configured one
-            assert 'dbgateway_pool_max_connections{database="pg"} 3.0' in text
+            assert 'dbgateway_pool_max_connections{database="pg",endpoint="primary"} 3.0' in text
         assert sum(served) == 40
         assert all(n > 0 for n in served), served
     finally:

@@ -35,11 +35,13 @@ EXPECTED = {
     Reason.READ_ONLY: dbgateway.PermissionDenied,
     Reason.DATABASE_UNAVAILABLE: dbgateway.Unavailable,
     Reason.CIRCUIT_OPEN: dbgateway.Unavailable,
+    Reason.NO_REPLICA_AVAILABLE: dbgateway.Unavailable,
     Reason.TRANSACTION_OWNER_UNAVAILABLE: dbgateway.Unavailable,
     Reason.POOL_EXHAUSTED: dbgateway.ResourceExhausted,
     Reason.RESULT_TOO_LARGE: dbgateway.ResourceExhausted,
     Reason.TOO_MANY_CALLS: dbgateway.ResourceExhausted,
     Reason.STREAM_STALLED: dbgateway.ResourceExhausted,
+    Reason.SESSION_ENDED: dbgateway.Unavailable,
     Reason.SUBSCRIBER_TOO_SLOW: dbgateway.ResourceExhausted,
     Reason.SERVER_DRAINING: dbgateway.Unavailable,
 }

@@ -226,6 +226,15 @@ def test_using_a_closed_asyncpg_connection_is_a_lost_connection():
     assert other.reason is Reason.INVALID_REQUEST
 
 
+def test_asyncpg_state_confusion_after_the_server_died_is_a_lost_connection():
+    # Raised when a killed server's FATAL goodbye lands while a query is under way.
+    message = "cannot switch to state 12; another operation (2) is in progress"
+    error = pg_backend.translate(pgexc.InternalClientError(message), "db")
+    assert error.reason is Reason.DATABASE_UNAVAILABLE
+    other = pg_backend.translate(pgexc.InternalClientError("something else"), "db")
+    assert other.reason is Reason.DATABASE_ERROR
+
+
 def test_the_readme_error_table_lists_every_reason_with_its_code():
     from tests.support import ROOT
 

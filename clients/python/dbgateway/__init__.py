@@ -32,6 +32,7 @@ from ._errors import (
     UniqueViolation,
 )
 from ._health import HealthStatus
+from ._replicas import ReadPreference, ReadYourWrites
 from ._result import Column, ExecuteResult, Result, StatementResult, TransactionResult
 from ._stream import AsyncRowStream, RowStream
 from ._subscription import AsyncSubscription, Notification, Subscription
@@ -59,6 +60,8 @@ __all__ = [
     "NotFound",
     "Notification",
     "PermissionDenied",
+    "ReadPreference",
+    "ReadYourWrites",
     "ResourceExhausted",
     "Result",
     "RetryPolicy",

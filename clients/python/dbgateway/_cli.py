@@ -395,11 +395,51 @@ def databases_table(response: Any) -> str:
                 str(db.open_transactions),
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    table = _aligned(rows)
+    endpoints = _endpoints_table(response)
+    return f"{table}\n\n{endpoints}" if endpoints else table
+
+
+def _aligned(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _endpoints_table(response: Any) -> str:
+    """The endpoints of databases with replicas (empty when none has any)."""
+    from .v1 import admin_service_pb2 as pb
+
+    header = (
+        *("DATABASE", "ENDPOINT", "ROLE", "ADDRESS", "SERVING", "CIRCUIT", "LAG"),
+        *("SIZE", "IN USE", "WAITING", "MAX"),
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for db in response.databases:
+        if len(db.endpoints) < 2:
+            continue
+        for e in db.endpoints:
+            lag = "-"
+            if e.role == pb.ENDPOINT_ROLE_REPLICA:
+                lag = f"{e.lag.ToTimedelta().total_seconds():.3f}s" if e.HasField("lag") else "?"
+            rows.append(
+                (
+                    db.name,
+                    e.name,
+                    str(pb.EndpointRole.Name(e.role)).removeprefix("ENDPOINT_ROLE_").lower(),
+                    e.address,
+                    "yes" if e.serving else "no",
+                    str(pb.CircuitState.Name(e.circuit_state))
+                    .removeprefix("CIRCUIT_STATE_")
+                    .lower()
+                    .replace("_", "-"),
+                    lag,
+                    *map(str, (e.pool.size, e.pool.in_use, e.pool.waiting, e.pool.max_size)),
+                )
+            )
+    return _aligned(rows) if len(rows) > 1 else ""
 
 
 def _databases(args: argparse.Namespace, out: TextIO) -> int:

@@ -1,14 +1,19 @@
 """``AsyncClient`` and ``Client``: the same methods over grpc.aio and sync gRPC.
 
-Both build requests and read responses with the same functions; they differ
-only in how they wait. Every call goes through one retry loop per class, the
-one place where a ``grpc.RpcError`` becomes a :class:`DbGatewayError`.
+Both build requests and read responses with the same functions and share
+everything that does not wait in :class:`_BaseClient` (arguments, channel
+settings, the retry decision); they differ only in how they wait. Every call
+goes through one retry loop per class, the one place where a
+``grpc.RpcError`` becomes a :class:`DbGatewayError`, and ``query`` /
+``execute`` / ``execute_batch`` / ``run_transaction`` go through one
+``_call`` that picks the transport (a Session stream, or one RPC each).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Self, TypeVar
@@ -19,6 +24,7 @@ import grpc.aio
 from ._config import ClientConfig, TLSConfig
 from ._errors import DbGatewayError, DeadlineExceeded, from_rpc_error
 from ._health import CHECK_METHOD, HealthStatus, decode_response, encode_request
+from ._replicas import ReadPreference, ReadYourWrites, read_after, read_preference_value, remember
 from ._result import (
     ExecuteResult,
     Result,
@@ -27,6 +33,7 @@ from ._result import (
     rows_of,
     rows_of_batches,
 )
+from ._session import AsyncSession, SessionUnsupported, SyncSession
 from ._stream import AsyncRowStream, RowStream, no_columns_error
 from ._subscription import AsyncSubscription, Subscription, subscribe_request
 from ._tracing import with_trace_context
@@ -49,6 +56,8 @@ __all__ = ["DEFAULT_TARGET", "AsyncClient", "Client"]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
+log = logging.getLogger("dbgateway.client")
+
 T = TypeVar("T")
 Metadata = tuple[tuple[str, str], ...]
 
@@ -64,8 +73,15 @@ def _options(
     idempotent: bool = False,
     tag: str | None = None,
     columnar: bool = False,
+    read_preference: ReadPreference | str | None = None,
+    read_after: str = "",
 ) -> pb.RequestOptions:
-    options = pb.RequestOptions(idempotent=idempotent, tag=tag or "")
+    options = pb.RequestOptions(
+        idempotent=idempotent,
+        tag=tag or "",
+        read_preference=read_preference_value(read_preference),
+        read_after=read_after,
+    )
     if columnar:
         options.encoding = pb.RESULT_ENCODING_COLUMNS
     if max_rows is not None:
@@ -82,12 +98,20 @@ def _query_request(
     max_rows: int | None,
     tag: str | None,
     columnar: bool = False,
+    preference: ReadPreference | str | None = None,
+    token: str | None = None,
 ) -> pb.QueryRequest:
     return pb.QueryRequest(
         database=database or "",
         sql=sql,
         params=to_values(params),
-        options=_options(max_rows=max_rows, tag=tag, columnar=columnar),
+        options=_options(
+            max_rows=max_rows,
+            tag=tag,
+            columnar=columnar,
+            read_preference=preference,
+            read_after=read_after(database, token),
+        ),
     )
 
 
@@ -136,15 +160,22 @@ def _run_transaction_request(
     )
 
 
-def _batch_result(response: pb.ExecuteBatchResponse) -> ExecuteResult:
+def _batch_result(response: pb.ExecuteBatchResponse, database: str | None) -> ExecuteResult:
+    remember(database, response.read_token)
     return ExecuteResult(
-        rows_affected=response.rows_affected if response.HasField("rows_affected") else None
+        rows_affected=response.rows_affected if response.HasField("rows_affected") else None,
+        read_token=response.read_token,
     )
 
 
-def _transaction_result(response: pb.RunTransactionResponse) -> TransactionResult:
+def _transaction_result(
+    response: pb.RunTransactionResponse, database: str | None
+) -> TransactionResult:
+    remember(database, response.read_token)
     return TransactionResult(
-        tuple(statement_result(r) for r in response.results), response.attempts
+        tuple(statement_result(r) for r in response.results),
+        response.attempts,
+        read_token=response.read_token,
     )
 
 
@@ -157,13 +188,15 @@ def _result(response: pb.QueryResponse) -> Result:
     return Result(columns, rows_of(response.rows, columns), response.truncated)
 
 
-def _execute_result(response: pb.ExecuteResponse) -> ExecuteResult:
+def _execute_result(response: pb.ExecuteResponse, database: str | None) -> ExecuteResult:
+    remember(database, response.read_token)
     columns = columns_of(response.columns)
     return ExecuteResult(
         rows_affected=response.rows_affected,
         last_insert_id=response.last_insert_id if response.HasField("last_insert_id") else None,
         column_info=columns,
         rows=rows_of(response.rows, columns),
+        read_token=response.read_token,
     )
 
 
@@ -217,6 +250,14 @@ def _should_retry(error: DbGatewayError, *, write: bool, idempotent: bool) -> bo
     """Whether the client itself tries a failed call again (see RetryPolicy)."""
     if error.code is not grpc.StatusCode.UNAVAILABLE:
         return False
+    if error.reason == "SESSION_ENDED":
+        # The server ended its session on purpose and answered every call it
+        # had read: this one never ran, so it is sent again, write or not.
+        return True
+    if error.reason == "SESSION_BROKEN":
+        # The session's connection was lost with the call in flight: it may
+        # have run, so only a read or an idempotent write goes again.
+        return not write or idempotent
     if write:
         # The channel never retries writes: a lost connection may have run it.
         return idempotent or error.reason == "CIRCUIT_OPEN"
@@ -229,24 +270,27 @@ def _deadline_error() -> DeadlineExceeded:
     return DeadlineExceeded(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
 
 
+#: The unary RPC of each kind of session call.
+_UNARY = {
+    "query": "Query",
+    "execute": "Execute",
+    "execute_batch": "ExecuteBatch",
+    "run_transaction": "RunTransaction",
+}
+
+TRANSPORTS = ("session", "unary")
+#: Tries in all for a call the server never ran because its session ended.
+_MAX_RESENDS = 8
+
+
 # ---------------------------------------------------------------------------
-# AsyncClient
+# What both clients share
 # ---------------------------------------------------------------------------
 
 
-class AsyncClient:
-    """An asyncio client for one dbgateway server.
-
-    ``target`` is ``HOST:PORT``. ``tls`` is a :class:`TLSConfig` (``True`` for
-    the system roots); ``token`` is sent as ``authorization: Bearer``;
-    ``timeout`` (seconds) is the default deadline of every call. Use it as
-    ``async with AsyncClient(...) as db:`` or call :meth:`close`.
-    """
-
-    @property
-    def _metadata(self) -> Metadata:
-        # Built per call, so each call carries the caller's current trace context.
-        return with_trace_context(self._token_metadata)
+class _BaseClient:
+    """Everything that does not wait: arguments, channel settings, the retry
+    decision. :class:`AsyncClient` and :class:`Client` add only the waiting."""
 
     def __init__(
         self,
@@ -256,24 +300,161 @@ class AsyncClient:
         token: str | None = None,
         timeout: float | None = None,
         config: ClientConfig | None = None,
+        transport: str = "session",
+        fail_fast: bool = False,
     ) -> None:
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self._config = config or ClientConfig()
         self._timeout = timeout
         _Deadline(timeout)  # validates
         self._token_metadata = _metadata(token)
-        tls_config = _tls(tls)
-        options = self._config.channel_options() + _tls_options(tls_config)
-        if tls_config is None:
-            self._channel = grpc.aio.insecure_channel(_target(target), options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(
-                _target(target), tls_config.credentials(), options=options
+        self._target = _target(target)
+        self._tls = _tls(tls)
+        self._options = self._config.channel_options() + _tls_options(self._tls)
+        self._transport = transport
+        self._fail_fast = fail_fast
+
+    @property
+    def _metadata(self) -> Metadata:
+        # Built per call, so each call carries the caller's current trace context.
+        return with_trace_context(self._token_metadata)
+
+    @property
+    def transport(self) -> str:
+        """``session`` (calls share one Session stream) or ``unary`` (one RPC
+        per call; also what a client falls back to against a server without
+        Session)."""
+        return self._transport
+
+    def _unsupported_session(self) -> None:
+        log.info("the server at %s has no Session RPC; using unary calls", self._target)
+        self._transport = "unary"
+
+    def _retry_wait(
+        self,
+        error: DbGatewayError,
+        tries: int,
+        deadline: _Deadline,
+        *,
+        write: bool,
+        idempotent: bool,
+    ) -> float:
+        """How long to sleep before trying a failed call again; raises
+        ``error`` when it must not be tried again. The wait never outlasts the
+        caller's deadline, a wait the server asked for (RetryInfo) is logged,
+        and ``fail_fast`` clients never wait on one."""
+        policy = self._config.retry
+        if error.reason == "SESSION_ENDED" and tries <= _MAX_RESENDS:
+            # Never ran (the server ended its session on purpose): sent again
+            # at once on a new stream, up to _MAX_RESENDS tries in all.
+            return 0.0
+        if tries >= policy.max_attempts or not _should_retry(
+            error, write=write, idempotent=idempotent
+        ):
+            raise error
+        if error.retry_after is not None and self._fail_fast:
+            raise error
+        wait = max(policy.backoff(tries), error.retry_after or 0.0)
+        if not deadline.allows_wait(wait):
+            raise error
+        if error.retry_after is not None:
+            log.warning(
+                "%s; the server asked to retry in %.3gs: waiting, then try %d of %d",
+                error,
+                wait,
+                tries + 1,
+                policy.max_attempts,
             )
-        self._stub = pb_grpc.DatabaseServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._admin = admin_pb_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
-        self._health = self._channel.unary_unary(
+        else:
+            log.debug("%s; retrying in %.3gs (try %d)", error, wait, tries + 1)
+        return wait
+
+
+# ---------------------------------------------------------------------------
+# AsyncClient
+# ---------------------------------------------------------------------------
+
+
+class _AsyncChannel:
+    """The channel, stubs and session of an AsyncClient on one event loop."""
+
+    __slots__ = ("admin", "channel", "health", "loop", "session", "stub")
+
+    def __init__(self, client: _BaseClient) -> None:
+        self.loop = asyncio.get_running_loop()
+        tls = client._tls
+        if tls is None:
+            self.channel = grpc.aio.insecure_channel(client._target, options=client._options)
+        else:
+            self.channel = grpc.aio.secure_channel(
+                client._target, tls.credentials(), options=client._options
+            )
+        self.stub = pb_grpc.DatabaseServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.admin = admin_pb_grpc.AdminServiceStub(self.channel)  # type: ignore[no-untyped-call]
+        self.health = self.channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
+        # The stream outlives any one caller's trace context: it carries none.
+        self.session = AsyncSession(self.stub, client._token_metadata)
+
+    async def close(self) -> None:
+        await self.session.close()
+        await self.channel.close()
+
+
+class AsyncClient(_BaseClient):
+    """An asyncio client for one dbgateway server.
+
+    ``target`` is ``HOST:PORT``. ``tls`` is a :class:`TLSConfig` (``True`` for
+    the system roots); ``token`` is sent as ``authorization: Bearer``;
+    ``timeout`` (seconds) is the default deadline of every call.
+    ``transport="session"`` (the default) carries ``query``, ``execute``,
+    ``execute_batch`` and ``run_transaction`` as logical calls on one Session
+    stream, which costs far less per call than an RPC each;
+    ``transport="unary"`` makes one RPC per call. ``fail_fast=True`` raises
+    at once when the server says to come back later (an open circuit)
+    instead of waiting and retrying within the deadline.
+
+    The client binds to the event loop it is first used in, so one created
+    at module level works under ``asyncio.run``; used in a later loop, it
+    opens a new channel there. Use it as ``async with AsyncClient(...) as
+    db:`` or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        tls: TLSConfig | bool | None = None,
+        token: str | None = None,
+        timeout: float | None = None,
+        config: ClientConfig | None = None,
+        transport: str = "session",
+        fail_fast: bool = False,
+    ) -> None:
+        super().__init__(
+            target,
+            tls=tls,
+            token=token,
+            timeout=timeout,
+            config=config,
+            transport=transport,
+            fail_fast=fail_fast,
+        )
+        self._bound: _AsyncChannel | None = None
+
+    def _channel(self) -> _AsyncChannel:
+        bound = self._bound
+        if bound is None or bound.loop is not asyncio.get_running_loop():
+            # A channel belongs to the loop it was made in; one left by an
+            # earlier (now closed) loop cannot be used or even closed here.
+            bound = self._bound = _AsyncChannel(self)
+        return bound
+
+    @property
+    def _stub(self) -> Any:
+        return self._channel().stub
 
     async def __aenter__(self) -> Self:
         return self
@@ -283,7 +464,9 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
-        await self._channel.close()
+        bound, self._bound = self._bound, None
+        if bound is not None and bound.loop is asyncio.get_running_loop():
+            await bound.close()
 
     async def _retrying(
         self,
@@ -297,7 +480,6 @@ class AsyncClient:
         RetryPolicy); the one place a ``grpc.RpcError`` becomes a
         :class:`DbGatewayError`."""
         deadline = _Deadline(timeout if timeout is not None else self._timeout)
-        policy = self._config.retry
         tries = 0
         while True:
             tries += 1
@@ -310,16 +492,10 @@ class AsyncClient:
                 error = from_rpc_error(exc)
             except DbGatewayError as exc:
                 error = exc
-            wait = max(policy.backoff(tries), error.retry_after or 0.0)
-            if (
-                tries >= policy.max_attempts
-                or not _should_retry(error, write=write, idempotent=idempotent)
-                or not deadline.allows_wait(wait)
-            ):
-                raise error
+            wait = self._retry_wait(error, tries, deadline, write=write, idempotent=idempotent)
             await asyncio.sleep(wait)
 
-    async def _call(
+    async def _unary(
         self,
         method: Callable[..., Awaitable[T]],
         request: Any,
@@ -333,6 +509,30 @@ class AsyncClient:
 
         return await self._retrying(attempt, timeout, write=write, idempotent=idempotent)
 
+    async def _call(
+        self,
+        kind: str,
+        request: Any,
+        timeout: float | None,  # noqa: ASYNC109 - a gRPC deadline, not an asyncio timeout
+        *,
+        write: bool = False,
+        idempotent: bool = False,
+    ) -> Any:
+        """A ``query`` / ``execute`` / ``execute_batch`` / ``run_transaction``
+        call, over the client's transport."""
+        bound = self._channel()
+
+        async def attempt(remaining: float | None) -> Any:
+            if self._transport == "session":
+                try:
+                    return await bound.session.call(kind, request, remaining)
+                except SessionUnsupported:
+                    self._unsupported_session()
+            method = getattr(bound.stub, _UNARY[kind])
+            return await method(request, timeout=remaining, metadata=self._metadata)
+
+        return await self._retrying(attempt, timeout, write=write, idempotent=idempotent)
+
     async def query(
         self,
         sql: str,
@@ -342,16 +542,27 @@ class AsyncClient:
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> Result:
         """Runs a read and returns its rows as native Python values.
 
         Parameters are positional, written with the engine's own placeholder
         (``$1`` PostgreSQL, ``%s`` MySQL, ``?`` SQLite). ``columnar=True``
         asks for the columnar encoding (RESULT_ENCODING_COLUMNS): the same
-        rows, much cheaper to send and decode when there are many.
+        rows, much cheaper to send and decode when there are many. Raises a
+        :class:`DbGatewayError` subclass for the failure.
+
+        On a database with replicas, ``read_preference`` (``"primary"``,
+        ``"replica_preferred"``, ``"replica"``; None: the database's default)
+        says where the read runs, and ``read_after`` (a write's
+        ``read_token``) that it must see that write; inside
+        :meth:`read_your_writes` the latest token is sent for you.
         """
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
-        return _result(await self._call(self._stub.Query, request, timeout))
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
+        return _result(await self._call("query", request, timeout))
 
     async def execute(
         self,
@@ -363,12 +574,11 @@ class AsyncClient:
         tag: str | None = None,
     ) -> ExecuteResult:
         """Runs a write. ``idempotent=True`` declares it safe to run twice,
-        which lets the server and the client retry it after a lost connection."""
+        which lets the server and the client retry it after a lost
+        connection. Raises a :class:`DbGatewayError` subclass for the failure."""
         request = _execute_request(sql, params, database, idempotent, tag)
-        response = await self._call(
-            self._stub.Execute, request, timeout, write=True, idempotent=idempotent
-        )
-        return _execute_result(response)
+        response = await self._call("execute", request, timeout, write=True, idempotent=idempotent)
+        return _execute_result(response, database)
 
     def stream(
         self,
@@ -379,6 +589,8 @@ class AsyncClient:
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> AsyncRowStream:
         """Runs a read of any size and yields its rows one at a time
         (``StreamQuery``): ``async for row in db.stream(...)``. The server
@@ -386,7 +598,9 @@ class AsyncClient:
         ``timeout`` bounds the whole stream. ``async with db.stream(...) as
         rows:`` stops the query on the database at once when the block is
         left early. ``columnar=True``: see :meth:`query`."""
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
 
         async def attempt(remaining: float | None) -> tuple[Any, pb.StreamQueryResponse]:
             call = self._stub.StreamQuery(request, timeout=remaining, metadata=self._metadata)
@@ -424,10 +638,11 @@ class AsyncClient:
     ) -> ExecuteResult:
         """Runs ``sql`` once per parameter set, atomically, through the
         driver's bulk path. ``rows_affected`` is the total over every
-        parameter set."""
+        parameter set. Raises a :class:`DbGatewayError` subclass for the
+        failure."""
         request = _batch_request(sql, param_sets, database, tag)
-        response = await self._call(self._stub.ExecuteBatch, request, timeout, write=True)
-        return _batch_result(response)
+        response = await self._call("execute_batch", request, timeout, write=True)
+        return _batch_result(response, database)
 
     async def run_transaction(
         self,
@@ -450,8 +665,8 @@ class AsyncClient:
         request = _run_transaction_request(
             statements, database, isolation, read_only, deferrable, max_attempts
         )
-        response = await self._call(self._stub.RunTransaction, request, timeout, write=True)
-        return _transaction_result(response)
+        response = await self._call("run_transaction", request, timeout, write=True)
+        return _transaction_result(response, database)
 
     @contextlib.asynccontextmanager
     async def transaction(
@@ -487,12 +702,21 @@ class AsyncClient:
         if not tx.ended:
             await tx.commit()
 
+    def read_your_writes(self) -> ReadYourWrites:
+        """A block (``with`` or ``async with``) in which every read sees the
+        block's own earlier writes, even from a replica: each committed
+        write's ``read_token`` is kept (per database) and sent as
+        ``read_after`` by the reads that follow. Raises nothing itself."""
+        return ReadYourWrites()
+
     async def _list_databases(
         self,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> admin_pb.ListDatabasesResponse:
         """AdminService/ListDatabases, for the ``dbgateway databases`` command."""
-        return await self._call(self._admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout)
+        return await self._unary(
+            self._channel().admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout
+        )
 
     async def health(
         self,
@@ -503,7 +727,7 @@ class AsyncClient:
         """The server's health status for ``service``: ``""`` for the server,
         ``"db/NAME"`` for one database. An unknown service is SERVICE_UNKNOWN."""
         try:
-            status: HealthStatus = await self._call(self._health, service, timeout)
+            status: HealthStatus = await self._unary(self._channel().health, service, timeout)
             return status
         except DbGatewayError as exc:
             if exc.code is grpc.StatusCode.NOT_FOUND:
@@ -516,17 +740,14 @@ class AsyncClient:
 # ---------------------------------------------------------------------------
 
 
-class Client:
-    """The synchronous client: the methods of :class:`AsyncClient`, blocking.
+class Client(_BaseClient):
+    """The synchronous client: the methods of :class:`AsyncClient` (and its
+    ``transport`` and ``fail_fast`` options), blocking.
 
     Use it as ``with Client(...) as db:`` or call :meth:`close`. It is safe to
-    share between threads.
+    share between threads: calls from every thread share one Session stream,
+    and each waits only for its own result.
     """
-
-    @property
-    def _metadata(self) -> Metadata:
-        # Built per call, so each call carries the caller's current trace context.
-        return with_trace_context(self._token_metadata)
 
     def __init__(
         self,
@@ -536,24 +757,30 @@ class Client:
         token: str | None = None,
         timeout: float | None = None,
         config: ClientConfig | None = None,
+        transport: str = "session",
+        fail_fast: bool = False,
     ) -> None:
-        self._config = config or ClientConfig()
-        self._timeout = timeout
-        _Deadline(timeout)
-        self._token_metadata = _metadata(token)
-        tls_config = _tls(tls)
-        options = self._config.channel_options() + _tls_options(tls_config)
-        if tls_config is None:
-            self._channel = grpc.insecure_channel(_target(target), options=options)
+        super().__init__(
+            target,
+            tls=tls,
+            token=token,
+            timeout=timeout,
+            config=config,
+            transport=transport,
+            fail_fast=fail_fast,
+        )
+        if self._tls is None:
+            self._channel = grpc.insecure_channel(self._target, options=self._options)
         else:
             self._channel = grpc.secure_channel(
-                _target(target), tls_config.credentials(), options=options
+                self._target, self._tls.credentials(), options=self._options
             )
         self._stub = pb_grpc.DatabaseServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._admin = admin_pb_grpc.AdminServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
+        self._session = SyncSession(self._stub, self._token_metadata)  # see _AsyncChannel
 
     def __enter__(self) -> Self:
         return self
@@ -563,6 +790,7 @@ class Client:
 
     def close(self) -> None:
         """Closes the channel; calls in flight are cancelled."""
+        self._session.close()
         self._channel.close()
 
     def _retrying(
@@ -576,7 +804,6 @@ class Client:
         """Runs ``attempt(remaining seconds)`` under the retry rules (see
         :meth:`AsyncClient._retrying`)."""
         deadline = _Deadline(timeout if timeout is not None else self._timeout)
-        policy = self._config.retry
         tries = 0
         while True:
             tries += 1
@@ -589,16 +816,9 @@ class Client:
                 error = from_rpc_error(exc)
             except DbGatewayError as exc:
                 error = exc
-            wait = max(policy.backoff(tries), error.retry_after or 0.0)
-            if (
-                tries >= policy.max_attempts
-                or not _should_retry(error, write=write, idempotent=idempotent)
-                or not deadline.allows_wait(wait)
-            ):
-                raise error
-            time.sleep(wait)
+            time.sleep(self._retry_wait(error, tries, deadline, write=write, idempotent=idempotent))
 
-    def _call(
+    def _unary(
         self,
         method: Callable[..., T],
         request: Any,
@@ -612,6 +832,28 @@ class Client:
 
         return self._retrying(attempt, timeout, write=write, idempotent=idempotent)
 
+    def _call(
+        self,
+        kind: str,
+        request: Any,
+        timeout: float | None,
+        *,
+        write: bool = False,
+        idempotent: bool = False,
+    ) -> Any:
+        """See :meth:`AsyncClient._call`."""
+
+        def attempt(remaining: float | None) -> Any:
+            if self._transport == "session":
+                try:
+                    return self._session.call(kind, request, remaining)
+                except SessionUnsupported:
+                    self._unsupported_session()
+            method = getattr(self._stub, _UNARY[kind])
+            return method(request, timeout=remaining, metadata=self._metadata)
+
+        return self._retrying(attempt, timeout, write=write, idempotent=idempotent)
+
     def query(
         self,
         sql: str,
@@ -621,10 +863,14 @@ class Client:
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> Result:
         """Runs a read and returns its rows (see :meth:`AsyncClient.query`)."""
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
-        return _result(self._call(self._stub.Query, request, timeout))
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
+        return _result(self._call("query", request, timeout))
 
     def execute(
         self,
@@ -637,10 +883,8 @@ class Client:
     ) -> ExecuteResult:
         """Runs a write (see :meth:`AsyncClient.execute`)."""
         request = _execute_request(sql, params, database, idempotent, tag)
-        response = self._call(
-            self._stub.Execute, request, timeout, write=True, idempotent=idempotent
-        )
-        return _execute_result(response)
+        response = self._call("execute", request, timeout, write=True, idempotent=idempotent)
+        return _execute_result(response, database)
 
     def stream(
         self,
@@ -651,11 +895,15 @@ class Client:
         max_rows: int | None = None,
         tag: str | None = None,
         columnar: bool = False,
+        read_preference: ReadPreference | str | None = None,
+        read_after: str | None = None,
     ) -> RowStream:
         """Runs a read of any size and yields its rows one at a time (see
         :meth:`AsyncClient.stream`); ``with db.stream(...) as rows:`` stops it
         at once when the block is left early."""
-        request = _query_request(sql, params, database, max_rows, tag, columnar)
+        request = _query_request(
+            sql, params, database, max_rows, tag, columnar, read_preference, read_after
+        )
 
         def attempt(remaining: float | None) -> tuple[Any, pb.StreamQueryResponse]:
             call = self._stub.StreamQuery(request, timeout=remaining, metadata=self._metadata)
@@ -688,7 +936,8 @@ class Client:
         """Runs ``sql`` once per parameter set, atomically (see
         :meth:`AsyncClient.execute_batch`)."""
         request = _batch_request(sql, param_sets, database, tag)
-        return _batch_result(self._call(self._stub.ExecuteBatch, request, timeout, write=True))
+        response = self._call("execute_batch", request, timeout, write=True)
+        return _batch_result(response, database)
 
     def run_transaction(
         self,
@@ -706,8 +955,8 @@ class Client:
         request = _run_transaction_request(
             statements, database, isolation, read_only, deferrable, max_attempts
         )
-        response = self._call(self._stub.RunTransaction, request, timeout, write=True)
-        return _transaction_result(response)
+        response = self._call("run_transaction", request, timeout, write=True)
+        return _transaction_result(response, database)
 
     @contextlib.contextmanager
     def transaction(
@@ -737,9 +986,16 @@ class Client:
         if not tx.ended:
             tx.commit()
 
+    def read_your_writes(self) -> ReadYourWrites:
+        """A block (``with`` or ``async with``) in which every read sees the
+        block's own earlier writes, even from a replica: each committed
+        write's ``read_token`` is kept (per database) and sent as
+        ``read_after`` by the reads that follow. Raises nothing itself."""
+        return ReadYourWrites()
+
     def _list_databases(self, timeout: float | None = None) -> admin_pb.ListDatabasesResponse:
         """AdminService/ListDatabases, for the ``dbgateway databases`` command."""
-        response: admin_pb.ListDatabasesResponse = self._call(
+        response: admin_pb.ListDatabasesResponse = self._unary(
             self._admin.ListDatabases, admin_pb.ListDatabasesRequest(), timeout
         )
         return response
@@ -749,7 +1005,7 @@ class Client:
     ) -> admin_pb.ListStatementsResponse:
         """AdminService/ListStatements, for the ``dbgateway statements`` command."""
         request = admin_pb.ListStatementsRequest(database=database, limit=limit)
-        response: admin_pb.ListStatementsResponse = self._call(
+        response: admin_pb.ListStatementsResponse = self._unary(
             self._admin.ListStatements, request, timeout
         )
         return response
@@ -759,7 +1015,7 @@ class Client:
     ) -> admin_pb.ResetStatementsResponse:
         """AdminService/ResetStatements, for ``dbgateway statements --reset``."""
         request = admin_pb.ResetStatementsRequest(database=database)
-        response: admin_pb.ResetStatementsResponse = self._call(
+        response: admin_pb.ResetStatementsResponse = self._unary(
             self._admin.ResetStatements, request, timeout
         )
         return response
@@ -767,7 +1023,7 @@ class Client:
     def health(self, service: str = "", *, timeout: float | None = None) -> HealthStatus:
         """The server's health status for ``service`` (see :meth:`AsyncClient.health`)."""
         try:
-            status: HealthStatus = self._call(self._health, service, timeout)
+            status: HealthStatus = self._unary(self._health, service, timeout)
             return status
         except DbGatewayError as exc:
             if exc.code is grpc.StatusCode.NOT_FOUND:

@@ -95,6 +95,8 @@ class ExecuteResult(_Rows):
     last_insert_id: int | None = None
     column_info: tuple[Column, ...] = ()
     rows: list[Row] = field(default_factory=list)
+    #: On a database with replicas: pass as ``read_after=`` to read this write back.
+    read_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +119,8 @@ class TransactionResult:
 
     results: tuple[StatementResult, ...] = ()
     attempts: int = 1
+    #: On a database with replicas: pass as ``read_after=`` to read the writes back.
+    read_token: str = ""
 
     def __iter__(self) -> Iterator[StatementResult]:
         return iter(self.results)

@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 
 from ._errors import DbGatewayError, from_rpc_error, from_status_message
+from ._replicas import remember
 from ._result import ExecuteResult, Result, StatementResult, columns_of, rows_of
 from ._values import to_values
 from .v1 import database_service_pb2 as pb
@@ -154,6 +155,10 @@ class _TransactionBase:
     def __init__(self) -> None:
         self.id = ""
         self._ended = False
+        #: The database the transaction began on, as the caller named it.
+        self._database = ""
+        #: After commit, on a database with replicas: pass as ``read_after=``.
+        self.read_token = ""
 
     @property
     def ended(self) -> bool:
@@ -232,6 +237,7 @@ class AsyncTransaction(_TransactionBase):
             self._lose()
             raise _unexpected(response, "begun")
         self.id = response.begun.transaction_id
+        self._database = request.begin.database
 
     async def query(
         self,
@@ -264,6 +270,8 @@ class AsyncTransaction(_TransactionBase):
         self._lose()
         if response is None or response.WhichOneof("event") != "committed":
             raise _unexpected(response, "committed")
+        self.read_token = response.committed.read_token
+        remember(self._database, self.read_token)
 
     async def rollback(self) -> None:
         """Rolls back now (nothing happens if the transaction already ended)."""
@@ -325,6 +333,7 @@ class Transaction(_TransactionBase):
             self._lose()
             raise _unexpected(response, "begun")
         self.id = response.begun.transaction_id
+        self._database = request.begin.database
 
     def query(
         self, sql: str, *params: Any, timeout: float | None = None, max_rows: int | None = None
@@ -346,6 +355,8 @@ class Transaction(_TransactionBase):
         self._lose()
         if response is None or response.WhichOneof("event") != "committed":
             raise _unexpected(response, "committed")
+        self.read_token = response.committed.read_token
+        remember(self._database, self.read_token)
 
     def rollback(self) -> None:
         """Rolls back now (nothing happens if the transaction already ended)."""

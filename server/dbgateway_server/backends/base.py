@@ -170,6 +170,25 @@ class DriverConnection(ABC):
     async def ping(self, limit: float) -> None:
         """A cheap round trip proving the connection works."""
 
+    # -- replication: where writes are, and how far a replica has replayed --
+
+    async def replication_position(self) -> str:
+        """On a primary: a position in its replication stream at or past every
+        transaction committed so far (the ``read_token`` of a write)."""
+        raise GatewayError(Reason.UNSUPPORTED, "this engine has no replicas")
+
+    async def replica_lag(self) -> float | None:
+        """On a replica: seconds it is behind its primary (0 when it has
+        replayed all it received and is still receiving); None when
+        replication is broken, stopped or not set up."""
+        raise GatewayError(Reason.UNSUPPORTED, "this engine has no replicas")
+
+    async def replayed(self, position: str, wait: float) -> bool:
+        """On a replica: whether it has replayed up to ``position`` (from
+        :meth:`replication_position`), waiting at most ``wait`` seconds for
+        it. A position the engine cannot parse is INVALID_REQUEST."""
+        raise GatewayError(Reason.UNSUPPORTED, "this engine has no replicas")
+
     @abstractmethod
     async def close(self) -> None:
         """Closes politely; never raises."""

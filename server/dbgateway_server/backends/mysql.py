@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -77,6 +78,14 @@ class _SingleStatementConnection(aiomysql.Connection):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client_flag &= ~CLIENT.MULTI_STATEMENTS
+
+
+#: A MariaDB GTID list: domain-server-seq, comma-separated.
+_MARIADB_GTID_RE = re.compile(r"^\d{1,10}-\d{1,10}-\d{1,20}(,\d{1,10}-\d{1,10}-\d{1,20})*$")
+#: A MySQL GTID set: uuid:interval[:interval...], comma-separated.
+_MYSQL_GTID_RE = re.compile(
+    r"^[0-9a-fA-F-]{36}(:\d+(-\d+)?)+(,\s*[0-9a-fA-F-]{36}(:\d+(-\d+)?)+)*$"
+)
 
 
 class MySQLConnection(DriverConnection):
@@ -302,6 +311,46 @@ class MySQLConnection(DriverConnection):
     async def ping(self, limit: float) -> None:
         with translate_errors(self._database):
             await asyncio.wait_for(self._conn.ping(reconnect=False), limit)
+
+    @property
+    def _mariadb(self) -> bool:
+        return "mariadb" in self._backend.server_version.lower()
+
+    async def _scalar(self, statement: str) -> Any:
+        _, rows, _, _ = await self._run_bound(statement)
+        return rows[0][0] if rows else None
+
+    async def replication_position(self) -> str:
+        # GTIDs of everything committed so far: MariaDB's binlog position
+        # (one domain-server-seq per replication domain), MySQL's executed set.
+        sql = (
+            "SELECT @@global.gtid_binlog_pos" if self._mariadb else "SELECT @@global.gtid_executed"
+        )
+        position = await self._scalar(sql)
+        return "" if position is None else str(position).replace("\n", "")
+
+    async def replica_lag(self) -> float | None:
+        statement = "SHOW SLAVE STATUS" if self._mariadb else "SHOW REPLICA STATUS"
+        cur, rows, _, _ = await self._run_bound(statement)
+        if not rows:
+            return None  # not a replica
+        names = [d[0] for d in cur.description or ()]
+        status = dict(zip(names, rows[0], strict=False))
+        lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))
+        # NULL while the SQL (or IO) thread is stopped or broken.
+        return None if lag is None else float(lag)
+
+    async def replayed(self, position: str, wait: float) -> bool:
+        pattern = _MARIADB_GTID_RE if self._mariadb else _MYSQL_GTID_RE
+        if len(position) > 4096 or not pattern.match(position):
+            raise invalid_request("options.read_after", "not a read_token of this MySQL database")
+        quoted = self._conn.escape(position)
+        if self._mariadb:
+            # MASTER_GTID_WAIT: 0 once replayed, -1 when the wait timed out.
+            done = await self._scalar(f"SELECT MASTER_GTID_WAIT({quoted}, {wait:.3f})")
+            return bool(done == 0)
+        done = await self._scalar(f"SELECT WAIT_FOR_EXECUTED_GTID_SET({quoted}, {wait:.3f})")
+        return bool(done == 0)
 
     async def close(self) -> None:
         try:

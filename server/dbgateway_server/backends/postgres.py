@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -79,6 +81,13 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
         return GatewayError(
             Reason.DATABASE_UNAVAILABLE, str(exc), metadata={"engine": ENGINE, "database": database}
         )
+    if type(exc) is pgexc.InternalClientError and "cannot switch to state" in str(exc):
+        # What asyncpg raises when the server's FATAL goodbye (a crashed or
+        # killed postmaster: 57P02) lands while another operation is under
+        # way on the connection: it is gone, as lost as a reset socket.
+        return GatewayError(
+            Reason.DATABASE_UNAVAILABLE, str(exc), metadata={"engine": ENGINE, "database": database}
+        )
     for cls, reason in _CLIENT_ERRORS:
         if isinstance(exc, cls):
             return GatewayError(reason, str(exc), metadata={"engine": ENGINE, "database": database})
@@ -95,6 +104,23 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place asyncpg exceptions become GatewayErrors."""
     return translating(translate, database)
 
+
+_LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+_REPLAY_POLL = 0.005
+_REPLAYED_SQL = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)"
+#: A standby that replayed all it received from a walsender that is still
+#: streaming is current (an idle primary sends nothing, so the age of the
+#: last replayed transaction says nothing then). Otherwise its lag is the age
+#: of the last transaction it replayed. Not in recovery (a promoted or
+#: mistaken "replica"), or nothing replayed yet: unknown, so it is not used.
+_REPLICA_LAG_SQL = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN NULL
+    WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn()
+         AND EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') THEN 0
+    ELSE extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())
+END::float8
+"""
 
 #: (database, SQL) -> the statement that runs a batch of it returning one row
 #: per row affected, or None when there is none (see PostgresConnection.execute_many).
@@ -418,6 +444,35 @@ class PostgresConnection(DriverConnection):
     async def ping(self, limit: float) -> None:
         with translate_errors(self._database):
             await self._conn.execute("SELECT 1", timeout=limit)
+
+    async def replication_position(self) -> str:
+        # The insert position, not the write one: with synchronous_commit off
+        # a commit record may still sit in the WAL buffers, behind which the
+        # write position would point.
+        with translate_errors(self._database):
+            return str(await self._conn.fetchval("SELECT pg_current_wal_insert_lsn()::text"))
+
+    async def replica_lag(self) -> float | None:
+        with translate_errors(self._database):
+            lag = await self._conn.fetchval(_REPLICA_LAG_SQL)
+        return None if lag is None else max(float(lag), 0.0)
+
+    async def replayed(self, position: str, wait: float) -> bool:
+        if not _LSN_RE.match(position):
+            raise invalid_request(
+                "options.read_after", "not a read_token of this PostgreSQL database"
+            )
+        until = time.monotonic() + wait
+        with translate_errors(self._database):
+            while True:
+                # PostgreSQL has no wait-for-LSN function before 17; a replica
+                # replays continuously, so a short poll finds the moment.
+                if await self._conn.fetchval(_REPLAYED_SQL, position):
+                    return True
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                await asyncio.sleep(min(_REPLAY_POLL, left))
 
     async def close(self) -> None:
         try:

@@ -42,6 +42,37 @@ CIRCUIT_STATES: Mapping[CircuitState, int] = {
 }
 
 
+def _pool(db: Database) -> pb.PoolStats:
+    return pb.PoolStats(**dataclasses.asdict(db.pool.stats()))
+
+
+def endpoint_infos(db: Database) -> list[pb.EndpointInfo]:
+    """The primary, then each replica: where it is, whether it serves, its lag."""
+    endpoints = [
+        pb.EndpointInfo(
+            name=db.endpoint,
+            role=pb.ENDPOINT_ROLE_PRIMARY,
+            address=db.address,
+            serving=is_serving(db),
+            circuit_state=CIRCUIT_STATES[circuit_state(db)],  # type: ignore[arg-type]
+            pool=_pool(db),
+        )
+    ]
+    for replica in db.replicas.replicas:
+        info = pb.EndpointInfo(
+            name=replica.name,
+            role=pb.ENDPOINT_ROLE_REPLICA,
+            address=replica.database.address,
+            serving=replica.usable,
+            circuit_state=CIRCUIT_STATES[circuit_state(replica.database)],  # type: ignore[arg-type]
+            pool=_pool(replica.database),
+        )
+        if replica.lag is not None:
+            info.lag.FromNanoseconds(int(replica.lag * 1e9))
+        endpoints.append(info)
+    return endpoints
+
+
 def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
     return pb.DatabaseInfo(
         name=db.name,
@@ -49,8 +80,10 @@ def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
         server_version=db.backend.server_version,
         health=pb.DATABASE_HEALTH_SERVING if is_serving(db) else pb.DATABASE_HEALTH_NOT_SERVING,
         circuit_state=CIRCUIT_STATES[circuit_state(db)],  # type: ignore[arg-type]
-        pool=pb.PoolStats(**dataclasses.asdict(db.pool.stats())),
+        pool=_pool(db),
         open_transactions=open_transactions,
+        # A database without replicas is its primary alone, shown above.
+        endpoints=endpoint_infos(db) if db.replicas else [],
     )
 
 

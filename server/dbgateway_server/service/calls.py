@@ -33,7 +33,7 @@ from dbgateway.v1 import database_service_pb2 as pb
 from .. import tracing
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
 from ..cluster import ForwardedFailure, Forwarding
-from ..config import Access, ServerConfig
+from ..config import Access, ReadPreference, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import BatchOutcome, CallOptions, Deadline, Gateway, Outcome
 from ..observability import REQUEST_ID_HEADER, Call, Observability
@@ -132,9 +132,10 @@ async def _guarded(
     guard = servicer.guard
     principal = guard.authenticate(context.invocation_metadata())
     call.principal = principal.name
-    # The request id goes out once the caller is known (so a call cancelled
-    # while it is sent is still counted under its principal).
-    await context.send_initial_metadata(((REQUEST_ID_HEADER, call.request_id),))
+    # The request id travels in the trailing metadata, which goes out with the
+    # status anyway: as initial metadata it would cost a batch of its own on
+    # every unary call. A failure's status carries it too (see abort).
+    context.set_trailing_metadata(((REQUEST_ID_HEADER, call.request_id),))
     config = servicer.observability.config
     scope = CallScope(
         principal, max_sql_length=config.max_sql_length, max_parameters=config.max_parameters
@@ -180,8 +181,21 @@ def grpc_status(error: GatewayError) -> grpc.Status:
     return status
 
 
-async def abort(context: grpc.aio.ServicerContext, error: GatewayError) -> None:
-    await context.abort_with_status(grpc_status(error))
+def _with_request_id(status: grpc.Status, request_id: str | None) -> grpc.Status:
+    if request_id is None:
+        return status
+    metadata = tuple(status.trailing_metadata or ())
+    if any(key == REQUEST_ID_HEADER for key, _ in metadata):
+        return status
+    return status._replace(trailing_metadata=(*metadata, (REQUEST_ID_HEADER, request_id)))
+
+
+async def abort(
+    context: grpc.aio.ServicerContext, error: GatewayError, request_id: str | None = None
+) -> None:
+    """Ends the call with ``error``'s status (and ``x-request-id``, which an
+    abort's trailing metadata would otherwise replace)."""
+    await context.abort_with_status(_with_request_id(grpc_status(error), request_id))
 
 
 def begin_call(
@@ -202,6 +216,7 @@ def begin_call(
         sql=getattr(request, "sql", ""),
         params=len(getattr(request, "params", ())),
         parameters=getattr(request, "params", ()),
+        transport=getattr(context, "transport", "unary"),
         service=service,
         metadata=context.invocation_metadata() if tracing.tracer is not None else None,
     )
@@ -259,10 +274,10 @@ async def _served(
             yield call
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
-        await abort(context, exc)
+        await abort(context, exc, call.request_id)
     except ForwardedFailure as exc:
         call.failed(exc.status.code, exc.reason)
-        await context.abort_with_status(exc.status)
+        await context.abort_with_status(_with_request_id(exc.status, call.request_id))
     except asyncio.CancelledError:
         call.failed(grpc.StatusCode.CANCELLED)
         raise
@@ -279,7 +294,7 @@ async def _served(
             raise asyncio.CancelledError from None
         error = _internal_error(call.request_id, method)
         call.failed(error.code, error.reason)
-        await abort(context, error)
+        await abort(context, error, call.request_id)
     finally:
         observability.end(call)
 
@@ -371,8 +386,38 @@ def call_options(
         tag=options.tag,
         read_only=current_scope().read_only,
         columnar=encoding == pb.RESULT_ENCODING_COLUMNS,
+        read_preference=read_preference(options.read_preference, "options.read_preference"),
+        read_after=_read_after(options.read_after),
         role=current_scope().principal.postgres_role,
     )
+
+
+_READ_PREFERENCES: dict[int, ReadPreference | None] = {
+    pb.READ_PREFERENCE_UNSPECIFIED: None,
+    pb.READ_PREFERENCE_PRIMARY: ReadPreference.PRIMARY,
+    pb.READ_PREFERENCE_REPLICA_PREFERRED: ReadPreference.REPLICA_PREFERRED,
+    pb.READ_PREFERENCE_REPLICA: ReadPreference.REPLICA,
+}
+
+#: A read_token is a WAL LSN or a GTID list: short. Anything longer is not one.
+MAX_READ_TOKEN_LENGTH = 4096
+
+
+def read_preference(value: int, field: str) -> ReadPreference | None:
+    """The core's read preference for a request's enum (None: the database's default)."""
+    try:
+        return _READ_PREFERENCES[value]
+    except KeyError:
+        raise invalid_request(field, f"unknown read preference {value}") from None
+
+
+def _read_after(token: str) -> str:
+    if len(token) > MAX_READ_TOKEN_LENGTH:
+        raise invalid_request(
+            "options.read_after",
+            f"longer than {MAX_READ_TOKEN_LENGTH} characters: not a read_token",
+        )
+    return token
 
 
 def check_sql(sql: str, params: Sequence[Any] = ()) -> None:

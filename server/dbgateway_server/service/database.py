@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -15,6 +16,7 @@ from ..gateway import Gateway
 from ..observability import Observability, current_call
 from ..security import Guard
 from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
+from .session import SessionRegistry
 from .subscriptions import SubscriptionRpcs
 from .transactions import TransactionRpcs
 
@@ -24,6 +26,17 @@ class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServic
         self._gateway = gateway
         self.observability = observability
         self.guard = guard
+        #: The open Session streams, which a drain ends.
+        self.sessions = SessionRegistry(observability.metrics)
+
+    async def Session(
+        self,
+        request_iterator: AsyncIterator[pb.SessionRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> None:
+        """Many logical calls on one stream; each runs through the servicer
+        method of its unary RPC (see :mod:`.session`)."""
+        await self.sessions.serve(self, context, self.observability.config, self.guard)
 
     @rpc
     async def Query(
@@ -70,6 +83,7 @@ class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServic
             columns=result.columns,
             rows=result.rows,
             stats=stats(outcome, len(result.rows)),
+            read_token=outcome.read_token,
         )
         if result.last_insert_id is not None:
             response.last_insert_id = result.last_insert_id

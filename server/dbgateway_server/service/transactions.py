@@ -24,6 +24,7 @@ from .calls import (
     check_sql,
     current_scope,
     duration_seconds,
+    read_preference,
     rpc,
     rpc_stream,
     statement_error,
@@ -100,6 +101,7 @@ class TransactionRpcs(Servicer):
                         request.begin.database,
                         transaction_mode(options),
                         Deadline(context.time_remaining()),
+                        read_preference(options.read_preference, "begin.options.read_preference"),
                     )
                     yield pb.TransactionResponse(
                         begun=pb.TransactionResponse.Begun(transaction_id=tx.id)
@@ -122,8 +124,12 @@ class TransactionRpcs(Servicer):
                         continue
                     yield pb.TransactionResponse(result=statement_result(result))
                 elif action == "commit":
-                    await tx.commit(Deadline(context.time_remaining()))
-                    yield pb.TransactionResponse(committed=pb.TransactionResponse.Committed())
+                    deadline = Deadline(context.time_remaining())
+                    await tx.commit(deadline)
+                    token = await tx.database.read_token(deadline)
+                    yield pb.TransactionResponse(
+                        committed=pb.TransactionResponse.Committed(read_token=token)
+                    )
                     return
                 else:
                     await tx.close()
@@ -157,6 +163,7 @@ class TransactionRpcs(Servicer):
                 idle_timeout,
                 scope.principal.name,
                 on_end,
+                read_preference(request.options.read_preference, "options.read_preference"),
             )
         except BaseException:
             if on_end is not None:
@@ -172,13 +179,13 @@ class TransactionRpcs(Servicer):
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommitResponse:
-        await self._gateway.commit(
+        token = await self._gateway.commit(
             request.transaction_id,
             request.database,
             Deadline(context.time_remaining()),
             current_scope().principal.name,
         )
-        return pb.CommitResponse()
+        return pb.CommitResponse(read_token=token)
 
     @rpc
     async def Rollback(
@@ -198,15 +205,19 @@ class TransactionRpcs(Servicer):
         calls = [
             _statement(s, f"statements[{i}]", context) for i, s in enumerate(request.statements)
         ]
+        deadline = Deadline(context.time_remaining())
         results, attempts = await self._gateway.run_transaction(
             request.database,
             calls,
             transaction_mode(request.options),
-            Deadline(context.time_remaining()),
+            deadline,
             request.max_attempts,
+            read_preference(request.options.read_preference, "options.read_preference"),
         )
         return pb.RunTransactionResponse(
-            results=[statement_result(r) for r in results], attempts=attempts
+            results=[statement_result(r) for r in results],
+            attempts=attempts,
+            read_token=await self._gateway.read_token(request.database, deadline),
         )
 
     @rpc
@@ -230,7 +241,7 @@ class TransactionRpcs(Servicer):
             request.transaction_id,
             current_scope().principal.name,
         )
-        reply = pb.ExecuteBatchResponse(stats=stats(outcome, 0))
+        reply = pb.ExecuteBatchResponse(stats=stats(outcome, 0), read_token=outcome.read_token)
         if outcome.rows_affected is not None:
             reply.rows_affected = outcome.rows_affected
         return reply

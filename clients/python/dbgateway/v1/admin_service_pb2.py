@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n dbgateway/v1/admin_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\tPoolStats\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12\x0c\n\x04idle\x18\x02 \x01(\x05\x12\x0e\n\x06in_use\x18\x03 \x01(\x05\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\x12\x10\n\x08min_size\x18\x05 \x01(\x05\x12\x10\n\x08max_size\x18\x06 \x01(\x05\x12\x16\n\x0e\x61\x63quired_total\x18\x07 \x01(\x03\x12\x15\n\rcreated_total\x18\x08 \x01(\x03\x12\x14\n\x0c\x63losed_total\x18\t \x01(\x03\x12\x1e\n\x16\x61\x63quire_timeouts_total\x18\n \x01(\x03\x12\x1e\n\x16\x64\x65\x61\x64_on_checkout_total\x18\x0b \x01(\x03\"\xfd\x01\n\x0c\x44\x61tabaseInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x14.dbgateway.v1.Engine\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12,\n\x06health\x18\x04 \x01(\x0e\x32\x1c.dbgateway.v1.DatabaseHealth\x12\x31\n\rcircuit_state\x18\x05 \x01(\x0e\x32\x1a.dbgateway.v1.CircuitState\x12%\n\x04pool\x18\x06 \x01(\x0b\x32\x17.dbgateway.v1.PoolStats\x12\x19\n\x11open_transactions\x18\x07 \x01(\x05\"\x16\n\x14ListDatabasesRequest\"F\n\x15ListDatabasesResponse\x12-\n\tdatabases\x18\x01 \x03(\x0b\x32\x1a.dbgateway.v1.DatabaseInfo\"\x16\n\x14GetServerInfoRequest\"e\n\tBuildInfo\x12\x16\n\x0epython_version\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_version\x18\x02 \x01(\t\x12\x18\n\x10protobuf_version\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\"\xab\x01\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x05\x62uild\x18\x04 \x01(\x0b\x32\x17.dbgateway.v1.BuildInfo\"8\n\x15ListStatementsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\x99\x03\n\x0eStatementStats\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12J\n\x10\x65rrors_by_reason\x18\x05 \x03(\x0b\x32\x30.dbgateway.v1.StatementStats.ErrorsByReasonEntry\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12-\n\ntotal_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tmean_time\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08p99_time\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\tlast_seen\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x35\n\x13\x45rrorsByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\\\n\x16ListStatementsResponse\x12\x30\n\nstatements\x18\x01 \x03(\x0b\x32\x1c.dbgateway.v1.StatementStats\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\"*\n\x16ResetStatementsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"*\n\x17ResetStatementsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05*\\\n\x06\x45ngine\x12\x16\n\x12\x45NGINE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NGINE_POSTGRESQL\x10\x01\x12\x10\n\x0c\x45NGINE_MYSQL\x10\x02\x12\x11\n\rENGINE_SQLITE\x10\x03*o\n\x0e\x44\x61tabaseHealth\x12\x1f\n\x1b\x44\x41TABASE_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x41TABASE_HEALTH_SERVING\x10\x01\x12\x1f\n\x1b\x44\x41TABASE_HEALTH_NOT_SERVING\x10\x02*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03\x32\xff\x02\n\x0c\x41\x64minService\x12X\n\rListDatabases\x12\".dbgateway.v1.ListDatabasesRequest\x1a#.dbgateway.v1.ListDatabasesResponse\x12X\n\rGetServerInfo\x12\".dbgateway.v1.GetServerInfoRequest\x1a#.dbgateway.v1.GetServerInfoResponse\x12[\n\x0eListStatements\x12#.dbgateway.v1.ListStatementsRequest\x1a$.dbgateway.v1.ListStatementsResponse\x12^\n\x0fResetStatements\x12$.dbgateway.v1.ResetStatementsRequest\x1a%.dbgateway.v1.ResetStatementsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n dbgateway/v1/admin_service.proto\x12\x0c\x64\x62gateway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\tPoolStats\x12\x0c\n\x04size\x18\x01 \x01(\x05\x12\x0c\n\x04idle\x18\x02 \x01(\x05\x12\x0e\n\x06in_use\x18\x03 \x01(\x05\x12\x0f\n\x07waiting\x18\x04 \x01(\x05\x12\x10\n\x08min_size\x18\x05 \x01(\x05\x12\x10\n\x08max_size\x18\x06 \x01(\x05\x12\x16\n\x0e\x61\x63quired_total\x18\x07 \x01(\x03\x12\x15\n\rcreated_total\x18\x08 \x01(\x03\x12\x14\n\x0c\x63losed_total\x18\t \x01(\x03\x12\x1e\n\x16\x61\x63quire_timeouts_total\x18\n \x01(\x03\x12\x1e\n\x16\x64\x65\x61\x64_on_checkout_total\x18\x0b \x01(\x03\"\xac\x02\n\x0c\x44\x61tabaseInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x14.dbgateway.v1.Engine\x12\x16\n\x0eserver_version\x18\x03 \x01(\t\x12,\n\x06health\x18\x04 \x01(\x0e\x32\x1c.dbgateway.v1.DatabaseHealth\x12\x31\n\rcircuit_state\x18\x05 \x01(\x0e\x32\x1a.dbgateway.v1.CircuitState\x12%\n\x04pool\x18\x06 \x01(\x0b\x32\x17.dbgateway.v1.PoolStats\x12\x19\n\x11open_transactions\x18\x07 \x01(\x05\x12-\n\tendpoints\x18\x08 \x03(\x0b\x32\x1a.dbgateway.v1.EndpointInfo\"\xea\x01\n\x0c\x45ndpointInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.dbgateway.v1.EndpointRole\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x0f\n\x07serving\x18\x04 \x01(\x08\x12\x31\n\rcircuit_state\x18\x05 \x01(\x0e\x32\x1a.dbgateway.v1.CircuitState\x12&\n\x03lag\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x04pool\x18\x07 \x01(\x0b\x32\x17.dbgateway.v1.PoolStats\"\x16\n\x14ListDatabasesRequest\"F\n\x15ListDatabasesResponse\x12-\n\tdatabases\x18\x01 \x03(\x0b\x32\x1a.dbgateway.v1.DatabaseInfo\"\x16\n\x14GetServerInfoRequest\"e\n\tBuildInfo\x12\x16\n\x0epython_version\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_version\x18\x02 \x01(\t\x12\x18\n\x10protobuf_version\x18\x03 \x01(\t\x12\x10\n\x08platform\x18\x04 \x01(\t\"\xab\x01\n\x15GetServerInfoResponse\x12\x0f\n\x07version\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\x05\x62uild\x18\x04 \x01(\x0b\x32\x17.dbgateway.v1.BuildInfo\"8\n\x15ListStatementsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"\x99\x03\n\x0eStatementStats\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05\x63\x61lls\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12J\n\x10\x65rrors_by_reason\x18\x05 \x03(\x0b\x32\x30.dbgateway.v1.StatementStats.ErrorsByReasonEntry\x12\x0c\n\x04rows\x18\x06 \x01(\x03\x12-\n\ntotal_time\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12,\n\tmean_time\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08p99_time\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\tlast_seen\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x35\n\x13\x45rrorsByReasonEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\\\n\x16ListStatementsResponse\x12\x30\n\nstatements\x18\x01 \x03(\x0b\x32\x1c.dbgateway.v1.StatementStats\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x05\"*\n\x16ResetStatementsRequest\x12\x10\n\x08\x64\x61tabase\x18\x01 \x01(\t\"*\n\x17ResetStatementsResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x05*\\\n\x06\x45ngine\x12\x16\n\x12\x45NGINE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45NGINE_POSTGRESQL\x10\x01\x12\x10\n\x0c\x45NGINE_MYSQL\x10\x02\x12\x11\n\rENGINE_SQLITE\x10\x03*o\n\x0e\x44\x61tabaseHealth\x12\x1f\n\x1b\x44\x41TABASE_HEALTH_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x41TABASE_HEALTH_SERVING\x10\x01\x12\x1f\n\x1b\x44\x41TABASE_HEALTH_NOT_SERVING\x10\x02*|\n\x0c\x43ircuitState\x12\x1d\n\x19\x43IRCUIT_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43IRCUIT_STATE_CLOSED\x10\x01\x12\x16\n\x12\x43IRCUIT_STATE_OPEN\x10\x02\x12\x1b\n\x17\x43IRCUIT_STATE_HALF_OPEN\x10\x03*c\n\x0c\x45ndpointRole\x12\x1d\n\x19\x45NDPOINT_ROLE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45NDPOINT_ROLE_PRIMARY\x10\x01\x12\x19\n\x15\x45NDPOINT_ROLE_REPLICA\x10\x02\x32\xff\x02\n\x0c\x41\x64minService\x12X\n\rListDatabases\x12\".dbgateway.v1.ListDatabasesRequest\x1a#.dbgateway.v1.ListDatabasesResponse\x12X\n\rGetServerInfo\x12\".dbgateway.v1.GetServerInfoRequest\x1a#.dbgateway.v1.GetServerInfoResponse\x12[\n\x0eListStatements\x12#.dbgateway.v1.ListStatementsRequest\x1a$.dbgateway.v1.ListStatementsResponse\x12^\n\x0fResetStatements\x12$.dbgateway.v1.ResetStatementsRequest\x1a%.dbgateway.v1.ResetStatementsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +35,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATEMENTSTATS_ERRORSBYREASONENTRY']._loaded_options = None
   _globals['_STATEMENTSTATS_ERRORSBYREASONENTRY']._serialized_options = b'8\001'
-  _globals['_ENGINE']._serialized_start=1664
-  _globals['_ENGINE']._serialized_end=1756
-  _globals['_DATABASEHEALTH']._serialized_start=1758
-  _globals['_DATABASEHEALTH']._serialized_end=1869
-  _globals['_CIRCUITSTATE']._serialized_start=1871
-  _globals['_CIRCUITSTATE']._serialized_end=1995
+  _globals['_ENGINE']._serialized_start=1948
+  _globals['_ENGINE']._serialized_end=2040
+  _globals['_DATABASEHEALTH']._serialized_start=2042
+  _globals['_DATABASEHEALTH']._serialized_end=2153
+  _globals['_CIRCUITSTATE']._serialized_start=2155
+  _globals['_CIRCUITSTATE']._serialized_end=2279
+  _globals['_ENDPOINTROLE']._serialized_start=2281
+  _globals['_ENDPOINTROLE']._serialized_end=2380
   _globals['_POOLSTATS']._serialized_start=116
   _globals['_POOLSTATS']._serialized_end=357
   _globals['_DATABASEINFO']._serialized_start=360
-  _globals['_DATABASEINFO']._serialized_end=613
-  _globals['_LISTDATABASESREQUEST']._serialized_start=615
-  _globals['_LISTDATABASESREQUEST']._serialized_end=637
-  _globals['_LISTDATABASESRESPONSE']._serialized_start=639
-  _globals['_LISTDATABASESRESPONSE']._serialized_end=709
-  _globals['_GETSERVERINFOREQUEST']._serialized_start=711
-  _globals['_GETSERVERINFOREQUEST']._serialized_end=733
-  _globals['_BUILDINFO']._serialized_start=735
-  _globals['_BUILDINFO']._serialized_end=836
-  _globals['_GETSERVERINFORESPONSE']._serialized_start=839
-  _globals['_GETSERVERINFORESPONSE']._serialized_end=1010
-  _globals['_LISTSTATEMENTSREQUEST']._serialized_start=1012
-  _globals['_LISTSTATEMENTSREQUEST']._serialized_end=1068
-  _globals['_STATEMENTSTATS']._serialized_start=1071
-  _globals['_STATEMENTSTATS']._serialized_end=1480
-  _globals['_STATEMENTSTATS_ERRORSBYREASONENTRY']._serialized_start=1427
-  _globals['_STATEMENTSTATS_ERRORSBYREASONENTRY']._serialized_end=1480
-  _globals['_LISTSTATEMENTSRESPONSE']._serialized_start=1482
-  _globals['_LISTSTATEMENTSRESPONSE']._serialized_end=1574
-  _globals['_RESETSTATEMENTSREQUEST']._serialized_start=1576
-  _globals['_RESETSTATEMENTSREQUEST']._serialized_end=1618
-  _globals['_RESETSTATEMENTSRESPONSE']._serialized_start=1620
-  _globals['_RESETSTATEMENTSRESPONSE']._serialized_end=1662
-  _globals['_ADMINSERVICE']._serialized_start=1998
-  _globals['_ADMINSERVICE']._serialized_end=2381
+  _globals['_DATABASEINFO']._serialized_end=660
+  _globals['_ENDPOINTINFO']._serialized_start=663
+  _globals['_ENDPOINTINFO']._serialized_end=897
+  _globals['_LISTDATABASESREQUEST']._serialized_start=899
+  _globals['_LISTDATABASESREQUEST']._serialized_end=921
+  _globals['_LISTDATABASESRESPONSE']._serialized_start=923
+  _globals['_LISTDATABASESRESPONSE']._serialized_end=993
+  _globals['_GETSERVERINFOREQUEST']._serialized_start=995
+  _globals['_GETSERVERINFOREQUEST']._serialized_end=1017
+  _globals['_BUILDINFO']._serialized_start=1019
+  _globals['_BUILDINFO']._serialized_end=1120
+  _globals['_GETSERVERINFORESPONSE']._serialized_start=1123
+  _globals['_GETSERVERINFORESPONSE']._serialized_end=1294
+  _globals['_LISTSTATEMENTSREQUEST']._serialized_start=1296
+  _globals['_LISTSTATEMENTSREQUEST']._serialized_end=1352
+  _globals['_STATEMENTSTATS']._serialized_start=1355
+  _globals['_STATEMENTSTATS']._serialized_end=1764
+  _globals['_STATEMENTSTATS_ERRORSBYREASONENTRY']._serialized_start=1711
+  _globals['_STATEMENTSTATS_ERRORSBYREASONENTRY']._serialized_end=1764
+  _globals['_LISTSTATEMENTSRESPONSE']._serialized_start=1766
+  _globals['_LISTSTATEMENTSRESPONSE']._serialized_end=1858
+  _globals['_RESETSTATEMENTSREQUEST']._serialized_start=1860
+  _globals['_RESETSTATEMENTSREQUEST']._serialized_end=1902
+  _globals['_RESETSTATEMENTSRESPONSE']._serialized_start=1904
+  _globals['_RESETSTATEMENTSRESPONSE']._serialized_end=1946
+  _globals['_ADMINSERVICE']._serialized_start=2383
+  _globals['_ADMINSERVICE']._serialized_end=2766
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,12 @@ class CircuitState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CIRCUIT_STATE_CLOSED: _ClassVar[CircuitState]
     CIRCUIT_STATE_OPEN: _ClassVar[CircuitState]
     CIRCUIT_STATE_HALF_OPEN: _ClassVar[CircuitState]
+
+class EndpointRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENDPOINT_ROLE_UNSPECIFIED: _ClassVar[EndpointRole]
+    ENDPOINT_ROLE_PRIMARY: _ClassVar[EndpointRole]
+    ENDPOINT_ROLE_REPLICA: _ClassVar[EndpointRole]
 ENGINE_UNSPECIFIED: Engine
 ENGINE_POSTGRESQL: Engine
 ENGINE_MYSQL: Engine
@@ -41,6 +47,9 @@ CIRCUIT_STATE_UNSPECIFIED: CircuitState
 CIRCUIT_STATE_CLOSED: CircuitState
 CIRCUIT_STATE_OPEN: CircuitState
 CIRCUIT_STATE_HALF_OPEN: CircuitState
+ENDPOINT_ROLE_UNSPECIFIED: EndpointRole
+ENDPOINT_ROLE_PRIMARY: EndpointRole
+ENDPOINT_ROLE_REPLICA: EndpointRole
 
 class PoolStats(_message.Message):
     __slots__ = ("size", "idle", "in_use", "waiting", "min_size", "max_size", "acquired_total", "created_total", "closed_total", "acquire_timeouts_total", "dead_on_checkout_total")
@@ -69,7 +78,7 @@ class PoolStats(_message.Message):
     def __init__(self, size: _Optional[int] = ..., idle: _Optional[int] = ..., in_use: _Optional[int] = ..., waiting: _Optional[int] = ..., min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., acquired_total: _Optional[int] = ..., created_total: _Optional[int] = ..., closed_total: _Optional[int] = ..., acquire_timeouts_total: _Optional[int] = ..., dead_on_checkout_total: _Optional[int] = ...) -> None: ...
 
 class DatabaseInfo(_message.Message):
-    __slots__ = ("name", "engine", "server_version", "health", "circuit_state", "pool", "open_transactions")
+    __slots__ = ("name", "engine", "server_version", "health", "circuit_state", "pool", "open_transactions", "endpoints")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +86,7 @@ class DatabaseInfo(_message.Message):
     CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
     POOL_FIELD_NUMBER: _ClassVar[int]
     OPEN_TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     engine: Engine
     server_version: str
@@ -84,7 +94,26 @@ class DatabaseInfo(_message.Message):
     circuit_state: CircuitState
     pool: PoolStats
     open_transactions: int
-    def __init__(self, name: _Optional[str] = ..., engine: _Optional[_Union[Engine, str]] = ..., server_version: _Optional[str] = ..., health: _Optional[_Union[DatabaseHealth, str]] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., open_transactions: _Optional[int] = ...) -> None: ...
+    endpoints: _containers.RepeatedCompositeFieldContainer[EndpointInfo]
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[_Union[Engine, str]] = ..., server_version: _Optional[str] = ..., health: _Optional[_Union[DatabaseHealth, str]] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., open_transactions: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[EndpointInfo, _Mapping]]] = ...) -> None: ...
+
+class EndpointInfo(_message.Message):
+    __slots__ = ("name", "role", "address", "serving", "circuit_state", "lag", "pool")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_STATE_FIELD_NUMBER: _ClassVar[int]
+    LAG_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    role: EndpointRole
+    address: str
+    serving: bool
+    circuit_state: CircuitState
+    lag: _duration_pb2.Duration
+    pool: PoolStats
+    def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[EndpointRole, str]] = ..., address: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ...) -> None: ...
 
 class ListDatabasesRequest(_message.Message):
     __slots__ = ()

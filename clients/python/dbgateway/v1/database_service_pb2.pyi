@@ -14,6 +14,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReadPreference(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    READ_PREFERENCE_UNSPECIFIED: _ClassVar[ReadPreference]
+    READ_PREFERENCE_PRIMARY: _ClassVar[ReadPreference]
+    READ_PREFERENCE_REPLICA_PREFERRED: _ClassVar[ReadPreference]
+    READ_PREFERENCE_REPLICA: _ClassVar[ReadPreference]
+
 class ResultEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     RESULT_ENCODING_UNSPECIFIED: _ClassVar[ResultEncoding]
@@ -27,6 +34,10 @@ class IsolationLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ISOLATION_LEVEL_READ_COMMITTED: _ClassVar[IsolationLevel]
     ISOLATION_LEVEL_REPEATABLE_READ: _ClassVar[IsolationLevel]
     ISOLATION_LEVEL_SERIALIZABLE: _ClassVar[IsolationLevel]
+READ_PREFERENCE_UNSPECIFIED: ReadPreference
+READ_PREFERENCE_PRIMARY: ReadPreference
+READ_PREFERENCE_REPLICA_PREFERRED: ReadPreference
+READ_PREFERENCE_REPLICA: ReadPreference
 RESULT_ENCODING_UNSPECIFIED: ResultEncoding
 RESULT_ENCODING_ROWS: ResultEncoding
 RESULT_ENCODING_COLUMNS: ResultEncoding
@@ -37,18 +48,22 @@ ISOLATION_LEVEL_REPEATABLE_READ: IsolationLevel
 ISOLATION_LEVEL_SERIALIZABLE: IsolationLevel
 
 class RequestOptions(_message.Message):
-    __slots__ = ("timeout", "max_rows", "idempotent", "tag", "encoding")
+    __slots__ = ("timeout", "max_rows", "idempotent", "tag", "encoding", "read_preference", "read_after")
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     MAX_ROWS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    READ_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
+    READ_AFTER_FIELD_NUMBER: _ClassVar[int]
     timeout: _duration_pb2.Duration
     max_rows: int
     idempotent: bool
     tag: str
     encoding: ResultEncoding
-    def __init__(self, timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_rows: _Optional[int] = ..., idempotent: _Optional[bool] = ..., tag: _Optional[str] = ..., encoding: _Optional[_Union[ResultEncoding, str]] = ...) -> None: ...
+    read_preference: ReadPreference
+    read_after: str
+    def __init__(self, timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_rows: _Optional[int] = ..., idempotent: _Optional[bool] = ..., tag: _Optional[str] = ..., encoding: _Optional[_Union[ResultEncoding, str]] = ..., read_preference: _Optional[_Union[ReadPreference, str]] = ..., read_after: _Optional[str] = ...) -> None: ...
 
 class ExecutionStats(_message.Message):
     __slots__ = ("elapsed", "rows", "attempts")
@@ -103,18 +118,20 @@ class ExecuteRequest(_message.Message):
     def __init__(self, database: _Optional[str] = ..., sql: _Optional[str] = ..., params: _Optional[_Iterable[_Union[_value_pb2.Value, _Mapping]]] = ..., options: _Optional[_Union[RequestOptions, _Mapping]] = ..., transaction_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteResponse(_message.Message):
-    __slots__ = ("rows_affected", "last_insert_id", "columns", "rows", "stats")
+    __slots__ = ("rows_affected", "last_insert_id", "columns", "rows", "stats", "read_token")
     ROWS_AFFECTED_FIELD_NUMBER: _ClassVar[int]
     LAST_INSERT_ID_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    READ_TOKEN_FIELD_NUMBER: _ClassVar[int]
     rows_affected: int
     last_insert_id: int
     columns: _containers.RepeatedCompositeFieldContainer[_value_pb2.Column]
     rows: _containers.RepeatedCompositeFieldContainer[_value_pb2.Row]
     stats: ExecutionStats
-    def __init__(self, rows_affected: _Optional[int] = ..., last_insert_id: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ...) -> None: ...
+    read_token: str
+    def __init__(self, rows_affected: _Optional[int] = ..., last_insert_id: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ..., read_token: _Optional[str] = ...) -> None: ...
 
 class ParamSet(_message.Message):
     __slots__ = ("params",)
@@ -137,24 +154,28 @@ class ExecuteBatchRequest(_message.Message):
     def __init__(self, database: _Optional[str] = ..., sql: _Optional[str] = ..., param_sets: _Optional[_Iterable[_Union[ParamSet, _Mapping]]] = ..., transaction_id: _Optional[str] = ..., options: _Optional[_Union[RequestOptions, _Mapping]] = ...) -> None: ...
 
 class ExecuteBatchResponse(_message.Message):
-    __slots__ = ("rows_affected", "stats")
+    __slots__ = ("rows_affected", "stats", "read_token")
     ROWS_AFFECTED_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    READ_TOKEN_FIELD_NUMBER: _ClassVar[int]
     rows_affected: int
     stats: ExecutionStats
-    def __init__(self, rows_affected: _Optional[int] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ...) -> None: ...
+    read_token: str
+    def __init__(self, rows_affected: _Optional[int] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ..., read_token: _Optional[str] = ...) -> None: ...
 
 class TransactionOptions(_message.Message):
-    __slots__ = ("isolation", "read_only", "deferrable", "idle_timeout")
+    __slots__ = ("isolation", "read_only", "deferrable", "idle_timeout", "read_preference")
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
     DEFERRABLE_FIELD_NUMBER: _ClassVar[int]
     IDLE_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    READ_PREFERENCE_FIELD_NUMBER: _ClassVar[int]
     isolation: IsolationLevel
     read_only: bool
     deferrable: bool
     idle_timeout: _duration_pb2.Duration
-    def __init__(self, isolation: _Optional[_Union[IsolationLevel, str]] = ..., read_only: _Optional[bool] = ..., deferrable: _Optional[bool] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    read_preference: ReadPreference
+    def __init__(self, isolation: _Optional[_Union[IsolationLevel, str]] = ..., read_only: _Optional[bool] = ..., deferrable: _Optional[bool] = ..., idle_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., read_preference: _Optional[_Union[ReadPreference, str]] = ...) -> None: ...
 
 class Statement(_message.Message):
     __slots__ = ("sql", "params", "options")
@@ -195,12 +216,14 @@ class RunTransactionRequest(_message.Message):
     def __init__(self, database: _Optional[str] = ..., statements: _Optional[_Iterable[_Union[Statement, _Mapping]]] = ..., options: _Optional[_Union[TransactionOptions, _Mapping]] = ..., max_attempts: _Optional[int] = ...) -> None: ...
 
 class RunTransactionResponse(_message.Message):
-    __slots__ = ("results", "attempts")
+    __slots__ = ("results", "attempts", "read_token")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    READ_TOKEN_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[StatementResult]
     attempts: int
-    def __init__(self, results: _Optional[_Iterable[_Union[StatementResult, _Mapping]]] = ..., attempts: _Optional[int] = ...) -> None: ...
+    read_token: str
+    def __init__(self, results: _Optional[_Iterable[_Union[StatementResult, _Mapping]]] = ..., attempts: _Optional[int] = ..., read_token: _Optional[str] = ...) -> None: ...
 
 class TransactionRequest(_message.Message):
     __slots__ = ("begin", "statement", "commit", "rollback")
@@ -235,8 +258,10 @@ class TransactionResponse(_message.Message):
         transaction_id: str
         def __init__(self, transaction_id: _Optional[str] = ...) -> None: ...
     class Committed(_message.Message):
-        __slots__ = ()
-        def __init__(self) -> None: ...
+        __slots__ = ("read_token",)
+        READ_TOKEN_FIELD_NUMBER: _ClassVar[int]
+        read_token: str
+        def __init__(self, read_token: _Optional[str] = ...) -> None: ...
     class RolledBack(_message.Message):
         __slots__ = ()
         def __init__(self) -> None: ...
@@ -275,8 +300,10 @@ class CommitRequest(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., database: _Optional[str] = ...) -> None: ...
 
 class CommitResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("read_token",)
+    READ_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    read_token: str
+    def __init__(self, read_token: _Optional[str] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("transaction_id", "database")
@@ -303,3 +330,58 @@ class StreamQueryResponse(_message.Message):
     stats: ExecutionStats
     column_batch: _value_pb2.ColumnBatch
     def __init__(self, columns: _Optional[_Iterable[_Union[_value_pb2.Column, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[_value_pb2.Row, _Mapping]]] = ..., truncated: _Optional[bool] = ..., stats: _Optional[_Union[ExecutionStats, _Mapping]] = ..., column_batch: _Optional[_Union[_value_pb2.ColumnBatch, _Mapping]] = ...) -> None: ...
+
+class SessionRequest(_message.Message):
+    __slots__ = ("calls", "cancel")
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    calls: _containers.RepeatedCompositeFieldContainer[SessionCall]
+    cancel: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, calls: _Optional[_Iterable[_Union[SessionCall, _Mapping]]] = ..., cancel: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SessionCall(_message.Message):
+    __slots__ = ("id", "timeout", "query", "execute", "execute_batch", "run_transaction", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RUN_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    timeout: _duration_pb2.Duration
+    query: QueryRequest
+    execute: ExecuteRequest
+    execute_batch: ExecuteBatchRequest
+    run_transaction: RunTransactionRequest
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[int] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., query: _Optional[_Union[QueryRequest, _Mapping]] = ..., execute: _Optional[_Union[ExecuteRequest, _Mapping]] = ..., execute_batch: _Optional[_Union[ExecuteBatchRequest, _Mapping]] = ..., run_transaction: _Optional[_Union[RunTransactionRequest, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SessionResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SessionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SessionResult, _Mapping]]] = ...) -> None: ...
+
+class SessionResult(_message.Message):
+    __slots__ = ("id", "query", "execute", "execute_batch", "run_transaction", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RUN_TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    query: QueryResponse
+    execute: ExecuteResponse
+    execute_batch: ExecuteBatchResponse
+    run_transaction: RunTransactionResponse
+    error: _status_pb2.Status
+    def __init__(self, id: _Optional[int] = ..., query: _Optional[_Union[QueryResponse, _Mapping]] = ..., execute: _Optional[_Union[ExecuteResponse, _Mapping]] = ..., execute_batch: _Optional[_Union[ExecuteBatchResponse, _Mapping]] = ..., run_transaction: _Optional[_Union[RunTransactionResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...

@@ -81,6 +81,11 @@ class DatabaseServiceStub:
                 request_serializer=dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.SerializeToString,
                 response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/dbgateway.v1.DatabaseService/Session',
+                request_serializer=dbgateway_dot_v1_dot_database__service__pb2.SessionRequest.SerializeToString,
+                response_deserializer=dbgateway_dot_v1_dot_database__service__pb2.SessionResponse.FromString,
+                _registered_method=True)
         self.Subscribe = channel.unary_stream(
                 '/dbgateway.v1.DatabaseService/Subscribe',
                 request_serializer=dbgateway_dot_v1_dot_subscription__pb2.SubscribeRequest.SerializeToString,
@@ -175,6 +180,22 @@ class DatabaseServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """Many logical calls on one long-lived stream: each SessionRequest carries
+        the calls that are ready (and ids to cancel); each SessionResponse carries
+        the results that are ready, in completion order. Every call behaves
+        exactly as its unary RPC (authorization, limits, retries, errors), with
+        its own `timeout`, and every id is answered exactly once. When the client
+        half-closes, the server answers what is in flight and ends with OK. The
+        server bounds the calls in flight per session and stops reading beyond
+        it (flow control pushes back). On drain or after the session's maximum
+        age the server stops reading, answers what it read and ends the stream
+        with UNAVAILABLE / SESSION_ENDED: calls it never answered never ran.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Subscribe(self, request, context):
         """Listens on PostgreSQL notification channels (LISTEN/NOTIFY) through the
         gateway's one listening connection per database. The first message has
@@ -235,6 +256,11 @@ def add_DatabaseServiceServicer_to_server(servicer, server):
                     servicer.StreamQuery,
                     request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.FromString,
                     response_serializer=dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=dbgateway_dot_v1_dot_database__service__pb2.SessionRequest.FromString,
+                    response_serializer=dbgateway_dot_v1_dot_database__service__pb2.SessionResponse.SerializeToString,
             ),
             'Subscribe': grpc.unary_stream_rpc_method_handler(
                     servicer.Subscribe,
@@ -486,6 +512,33 @@ class DatabaseService:
             '/dbgateway.v1.DatabaseService/StreamQuery',
             dbgateway_dot_v1_dot_database__service__pb2.QueryRequest.SerializeToString,
             dbgateway_dot_v1_dot_database__service__pb2.StreamQueryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/dbgateway.v1.DatabaseService/Session',
+            dbgateway_dot_v1_dot_database__service__pb2.SessionRequest.SerializeToString,
+            dbgateway_dot_v1_dot_database__service__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

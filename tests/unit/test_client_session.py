@@ -1,0 +1,65 @@
+"""What the clients decide when a Session stream ends or a call on it fails:
+pure logic, no server."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_status import rpc_status
+
+import dbgateway
+from dbgateway._client import _should_retry
+from dbgateway._session import SessionUnsupported, _ending
+from dbgateway_server.errors import GatewayError, Reason, to_rpc_status
+
+
+def stream_error(code: grpc.StatusCode, reason: str | None = None) -> grpc.aio.AioRpcError:
+    trailing = grpc.aio.Metadata()
+    if reason is not None:
+        status = rpc_status.to_status(to_rpc_status(GatewayError(Reason(reason), "ended")))
+        for key, value in status.trailing_metadata:
+            trailing.add(key, value)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing, "ended")
+
+
+def test_a_server_without_session_means_unary_calls():
+    assert isinstance(
+        _ending(stream_error(grpc.StatusCode.UNIMPLEMENTED), True), SessionUnsupported
+    )
+
+
+def test_a_session_the_server_ended_on_purpose_is_resent_write_or_not():
+    ended = _ending(stream_error(grpc.StatusCode.UNAVAILABLE, "SESSION_ENDED"), True)
+    assert isinstance(ended, dbgateway.Unavailable)
+    assert ended.reason == "SESSION_ENDED"
+    assert _should_retry(ended, write=True, idempotent=False)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
+def test_a_lost_connection_retries_reads_and_idempotent_writes_only(code):
+    broken = _ending(stream_error(code), True)
+    assert isinstance(broken, dbgateway.Unavailable)
+    assert broken.reason == "SESSION_BROKEN"
+    assert _should_retry(broken, write=False, idempotent=False)
+    assert _should_retry(broken, write=True, idempotent=True)
+    assert not _should_retry(broken, write=True, idempotent=False)
+
+
+def test_a_stream_that_never_opened_fails_as_a_unary_call_would():
+    refused = _ending(stream_error(grpc.StatusCode.UNAVAILABLE), False)
+    assert isinstance(refused, dbgateway.Unavailable)
+    assert refused.reason == ""
+    assert not _should_retry(refused, write=True, idempotent=False)
+
+
+def test_a_refused_token_ends_every_call_with_its_own_error():
+    denied = _ending(stream_error(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"), True)
+    assert isinstance(denied, dbgateway.PermissionDenied)
+    assert denied.reason == "UNAUTHENTICATED"
+
+
+def test_transport_is_checked_when_the_client_is_made():
+    with pytest.raises(ValueError, match="transport must be one of session, unary"):
+        dbgateway.AsyncClient(transport="udp")
+    assert dbgateway.AsyncClient(transport="unary").transport == "unary"
