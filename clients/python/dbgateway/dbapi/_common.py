@@ -126,6 +126,8 @@ _BY_REASON: dict[str, type[DatabaseError]] = {
     "TRANSACTION_EXPIRED": OperationalError,
     "TRANSACTION_OWNER_UNAVAILABLE": OperationalError,
     "SERVER_DRAINING": OperationalError,
+    "SESSION_ENDED": OperationalError,
+    "NO_REPLICA_AVAILABLE": OperationalError,
     "STREAM_STALLED": OperationalError,
     "SUBSCRIBER_TOO_SLOW": OperationalError,
     "COMMIT_OUTCOME_UNKNOWN": OperationalError,
@@ -156,6 +158,7 @@ DISCONNECT_REASONS = frozenset(
         "TRANSACTION_EXPIRED",
         "TRANSACTION_OWNER_UNAVAILABLE",
         "SERVER_DRAINING",
+        "SESSION_ENDED",
         "STREAM_STALLED",
     }
 )
