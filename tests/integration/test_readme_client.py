@@ -79,7 +79,14 @@ def test_every_readme_client_example_gives_the_output_shown(
             output = io.StringIO()
             with contextlib.redirect_stdout(output):
                 exec(
-                    compile(code.replace(README_ADDRESS, server.address), "README.md", "exec"),
+                    # dont_inherit: run as a reader's script would, without
+                    # this module's `from __future__ import annotations`.
+                    compile(
+                        code.replace(README_ADDRESS, server.address),
+                        "README.md",
+                        "exec",
+                        dont_inherit=True,
+                    ),
                     {},
                 )
             stdout, status = output.getvalue(), 0

@@ -1,0 +1,3 @@
+"""SQLAlchemy's dialect compliance suite, as every third-party dialect runs it."""
+
+from sqlalchemy.testing.suite import *  # noqa: F403
