@@ -246,10 +246,9 @@ class GatewayServer:
         # to other replicas) and waits for those in flight; the drain stops
         # what is still running when the grace ends and answers it
         # UNAVAILABLE / SERVER_DRAINING, before gRPC would cancel it bare.
-        stopping = asyncio.get_running_loop().create_task(self.server.stop(grace + STOP_GRACE))
-        await asyncio.sleep(0)  # gRPC refuses new calls from here on
-        await self.gateway.drain.drain(grace)
-        await stopping
+        draining = asyncio.get_running_loop().create_task(self.gateway.drain.drain(grace))
+        await self.server.stop(grace + STOP_GRACE)
+        await draining
         await self.gateway.close()
         await self.forwarding.close()
         await self.observability.close()
