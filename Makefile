@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PROTO_OUT := clients/python
 PYTEST_ARGS ?=
+DIST ?= dist
 
-.PHONY: serve test unit integration protos protos-check lint bench clean
+.PHONY: serve test unit integration protos protos-check lint bench dist clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +45,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
+# The wheel service authors install into their own environment: the client
+# library and the `dbgateway` command, without the server's database drivers
+# (those come with the [server] extra).
+dist: $(STAMP)
+	rm -f $(DIST)/dbgateway-*.whl
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir $(DIST) .
+	@ls $(DIST)/dbgateway-*.whl
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(DIST) build

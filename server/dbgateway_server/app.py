@@ -61,6 +61,11 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+#: What calls still open when the drain is over (health watches, answers on
+#: their way out) get after the grace period.
+STOP_GRACE = 0.5
+
+
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
     return [
         (key, config.max_request_bytes if key == "grpc.max_receive_message_length" else value)
@@ -224,18 +229,26 @@ class GatewayServer:
 
     async def stop(self) -> None:
         """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
-        grace period, then pools close."""
+        grace period (then they are stopped and answered SERVER_DRAINING),
+        then pools close."""
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("draining (grace %.3gs)", self.config.server.shutdown_grace)
+        grace = self.config.server.shutdown_grace
+        log.info("draining (grace %.3gs)", grace)
         await self.health.enter_graceful_shutdown()
         # Sessions take no new calls, answer what they read and end with
         # UNAVAILABLE, so their clients reopen elsewhere within the grace.
         self.database_servicer.sessions.drain()
         # A subscription would otherwise hold the drain for the whole grace period.
         await self.gateway.end_subscriptions()
-        await self.server.stop(self.config.server.shutdown_grace)
+        # gRPC stops taking calls at once (its GOAWAY moves clients' channels
+        # to other replicas) and waits for those in flight; the drain stops
+        # what is still running when the grace ends and answers it
+        # UNAVAILABLE / SERVER_DRAINING, before gRPC would cancel it bare.
+        draining = asyncio.get_running_loop().create_task(self.gateway.drain.drain(grace))
+        await self.server.stop(grace + STOP_GRACE)
+        await draining
         await self.gateway.close()
         await self.forwarding.close()
         await self.observability.close()

@@ -113,9 +113,14 @@ class BreakerSettings:
 
     It opens after ``failure_threshold`` consecutive infrastructure failures,
     or when at least ``min_calls`` calls in the last ``window`` seconds failed
-    at a rate of ``failure_rate`` or more. It stays open ``open_time``, doubled
-    after every failed probe up to ``max_open_time``; half-open lets
-    ``half_open_probes`` calls through.
+    at a rate of ``failure_rate`` or more. A call counts once whatever its
+    attempts; a call that timed out counts when a check of the database (a
+    fresh connection and a ping within ``probe_timeout``) stalls too. While
+    open, a background probe (bounded by ``probe_timeout``) runs every
+    ``probe_interval`` and closes the circuit as soon as one succeeds. Real
+    traffic is let through as a probe after ``open_time``, doubled after every
+    failed probe up to ``max_open_time``, when no background probe runs;
+    half-open lets ``half_open_probes`` calls through.
     """
 
     failure_threshold: int = 5
@@ -125,6 +130,8 @@ class BreakerSettings:
     open_time: float = 5.0
     max_open_time: float = 60.0
     half_open_probes: int = 1
+    probe_interval: float = 1.0
+    probe_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("failure_threshold", "min_calls", "half_open_probes"):
@@ -135,7 +142,7 @@ class BreakerSettings:
             "failure_rate",
             f"must be a fraction in (0, 1], got {self.failure_rate}",
         )
-        for name in ("window", "open_time", "max_open_time"):
+        for name in ("window", "open_time", "max_open_time", "probe_interval", "probe_timeout"):
             value = getattr(self, name)
             _require(value > 0, name, f"must be a positive number of seconds, got {value}")
         _require(
@@ -234,7 +241,10 @@ LOG_FORMATS = ("text", "json")
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     listen: str = DEFAULT_LISTEN
-    shutdown_grace: float = 10.0
+    #: Seconds in-flight calls get after SIGTERM. Below ``docker stop``'s 10 s
+    #: (and Kubernetes' 30 s terminationGracePeriodSeconds), with room to
+    #: cancel what is left and close the pools before a SIGKILL.
+    shutdown_grace: float = 7.0
     #: HOST:PORT of the Prometheus ``/metrics`` and ``/healthz`` endpoint; empty: off.
     metrics_listen: str = ""
     #: ``text`` (one human-readable line per record) or ``json`` (one object per line).

@@ -468,3 +468,30 @@ def reason_for_sqlite_error(error_name: str | None, exception_class: str) -> Rea
         if primary in _SQLITE_ERRORS:
             return _SQLITE_ERRORS[primary]
     return _SQLITE_CLASS.get(exception_class, Reason.DATABASE_ERROR)
+
+
+#: Connection refusals that waiting will not fix: the DSN names a user, a
+#: password or a database the server does not accept. SQLSTATE classes 28
+#: (invalid authorization) and 3D (invalid catalog name); MySQL 1044/1045
+#: (access denied), 1049 (unknown database), 1698 (access denied, no password).
+_MISCONFIGURED_SQLSTATE_CLASSES: Mapping[str, str] = {
+    "28": "check the user and password in the database's dsn (or its password_file)",
+    "3D": "check the database name in the database's dsn",
+}
+_MISCONFIGURED_MYSQL: Mapping[str, str] = {
+    "1044": "check the user's grants on the database named in the dsn",
+    "1045": "check the user and password in the database's dsn (or its password_file)",
+    "1049": "check the database name in the database's dsn",
+    "1698": "check the user and password in the database's dsn (or its password_file)",
+}
+
+
+def misconfiguration(error: GatewayError) -> str | None:
+    """What to fix when ``error`` (a failed connect) says the gateway's own
+    settings are wrong rather than the database down; None otherwise."""
+    sqlstate = error.metadata.get("sqlstate", "")
+    vendor_code = error.metadata.get("vendor_code", "")
+    found = _MISCONFIGURED_MYSQL.get(vendor_code)
+    if found is None and len(sqlstate) == 5:
+        found = _MISCONFIGURED_SQLSTATE_CLASSES.get(sqlstate[:2])
+    return found

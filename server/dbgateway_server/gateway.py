@@ -35,10 +35,12 @@ from .backends.base import (
     TransactionMode,
 )
 from .config import Config, DatabaseConfig, Engine, ReadPreference
-from .errors import GatewayError, Reason
+from .drain import Drain
+from .errors import GatewayError, Reason, misconfiguration
+from .placeholders import with_placeholder_hint
 from .pool import ConnectionPool
 from .replicas import PRIMARY, Replica, ReplicaSet, replica_name, routed_to
-from .resilience.breaker import CircuitBreaker, CircuitState
+from .resilience.breaker import CircuitBreaker, CircuitState, Verdict
 from .resilience.retry import CallKind, run_with_retries
 from .results import ResultLimits, RowChunker
 from .statement_stats import StatementStatistics, normalize
@@ -190,6 +192,16 @@ class ResultStream:
             return await self._rows.fetch_records(n)
 
 
+#: A deadline this close to passing is spent: gRPC cancels a call at its
+#: deadline, a little before or after our own clock says so.
+_DEADLINE_SLACK = 0.05
+
+
+def _spent(deadline: Deadline | None) -> bool:
+    left = None if deadline is None else deadline.remaining()
+    return left is not None and left <= _DEADLINE_SLACK
+
+
 _SYSTEM_NAMES: Mapping[Engine, str] = {
     Engine.POSTGRES: "postgresql",
     Engine.MYSQL: "mysql",
@@ -250,8 +262,9 @@ class Database:
 
     Health is the circuit: SERVING while it is closed, NOT_SERVING while it is
     open or half-open. A database that is down at start begins with an open
-    circuit; from then on a background probe tries it whenever a probe is due,
-    so it recovers without traffic.
+    circuit; from then on a background probe tries it every
+    ``breaker.probe_interval``, so it recovers without traffic, within a few
+    seconds of answering again.
 
     Each configured replica is a ``Database`` too (an endpoint with its own
     pool, breaker and prober), held in :attr:`replicas`; reads outside a
@@ -288,6 +301,10 @@ class Database:
         #: its endpoints: replicas share their primary's set).
         self.live_transactions: set[Transaction] = set()
         self._prober: asyncio.Task[None] | None = None
+        #: Calls that timed out since the last stall check began, and the check.
+        self._timed_out = 0
+        self._stall_check: asyncio.Task[None] | None = None
+        self._stall_checked_at = -float("inf")
         self._closing = False
         self.replicas = ReplicaSet(
             self,
@@ -352,13 +369,26 @@ class Database:
             async with self.pool.connection(self.config.connect_timeout) as conn:
                 await conn.ping(self.config.connect_timeout)
         except GatewayError as exc:
-            log.warning(
-                "database %s (%s) is not reachable at start: %s",
-                self.name,
-                self.config.redacted_dsn,
-                exc.message,
-            )
-            self.breaker.trip(f"unreachable at start: {exc.message}")
+            hint = misconfiguration(exc)
+            if hint:
+                # Waiting will not fix this: say so loudly, the operator must act.
+                log.error(
+                    "database %s (%s) refused the gateway at start: %s; %s. "
+                    "Its circuit stays open and every call on it fails with this cause "
+                    "until the setting is fixed",
+                    self.name,
+                    self.config.redacted_dsn,
+                    exc.message,
+                    hint,
+                )
+            else:
+                log.warning(
+                    "database %s (%s) is not reachable at start: %s",
+                    self.name,
+                    self.config.redacted_dsn,
+                    exc.message,
+                )
+            self.breaker.trip(f"unreachable at start: {exc.message}", exc)
             return
         log.info(
             "database %s%s: %s %s at %s",
@@ -370,36 +400,73 @@ class Database:
         )
 
     async def _probe_until_closed(self) -> None:
-        """Sends a probe whenever one is due until the circuit closes."""
-        while self.breaker.state is not CircuitState.CLOSED:
-            await asyncio.sleep(self.breaker.retry_after())
-            try:
-                probe = self.breaker.allow()
-            except GatewayError:
-                # A caller's probe is in flight; look again shortly.
-                await asyncio.sleep(min(self.config.breaker.open_time, 0.5))
-                continue
-            error: BaseException | None = None
-            try:
-                await self._ping_fresh()
-            except (GatewayError, TimeoutError, OSError) as exc:
-                error = exc
-                if not isinstance(exc, GatewayError):
-                    error = GatewayError(Reason.DATABASE_UNAVAILABLE, str(exc) or repr(exc))
-            except BaseException as exc:
-                self.breaker.record(exc, probe=probe)
-                raise
-            self.breaker.record(error, probe=probe)
+        """Probes the database in the background every ``probe_interval``
+        until a probe succeeds and the circuit closes."""
+        self.breaker.probing_in_background = True
+        try:
+            while self.breaker.state is not CircuitState.CLOSED:
+                await asyncio.sleep(self.breaker.background_probe_wait())
+                self.breaker.record_background_probe(await self._check())
+        finally:
+            self.breaker.probing_in_background = False
 
-    async def _ping_fresh(self) -> None:
+    async def _check(self) -> GatewayError | None:
+        """Whether the database answers a fresh connection and a ping within
+        ``probe_timeout``: None when it does, else why not."""
+        try:
+            await self._ping_fresh(self.config.breaker.probe_timeout)
+        except GatewayError as exc:
+            return exc.with_metadata(database=self.name, engine=self.engine)
+        except (TimeoutError, OSError) as exc:
+            return GatewayError(
+                Reason.DATABASE_UNAVAILABLE,
+                f"the database did not answer a fresh connection and a ping within "
+                f"{self.config.breaker.probe_timeout:g}s"
+                if isinstance(exc, TimeoutError)
+                else str(exc) or repr(exc),
+                metadata={"database": self.name, "engine": self.engine},
+            )
+        return None
+
+    async def _ping_fresh(self, limit: float) -> None:
         """Opens a new connection and pings it: the pool's connections may be
         dead with the outage, and a probe must test the endpoint itself."""
-        limit = self.config.connect_timeout
-        conn = await asyncio.wait_for(self.backend.connect(), limit)
-        try:
-            await conn.ping(limit)
-        finally:
-            await conn.close()
+        async with asyncio.timeout(limit):
+            conn = await self.backend.connect()
+            try:
+                await conn.ping(limit)
+            finally:
+                await conn.close()
+
+    def _timed_out_call(self) -> None:
+        """A call timed out: a slow query, or a stalled database. One check at
+        a time tells which; when the database stalls it too, every call that
+        timed out meanwhile counts as a failure, so a stall opens the circuit
+        even when callers' deadlines are shorter than any connect timeout."""
+        self._timed_out += 1
+        if self._closing or (self._stall_check is not None and not self._stall_check.done()):
+            return
+        if time.monotonic() - self._stall_checked_at < self.config.breaker.probe_interval:
+            # The database answered a check a moment ago: these are slow calls.
+            self._timed_out = 0
+            return
+        self._stall_check = asyncio.get_running_loop().create_task(
+            self._check_stall(), name=f"stall-check-{self.name}"
+        )
+
+    async def _check_stall(self) -> None:
+        error = await self._check()
+        calls, self._timed_out = self._timed_out, 0
+        if error is None:
+            self._stall_checked_at = time.monotonic()
+            return
+        log.warning(
+            "database %s: %d call(s) timed out and a check stalled too: %s",
+            self.name,
+            calls,
+            error.message,
+        )
+        self.breaker.record_stalls(error, calls)
 
     @contextlib.asynccontextmanager
     async def connection(self, deadline: Deadline) -> AsyncIterator[DriverConnection]:
@@ -420,17 +487,22 @@ class Database:
         check_statement(sql)
 
         async def attempt() -> ResultSet | ExecResult:
-            return await self.guarded(lambda: self._run_once(sql, params, options, write=write))
+            if self.breaker.state is CircuitState.OPEN:
+                # Other calls opened the circuit since this one was admitted.
+                raise self.breaker.refusal()
+            return await self._run_once(sql, params, options, write=write)
 
         try:
-            result, attempts = await run_with_retries(
-                attempt,
-                kind=CallKind.of(write=write, idempotent=options.idempotent),
-                settings=self.config.retry,
-                remaining=options.deadline.remaining,
-                what=f"database {self.name}",
-                on_retry=self.retried,
-            )
+            # Admitted once: the breaker counts calls, not their attempts.
+            async with self.admitted(options.deadline):
+                result, attempts = await run_with_retries(
+                    attempt,
+                    kind=CallKind.of(write=write, idempotent=options.idempotent),
+                    settings=self.config.retry,
+                    remaining=options.deadline.remaining,
+                    what=f"database {self.name}",
+                    on_retry=self.retried,
+                )
         except GatewayError as exc:
             raise self.named(exc) from None
         return Outcome(result=result, elapsed=time.monotonic() - started, attempts=attempts)
@@ -456,19 +528,24 @@ class Database:
             return await call()
 
     @contextlib.asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
+    async def admitted(self, deadline: Deadline | None = None) -> AsyncIterator[None]:
         """A block the circuit breaker lets through: refused at once with
         CIRCUIT_OPEN while the circuit is open, and its outcome counted.
         While the background prober runs it alone probes: a caller never
         becomes the half-open probe and never pays a connect attempt to a
-        database that is down."""
+        database that is down. A block cancelled when ``deadline`` ran out
+        (gRPC cancels a call whose deadline passed) timed out."""
         if self.breaker.state is not CircuitState.CLOSED and self._probing():
             raise self.breaker.refusal()
         probe = self.breaker.allow()
         try:
             yield
         except BaseException as exc:
-            self.breaker.record(exc, probe=probe)
+            verdict = self.breaker.record(exc, probe=probe)
+            if verdict is Verdict.TIMEOUT or (
+                isinstance(exc, asyncio.CancelledError) and _spent(deadline)
+            ):
+                self._timed_out_call()
             raise
         self.breaker.record(None, probe=probe)
 
@@ -698,10 +775,13 @@ class Database:
         *,
         write: bool,
     ) -> ResultSet | ExecResult:
-        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
-            if write:
-                return await conn.execute(sql, params)
-            return await conn.query(sql, params, limits=self.limits(options))
+        try:
+            async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+                if write:
+                    return await conn.execute(sql, params)
+                return await conn.query(sql, params, limits=self.limits(options))
+        except GatewayError as exc:
+            raise with_placeholder_hint(exc, self.engine, sql) from None
 
     @contextlib.contextmanager
     def reporting_errors(self) -> Iterator[None]:
@@ -737,7 +817,7 @@ class Database:
         check_statement(sql)
         with self.reporting_errors():
             async with (
-                self.admitted(),
+                self.admitted(options.deadline),
                 self.connection(options.deadline) as conn,
                 self.read_only(conn, options),
                 self.open_stream(conn, sql, params, options, started) as rows,
@@ -764,8 +844,11 @@ class Database:
 
         with self.counted(sql, write=False) as count:
             async with contextlib.AsyncExitStack() as stack:
-                async with asyncio.timeout(fetch_timeout()):
-                    rows = await stack.enter_async_context(conn.stream(sql, params))
+                try:
+                    async with asyncio.timeout(fetch_timeout()):
+                        rows = await stack.enter_async_context(conn.stream(sql, params))
+                except GatewayError as exc:
+                    raise with_placeholder_hint(exc, self.engine, sql) from None
                 chunker = RowChunker(self.config.stream_chunk_bytes, options.max_rows)
                 stream = ResultStream(rows, chunker, fetch_timeout, started)
                 try:
@@ -776,10 +859,11 @@ class Database:
     async def close(self) -> None:
         self._closing = True
         await self.replicas.close()
-        if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+        for task in (self._prober, self._stall_check):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.pool.close()
         await self.backend.close()
 
@@ -830,6 +914,8 @@ class Gateway:
             for name, db in config.databases.items()
         }
         self.transactions = TransactionTable(new_id=transaction_ids)
+        #: The calls in flight, and whether new ones are still taken.
+        self.drain = Drain()
         self.subscriptions = SubscriptionHub(config.server.subscription_queue)
         #: Databases a reload removed, by name, while their last calls and
         #: transactions finish: new calls naming them are refused.

@@ -78,6 +78,12 @@ _SESSION_STATEMENTS: dict[str, str] = {
 }
 
 #: Allowed as the first statement keywords inside a transaction.
+#: What to do instead of a refused session-state statement, where there is a way.
+_ALTERNATIVE = {
+    "SET": " (on PostgreSQL, SET LOCAL inside a transaction RPC is allowed)",
+    "USE": " (configure the other database in the gateway and name it in the request's "
+    "database field, or qualify the tables: other_db.table)",
+}
 _IN_TRANSACTION_ALLOWED = {"SAVEPOINT", "RELEASE", "LOCK", "DECLARE", "FETCH", "MOVE", "CLOSE"}
 
 
@@ -188,8 +194,8 @@ def _check_words(sql: str, words: tuple[str, ...], *, in_transaction: bool) -> N
         where = (
             "inside a transaction RPC: it would outlive the transaction on a pooled connection"
             if in_transaction
-            else "in Query/Execute: it would outlive this call on a pooled connection "
-            "(SET LOCAL inside a transaction RPC is allowed)"
+            else "in Query/Execute: it would outlive this call on a pooled connection"
+            + _ALTERNATIVE.get(first, "")
         )
     raise GatewayError(
         Reason.UNSUPPORTED_STATEMENT,

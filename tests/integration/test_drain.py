@@ -23,6 +23,7 @@ from dbgateway.v1 import database_service_pb2_grpc
 from tests.support import (
     ServerProcess,
     V,
+    call_error,
     pg_fetch,
 )
 
@@ -117,3 +118,24 @@ def test_sigint_drains_too(tmp_path, own_dsn):
     server.process.send_signal(signal.SIGINT)
     assert server.process.wait(20) == 0
     assert "stopped" in server.log()
+
+
+def test_a_call_outliving_the_grace_period_is_answered_unavailable_with_a_reason(tmp_path, own_dsn):
+    server = start(tmp_path, own_dsn, grace=1)
+    assert server.process is not None
+    with server.channel() as channel:
+        db = database_service_pb2_grpc.DatabaseServiceStub(channel)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            stuck = pool.submit(
+                db.Query, pb.QueryRequest(database="pg", sql="SELECT pg_sleep(30)"), timeout=60
+            )
+            time.sleep(0.5)
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.RpcError) as info:
+                stuck.result(20)
+    err = call_error(info.value)
+    assert err.code == grpc.StatusCode.UNAVAILABLE
+    assert err.reason == "SERVER_DRAINING"
+    assert "shutdown_grace is 1s" in err.message
+    assert "Cancelling all calls" not in err.message
+    assert server.process.wait(20) == 0

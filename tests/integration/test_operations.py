@@ -350,13 +350,15 @@ def test_dbgateway_databases_prints_the_table(operated: Operated):
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    table, _, causes = result.stdout.partition("\n\n")
+    lines = table.splitlines()
     assert lines[0].split()[:5] == ["NAME", "ENGINE", "VERSION", "HEALTH", "CIRCUIT"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert set(rows) == {"busy", "down", "lite", "pg"}
     assert rows["down"][1:5] == ["postgresql", "-", "not-serving", "open"]
     assert rows["busy"][-2] == "2"  # acquire timeouts
     assert rows["lite"][1] == "sqlite"
+    assert causes.startswith("down: circuit not closed because of DATABASE_UNAVAILABLE")
 
 
 def test_dbgateway_databases_loads_no_server_driver(operated: Operated):

@@ -1,13 +1,16 @@
 """Every grpcurl example in README.md, run verbatim against a real ``dbgateway
 serve`` started the way the README starts it (no configuration), with its output
 compared to the block shown after it. Only the address is changed, to the port
-this test's server got."""
+this test's server got. The examples run in a shell whose PATH is what the
+README tells a new user to set, starting from a PATH without this project's
+tools."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,11 +57,13 @@ _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
 def readme_examples(path: Path = ROOT / "README.md") -> list[tuple[str, str | None, str | None]]:
-    """(command, expected output language, expected output) for each grpcurl block."""
+    """(command, expected output language, expected output) for each block
+    whose first line runs grpcurl."""
     blocks = [(m.group(1), m.group(2)) for m in _FENCE.finditer(path.read_text())]
     examples = []
     for i, (lang, body) in enumerate(blocks):
-        if lang != "sh" or not body.lstrip().startswith("grpcurl"):
+        first = body.lstrip().partition("\n")[0]
+        if lang != "sh" or "grpcurl " not in first:
             continue
         following = blocks[i + 1] if i + 1 < len(blocks) else ("", "")
         if following[0] in ("json", "text"):
@@ -66,6 +71,55 @@ def readme_examples(path: Path = ROOT / "README.md") -> list[tuple[str, str | No
         else:
             examples.append((body, None, None))
     return examples
+
+
+def readme_path_setup(path: Path = ROOT / "README.md") -> str:
+    """The README's own line that puts the tools on PATH."""
+    blocks = [(m.group(1), m.group(2)) for m in _FENCE.finditer(path.read_text())]
+    setups = [body for lang, body in blocks if lang == "sh" and body.startswith("export PATH=")]
+    assert setups, "the README no longer tells users how to put the tools on PATH"
+    return setups[0].strip()
+
+
+def user_path() -> str:
+    """PATH as a new user's shell has it: the system's, without this venv."""
+    dirs = os.environ.get("PATH", "").split(os.pathsep)
+    venv = os.environ.get("VIRTUAL_ENV", "")
+    return os.pathsep.join(
+        d
+        for d in dirs
+        if d and Path(d).resolve() != BIN.resolve() and not (venv and d.startswith(venv))
+    )
+
+
+def readme_shell_env(**extra: str) -> dict[str, str]:
+    """The environment of a shell in which the user ran the README's PATH
+    line from the clone (``$PWD`` is the clone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DBGATEWAY_")}
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = user_path()
+    result = subprocess.run(
+        ["bash", "-c", f'{readme_path_setup()}\nprintf %s "$PATH"'],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    env["PATH"] = result.stdout
+    env.update(extra)
+    return env
+
+
+def test_the_readme_path_line_is_what_makes_the_tools_found():
+    # Without it, a new user's shell finds neither tool (the README's bug
+    # report: "grpcurl: command not found") ...
+    if shutil.which("grpcurl", path=user_path()) is None:
+        assert shutil.which("dbgateway", path=user_path()) is None
+    # ... and with it, both are the ones `make` installed.
+    path = readme_shell_env()["PATH"]
+    assert Path(shutil.which("grpcurl", path=path) or "").parent == BIN
+    assert Path(shutil.which("dbgateway", path=path) or "").parent == BIN
 
 
 def json_documents(text: str) -> list[Any]:
@@ -121,7 +175,7 @@ def test_readme_has_grpcurl_examples():
 def test_every_readme_grpcurl_example_gives_the_output_shown(
     readme_server: ServerProcess, readme_postgres_server: ServerProcess
 ):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = readme_shell_env()
     for command, lang, expected in readme_examples():
         server = readme_postgres_server if needs_postgres(command) else readme_server
         script = command.replace(README_ADDRESS, server.address)
@@ -144,3 +198,5 @@ def test_every_readme_grpcurl_example_gives_the_output_shown(
             assert output == (expected or "").strip(), shown
         else:
             assert result.returncode == 0, shown
+    # Examples leave no files behind in the user's directory (begin.json was one).
+    assert not list(readme_server.workdir.glob("*.json"))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 
@@ -18,9 +17,9 @@ from tests.integration.test_readme import (
     README_ADDRESS,
     needs_postgres,
     postgres_readme_server,
+    readme_shell_env,
 )
 from tests.support import (
-    BIN,
     ROOT,
     ServerProcess,
     create_postgres_database,
@@ -73,14 +72,9 @@ def test_readme_shows_the_client_and_the_cli():
 def test_every_readme_client_example_gives_the_output_shown(
     readme_server: ServerProcess, readme_postgres_server: ServerProcess
 ):
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith("DBGATEWAY_")}
     for lang, code, out_lang, expected in client_examples():
         server = readme_postgres_server if needs_postgres(code) else readme_server
-        env = dict(
-            base_env,
-            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            DBGATEWAY_SERVER=server.address,
-        )
+        env = readme_shell_env(DBGATEWAY_SERVER=server.address)
         if lang == "python":
             output = io.StringIO()
             with contextlib.redirect_stdout(output):

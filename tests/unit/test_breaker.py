@@ -207,5 +207,79 @@ def test_verdicts():
     assert verdict_of(down()) is Verdict.FAILURE
     assert verdict_of(sql_error()) is Verdict.SUCCESS
     assert verdict_of(GatewayError(Reason.UNIQUE_VIOLATION, "dup")) is Verdict.SUCCESS
-    assert verdict_of(GatewayError(Reason.POOL_EXHAUSTED, "full", sent=False)) is Verdict.UNKNOWN
+    assert verdict_of(GatewayError(Reason.POOL_EXHAUSTED, "full", sent=False)) is Verdict.TIMEOUT
+    assert verdict_of(GatewayError(Reason.STATEMENT_TIMEOUT, "slow")) is Verdict.TIMEOUT
+    assert verdict_of(TimeoutError()) is Verdict.TIMEOUT
+    assert verdict_of(GatewayError(Reason.CANCELLED, "gone")) is Verdict.UNKNOWN
     assert verdict_of(RuntimeError("bug")) is Verdict.UNKNOWN
+
+
+def wrong_password() -> GatewayError:
+    return GatewayError(
+        Reason.DATABASE_UNAVAILABLE,
+        'cannot connect to PostgreSQL: password authentication failed for user "app"',
+        metadata={"sqlstate": "28P01", "engine": "postgresql"},
+        sent=False,
+    )
+
+
+def test_a_refusal_carries_the_cause_of_the_open_circuit(clock):
+    b = breaker(clock)
+    fail(b, 5, error=wrong_password())
+    err = b.refusal()
+    assert err.reason is Reason.CIRCUIT_OPEN
+    assert err.metadata["cause_reason"] == "DATABASE_UNAVAILABLE"
+    assert err.metadata["cause_sqlstate"] == "28P01"
+    assert "password authentication failed" in err.metadata["cause"]
+    assert "DATABASE_UNAVAILABLE (28P01): cannot connect" in err.message
+
+
+def test_the_cause_is_forgotten_when_the_circuit_closes(clock):
+    b = breaker(clock)
+    b.trip("unreachable at start", wrong_password())
+    assert b.cause()["cause_sqlstate"] == "28P01"
+    b.record_background_probe(None)
+    assert b.state is CircuitState.CLOSED
+    assert b.cause() == {}
+    assert "cause" not in b.refusal().metadata
+
+
+def test_a_cause_never_shows_a_password(clock):
+    b = breaker(clock)
+    leaky = GatewayError(
+        Reason.DATABASE_UNAVAILABLE,
+        "could not reach postgresql://app:s3cret@db:5432/orders?password=hunter2",
+    )
+    b.trip("down", leaky)
+    cause = b.cause()["cause"]
+    assert "s3cret" not in cause
+    assert "hunter2" not in cause
+    assert "postgresql://app:***@db:5432/orders" in cause
+
+
+def test_a_call_that_timed_out_says_nothing_until_a_check_stalls(clock):
+    b = breaker(clock)
+    slow = GatewayError(Reason.STATEMENT_TIMEOUT, "statement cancelled")
+    for _ in range(10):
+        assert b.record(slow, probe=b.allow()) is Verdict.TIMEOUT
+    assert b.state is CircuitState.CLOSED
+    stalled = GatewayError(Reason.DATABASE_UNAVAILABLE, "no answer to a check within 2s")
+    b.record_stalls(stalled, calls=5)
+    assert b.state is CircuitState.OPEN
+    assert b.cause()["cause"] == "no answer to a check within 2s"
+
+
+def test_background_probes_run_every_probe_interval_whatever_the_open_time(clock):
+    b = breaker(clock, open_time=5, max_open_time=60, probe_interval=1)
+    fail(b, 5)
+    b.probing_in_background = True
+    for _ in range(20):
+        assert b.background_probe_wait() == pytest.approx(1.0)
+        clock.advance(1.0)
+        b.record_background_probe(down())
+    assert b.state is CircuitState.OPEN
+    # Callers are told when the next background probe is due, not the open time.
+    assert b.refusal().retry_after == pytest.approx(1.0)
+    clock.advance(1.0)
+    b.record_background_probe(None)
+    assert b.state is CircuitState.CLOSED

@@ -22,7 +22,9 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import sys
+import tomllib
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -34,6 +36,7 @@ __all__ = [
     "format_table",
     "parse_param",
     "run",
+    "server_settings",
     "statements_table",
 ]
 
@@ -41,6 +44,12 @@ COMMANDS = ("query", "exec", "health", "databases", "statements", "listen")
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_ENV = "DBGATEWAY_SERVER"
 TOKEN_ENV = "DBGATEWAY_TOKEN"
+CONFIG_ENV = "DBGATEWAY_CONFIG"
+TLS_ENV = "DBGATEWAY_TLS"
+CA_ENV = "DBGATEWAY_CA"
+CERT_ENV = "DBGATEWAY_CERT"
+KEY_ENV = "DBGATEWAY_KEY"
+SERVER_NAME_ENV = "DBGATEWAY_SERVER_NAME"
 #: Exit status of a failed call, and (as Docker's HEALTHCHECK expects) of an
 #: unhealthy server.
 EXIT_FAILED = 1
@@ -149,10 +158,28 @@ def _json_ready(value: Any) -> Any:
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def _cell(value: Any) -> str:
+def _clock_text(value: dt.timedelta) -> str:
+    """A MySQL TIME (a duration of up to 838 hours, maybe negative) as the
+    database writes it: ``[-]H:MM:SS[.ffffff]``."""
+    sign = "-" if value < dt.timedelta(0) else ""
+    micros = abs(value) // dt.timedelta(microseconds=1)
+    seconds, fraction = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    text = f"{sign}{hours:02d}:{minute:02d}:{second:02d}"
+    return f"{text}.{fraction:06d}" if fraction else text
+
+
+def _is_clock_type(db_type: str) -> bool:
+    return db_type.strip().upper().split("(")[0] == "TIME"
+
+
+def _cell(value: Any, db_type: str = "") -> str:
     """A result value as one line of table text."""
     from ._values import Interval
 
+    if isinstance(value, dt.timedelta) and _is_clock_type(db_type):
+        return _clock_text(value)
     if value is None:
         text = "NULL"
     elif isinstance(value, bool):
@@ -177,9 +204,13 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
 
 
-def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """An aligned text table: numbers right-aligned, NULL spelled out."""
-    cells = [[_cell(v) for v in row] for row in rows]
+def format_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], types: Sequence[str] = ()
+) -> list[str]:
+    """An aligned text table: numbers right-aligned, NULL spelled out;
+    ``types`` (the columns' db_type) tells a MySQL TIME from an interval."""
+    kinds = list(types) or [""] * len(columns)
+    cells = [[_cell(v, t) for v, t in zip(row, kinds, strict=True)] for row in rows]
     widths = [len(c) for c in columns]
     for line in cells:
         for i, text in enumerate(line):
@@ -211,14 +242,30 @@ def _print_json_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], out:
 # ---------------------------------------------------------------------------
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _connection_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("connection")
+    group = common.add_argument_group(
+        "connection",
+        "Each option also comes from its DBGATEWAY_* variable (named in its help), so "
+        "a container's HEALTHCHECK needs no flags; --config takes the address and "
+        "whether TLS is on from the server's own config file.",
+    )
     group.add_argument(
         "--server",
-        default=os.environ.get(SERVER_ENV) or DEFAULT_SERVER,
+        default=os.environ.get(SERVER_ENV) or None,
         metavar="HOST:PORT",
-        help=f"the gateway (default: ${SERVER_ENV} or {DEFAULT_SERVER})",
+        help=f"the gateway (default: ${SERVER_ENV}, else --config's listen, else {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--config",
+        default=os.environ.get(CONFIG_ENV) or None,
+        metavar="FILE",
+        help=f"the server's dbgateway.toml (${CONFIG_ENV}): connect to its [server] "
+        "listen (a wildcard address as loopback), with TLS when it has tls_cert",
     )
     group.add_argument(
         "--token",
@@ -226,11 +273,35 @@ def _connection_options() -> argparse.ArgumentParser:
         help=f"bearer token (default: ${TOKEN_ENV}; prefer the variable, "
         "command lines are visible to other users)",
     )
-    group.add_argument("--tls", action="store_true", help="use TLS with the system's CA roots")
-    group.add_argument("--ca", metavar="FILE", help="PEM CA bundle for the server (implies --tls)")
-    group.add_argument("--cert", metavar="FILE", help="client certificate for mutual TLS")
-    group.add_argument("--key", metavar="FILE", help="client private key for mutual TLS")
-    group.add_argument("--server-name", help="name to check in the server certificate")
+    group.add_argument(
+        "--tls",
+        action="store_true",
+        default=_env_flag(TLS_ENV),
+        help=f"use TLS with the system's CA roots (${TLS_ENV}=1)",
+    )
+    group.add_argument(
+        "--ca",
+        default=os.environ.get(CA_ENV) or None,
+        metavar="FILE",
+        help=f"PEM CA bundle for the server, implies --tls (${CA_ENV})",
+    )
+    group.add_argument(
+        "--cert",
+        default=os.environ.get(CERT_ENV) or None,
+        metavar="FILE",
+        help=f"client certificate for mutual TLS (${CERT_ENV})",
+    )
+    group.add_argument(
+        "--key",
+        default=os.environ.get(KEY_ENV) or None,
+        metavar="FILE",
+        help=f"client private key for mutual TLS (${KEY_ENV})",
+    )
+    group.add_argument(
+        "--server-name",
+        default=os.environ.get(SERVER_NAME_ENV) or None,
+        help=f"name to check in the server certificate (${SERVER_NAME_ENV})",
+    )
     group.add_argument(
         "--timeout",
         type=float,
@@ -238,6 +309,30 @@ def _connection_options() -> argparse.ArgumentParser:
         help="deadline of the call (default 30; health and databases 5)",
     )
     return common
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def server_settings(path: str) -> tuple[str, bool]:
+    """The address to reach a server at, and whether it speaks TLS, from its
+    config file: ``[server] listen`` (``${ENV}`` expanded; a wildcard host
+    becomes loopback, as a health check runs next to the server) and
+    ``tls_cert``."""
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    server = raw.get("server", {})
+    if not isinstance(server, dict):
+        raise ValueError(f"{path}: [server] must be a table")
+    listen = _INTERPOLATION.sub(
+        lambda m: os.environ.get(m.group(1), ""), str(server.get("listen", DEFAULT_SERVER))
+    )
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{port}", bool(server.get("tls_cert"))
 
 
 def add_commands(commands: Any) -> None:
@@ -257,6 +352,12 @@ def add_commands(commands: Any) -> None:
         sub.add_argument("--json", action="store_true", help="print rows as JSON lines")
         if name == "query":
             sub.add_argument("--max-rows", type=int, help="return at most this many rows")
+            sub.add_argument(
+                "--stream",
+                action="store_true",
+                help="read through StreamQuery and print rows as they arrive (any size; "
+                "tab-separated, or JSON lines with --json)",
+            )
         else:
             sub.add_argument(
                 "--idempotent", action="store_true", help="the write is safe to run twice"
@@ -314,26 +415,73 @@ def add_commands(commands: Any) -> None:
 
 def _client(args: argparse.Namespace, default_timeout: float) -> Any:
     from ._client import Client
-    from ._config import TLSConfig
+    from ._config import ClientConfig, RetryPolicy, TLSConfig
 
+    target, config_tls = args.server, False
+    if args.config:
+        listen, config_tls = server_settings(args.config)
+        target = target or listen
+    target = target or DEFAULT_SERVER
     tls: TLSConfig | None = None
-    if args.tls or args.ca or args.cert or args.key or args.server_name:
+    if config_tls or args.tls or args.ca or args.cert or args.key or args.server_name:
         tls = TLSConfig(
             ca_file=args.ca, cert_file=args.cert, key_file=args.key, server_name=args.server_name
         )
     timeout = args.timeout if args.timeout is not None else default_timeout
-    return Client(args.server, tls=tls, token=args.token, timeout=timeout)
+    # A person at a terminal wants the answer now: no retries, so an open
+    # circuit fails at once with its cause instead of waiting out RetryInfo.
+    config = ClientConfig(retry=RetryPolicy(max_attempts=1))
+    return Client(target, tls=tls, token=args.token, timeout=timeout, config=config)
 
 
-def _query(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
+def _query(args: argparse.Namespace, params: list[Any], out: TextIO, err: TextIO) -> int:
+    if args.stream:
+        return _stream(args, params, out)
     with _client(args, 30.0) as db:
         result = db.query(args.sql, *params, database=args.database, max_rows=args.max_rows)
+    types = [c.db_type for c in result.column_info]
     if args.json:
         _print_json_rows(result.columns, result.rows, out)
     else:
-        for line in format_table(result.columns, result.rows):
+        for line in format_table(result.columns, result.rows, types):
             print(line, file=out)
         print(_rows_footer(len(result.rows), result.truncated), file=out)
+    if not result.columns:
+        # The statement ran (a write goes through Query too) but returned no
+        # result set: say so rather than print an empty table silently.
+        print(
+            "dbgateway: the statement returned no result set; if it was a write it ran: "
+            "use `dbgateway exec` to see the rows it affected",
+            file=err,
+        )
+    return 0
+
+
+def _stream(args: argparse.Namespace, params: list[Any], out: TextIO) -> int:
+    """Prints a read of any size row by row as StreamQuery delivers it."""
+    count = 0
+    with (
+        _client(args, 30.0) as db,
+        db.stream(args.sql, *params, database=args.database, max_rows=args.max_rows) as rows,
+    ):
+        columns: Sequence[str] = ()
+        types: list[str] = []
+        for row in rows:
+            if count == 0:
+                columns = rows.columns or ()
+                types = [c.db_type for c in rows.column_info or ()]
+                if not args.json:
+                    print("\t".join(columns), file=out)
+            if args.json:
+                _print_json_rows(columns, [row], out)
+            else:
+                print("\t".join(_cell(v, t) for v, t in zip(row, types, strict=True)), file=out)
+            count += 1
+        if count == 0 and not args.json:
+            print("\t".join(rows.columns or ()), file=out)
+        truncated = rows.truncated
+    if not args.json:
+        print(_rows_footer(count, truncated), file=out)
     return 0
 
 
@@ -369,7 +517,8 @@ def _health(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def databases_table(response: Any) -> str:
-    """A ``ListDatabasesResponse`` as an aligned text table."""
+    """A ``ListDatabasesResponse`` as an aligned text table, then (after a
+    blank line) why each circuit that is not closed is so."""
     from .v1 import admin_service_pb2 as pb
 
     def short(enum: Any, value: int, prefix: str) -> str:
@@ -395,9 +544,18 @@ def databases_table(response: Any) -> str:
                 str(db.open_transactions),
             )
         )
-    table = _aligned(rows)
+    sections = [_aligned(rows)]
     endpoints = _endpoints_table(response)
-    return f"{table}\n\n{endpoints}" if endpoints else table
+    if endpoints:
+        sections.append(endpoints)
+    causes = [
+        f"{db.name}: circuit not closed because of {_cause_text(db.circuit_cause)}"
+        for db in response.databases
+        if db.HasField("circuit_cause")
+    ]
+    if causes:
+        sections.append("\n".join(causes))
+    return "\n\n".join(sections)
 
 
 def _aligned(rows: list[tuple[str, ...]]) -> str:
@@ -406,6 +564,12 @@ def _aligned(rows: list[tuple[str, ...]]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     )
+
+
+def _cause_text(cause: Any) -> str:
+    codes = ", ".join(c for c in (cause.sqlstate, cause.vendor_code) if c)
+    where = f" ({codes})" if codes else ""
+    return f"{cause.reason}{where}: {cause.message}"
 
 
 def _endpoints_table(response: Any) -> str:
@@ -541,10 +705,16 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(f"dbgateway: {exc}", file=err)
             return EXIT_USAGE
         if args.command == "query":
-            return _query(args, params, out)
+            return _query(args, params, out, err)
         return _exec(args, params, out)
     except DbGatewayError as exc:
         print(f"dbgateway: {exc.summary()}", file=err)
+        if exc.reason == "RESULT_TOO_LARGE" and args.command == "query":
+            print(
+                "dbgateway: hint: add --stream to print a result of any size as it "
+                "arrives, or --max-rows N to see the first N rows",
+                file=err,
+            )
         return EXIT_FAILED
     except (OSError, ValueError, TypeError) as exc:
         # Unreadable TLS files, a malformed target, a value the client cannot send.

@@ -32,6 +32,8 @@ from .base import (
 )
 
 ENGINE = "mysql"
+#: Statements that only read: a result set, but no rows affected.
+_READS = frozenset({"SELECT", "SHOW", "DESCRIBE", "DESC", "EXPLAIN", "VALUES", "TABLE", "HELP"})
 #: Rows an abandoned unbuffered result may still be read to keep its
 #: connection; beyond that the statement is killed and the connection dropped.
 DRAIN_ROWS = 1000
@@ -222,6 +224,8 @@ class MySQLConnection(DriverConnection):
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
         cur, rows, rowcount, lastrowid = await self._run(sql, params)
         columns, converters = self._describe(cur)
+        if columns and sql.lstrip(" \t\r\n(").split(None, 1)[0].upper() in _READS:
+            rowcount = 0  # MySQL's rowcount of a read is the rows it returned
         return ExecResult(
             rows_affected=max(rowcount, 0),
             last_insert_id=lastrowid or None,

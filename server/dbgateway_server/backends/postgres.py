@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -15,7 +15,13 @@ import asyncpg.exceptions._base as pgbase
 
 from dbgateway.v1 import value_pb2
 
-from ..errors import GatewayError, Reason, invalid_request, reason_for_sqlstate
+from ..errors import (
+    GatewayError,
+    Reason,
+    invalid_parameter,
+    invalid_request,
+    reason_for_sqlstate,
+)
 from ..results import ResultLimits, collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
 from . import pg_text
@@ -98,6 +104,52 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
             metadata={"engine": ENGINE, "database": database},
         )
     return None
+
+
+#: asyncpg's words for a parameter it could not encode as the statement's type.
+_BAD_ARGUMENT = re.compile(r"^invalid input for query argument \$(\d+): .*?(\(([^()]*)\))?$", re.S)
+#: The Value kind that carries each common PostgreSQL type.
+_KIND_FOR_TYPE: Mapping[str, str] = {
+    **dict.fromkeys(("int2", "int4", "int8", "oid"), "int_value"),
+    **dict.fromkeys(("float4", "float8"), "double_value"),
+    "numeric": "decimal_value",
+    "bool": "bool_value",
+    **dict.fromkeys(("text", "varchar", "bpchar", "name"), "string_value"),
+    "bytea": "bytes_value",
+    "date": "date_value",
+    "time": "time_value",
+    "timestamptz": "timestamp_value",
+    "timestamp": "datetime_value",
+    "interval": "interval_value",
+    "uuid": "uuid_value",
+    **dict.fromkeys(("json", "jsonb"), "json_value"),
+}
+
+
+def parameter_type_error(
+    exc: pgexc.DataError, stmt: Any, params: Sequence[value_pb2.Value]
+) -> GatewayError | None:
+    """INVALID_PARAMETER naming the parameter, the type the statement expects
+    and the kind that was sent, for a value asyncpg could not encode (its own
+    message shows the value and a Python error instead); None when ``exc``
+    is another data error."""
+    match = _BAD_ARGUMENT.match(str(exc))
+    if match is None:
+        return None
+    index = int(match.group(1)) - 1
+    types = stmt.get_parameters()
+    if not 0 <= index < min(len(types), len(params)):
+        return None
+    expected = types[index].name
+    sent = params[index].WhichOneof("kind") or "an empty Value"
+    wanted = _KIND_FOR_TYPE.get(expected)
+    fix = f"send {wanted}" if wanted else "send a value of that type"
+    if sent == "string_value":
+        fix += f", or have PostgreSQL convert the text: ${index + 1}::text::{expected}"
+    error = invalid_parameter(
+        index, f"${index + 1} is {expected} in this statement, but {sent} was sent; {fix}"
+    )
+    return error.with_metadata(sqlstate="22000", expected_type=expected, sent_kind=sent)
 
 
 def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
@@ -223,10 +275,16 @@ class PostgresConnection(DriverConnection):
             try:
                 stmt = await self._prepare(sql, len(args))
                 args = self._bindable(stmt, args)
-                if limit:
-                    records = await stmt._PreparedStatement__bind_execute(args, limit, None)
-                else:
-                    records = await stmt.fetch(*args)
+                try:
+                    if limit:
+                        records = await stmt._PreparedStatement__bind_execute(args, limit, None)
+                    else:
+                        records = await stmt.fetch(*args)
+                except pgexc.DataError as exc:
+                    better = parameter_type_error(exc, stmt, params)
+                    if better is None:
+                        raise
+                    raise better from exc
                 return stmt, records
             except (pgexc.InvalidCachedStatementError, pgexc.OutdatedSchemaCacheError):
                 # The schema changed under a cached plan: drop the cache and,
@@ -303,8 +361,11 @@ class PostgresConnection(DriverConnection):
             stmt, records = await self._run(sql, params, 0)
             columns, converters = self._describe(stmt)
             status = stmt.get_statusmsg()
+        # A read's tag counts the rows it returned ("SELECT 3"), not rows it
+        # changed; CREATE TABLE AS also says SELECT, but returns no columns.
+        read = bool(columns) and (status or "").split(" ", 1)[0] in ("SELECT", "FETCH")
         return ExecResult(
-            rows_affected=_rows_affected(status),
+            rows_affected=0 if read else _rows_affected(status),
             columns=columns,
             rows=convert_rows(records, converters),
         )
@@ -603,7 +664,10 @@ class PostgresBackend(Backend):
                 format="tuple",
             )
         version = conn.get_server_version()
-        self.server_version = f"{version.major}.{version.minor}"
+        # Since PostgreSQL 10 a version has two parts, and asyncpg keeps the
+        # second in ``micro`` ("15.4" is major 15, minor 0, micro 4).
+        second = version.micro if version.major >= 10 else version.minor
+        self.server_version = f"{version.major}.{second}"
         return PostgresConnection(conn, name)
 
     async def connect_listener(

@@ -25,6 +25,7 @@ from ..observability import (
     is_serving,
     open_transactions_by_database,
 )
+from ..resilience.breaker import CAUSE_MESSAGE, CAUSE_REASON, CAUSE_SQLSTATE, CAUSE_VENDOR_CODE
 from ..security import Guard
 from ..statement_stats import StatementSnapshot
 from .calls import Servicer, rpc
@@ -40,6 +41,19 @@ CIRCUIT_STATES: Mapping[CircuitState, int] = {
     CircuitState.HALF_OPEN: pb.CIRCUIT_STATE_HALF_OPEN,
     CircuitState.OPEN: pb.CIRCUIT_STATE_OPEN,
 }
+
+
+def circuit_cause(db: Database) -> pb.CircuitCause | None:
+    """Why ``db``'s circuit is not closed (None while it is)."""
+    cause = db.breaker.cause()
+    if not cause:
+        return None
+    return pb.CircuitCause(
+        reason=cause.get(CAUSE_REASON, ""),
+        sqlstate=cause.get(CAUSE_SQLSTATE, ""),
+        vendor_code=cause.get(CAUSE_VENDOR_CODE, ""),
+        message=cause.get(CAUSE_MESSAGE, ""),
+    )
 
 
 def _pool(db: Database) -> pb.PoolStats:
@@ -82,6 +96,7 @@ def database_info(db: Database, open_transactions: int) -> pb.DatabaseInfo:
         circuit_state=CIRCUIT_STATES[circuit_state(db)],  # type: ignore[arg-type]
         pool=_pool(db),
         open_transactions=open_transactions,
+        circuit_cause=circuit_cause(db),
         # A database without replicas is its primary alone, shown above.
         endpoints=endpoint_infos(db) if db.replicas else [],
     )

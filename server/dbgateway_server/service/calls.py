@@ -267,20 +267,30 @@ async def _served(
     status: a GatewayError to its code and details, anything unexpected to
     INTERNAL with a request id."""
     observability: Observability = servicer.observability
+    drain = servicer._gateway.drain
     service = ADMIN_SERVICE if servicer.admin_only else DATABASE_SERVICE
     call = begin_call(observability, method, request, context, service)
     try:
-        async with _guarded(servicer, method, request, context, call):
-            yield call
+        with drain.call(continuing=bool(getattr(request, "transaction_id", ""))):
+            async with _guarded(servicer, method, request, context, call):
+                yield call
     except GatewayError as exc:
         call.failed(exc.code, exc.reason)
+        # A failed call's attempts travel in its metadata (there is no
+        # response): the access log's retries must agree with the caller's.
+        if exc.metadata.get("attempts", "").isdigit():
+            call.attempts = int(exc.metadata["attempts"])
         await abort(context, exc, call.request_id)
     except ForwardedFailure as exc:
         call.failed(exc.status.code, exc.reason)
         await context.abort_with_status(_with_request_id(exc.status, call.request_id))
     except asyncio.CancelledError:
-        call.failed(grpc.StatusCode.CANCELLED)
-        raise
+        stopped = drain.stopped_by_drain()
+        if stopped is None:
+            call.failed(grpc.StatusCode.CANCELLED)
+            raise
+        call.failed(stopped.code, stopped.reason)
+        await abort(context, stopped)
     except grpc.aio.AbortError:
         call.failed(grpc.StatusCode.UNKNOWN)
         raise

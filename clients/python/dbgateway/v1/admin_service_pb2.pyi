@@ -78,7 +78,7 @@ class PoolStats(_message.Message):
     def __init__(self, size: _Optional[int] = ..., idle: _Optional[int] = ..., in_use: _Optional[int] = ..., waiting: _Optional[int] = ..., min_size: _Optional[int] = ..., max_size: _Optional[int] = ..., acquired_total: _Optional[int] = ..., created_total: _Optional[int] = ..., closed_total: _Optional[int] = ..., acquire_timeouts_total: _Optional[int] = ..., dead_on_checkout_total: _Optional[int] = ...) -> None: ...
 
 class DatabaseInfo(_message.Message):
-    __slots__ = ("name", "engine", "server_version", "health", "circuit_state", "pool", "open_transactions", "endpoints")
+    __slots__ = ("name", "engine", "server_version", "health", "circuit_state", "pool", "open_transactions", "endpoints", "circuit_cause")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class DatabaseInfo(_message.Message):
     POOL_FIELD_NUMBER: _ClassVar[int]
     OPEN_TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
     ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_CAUSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     engine: Engine
     server_version: str
@@ -95,7 +96,8 @@ class DatabaseInfo(_message.Message):
     pool: PoolStats
     open_transactions: int
     endpoints: _containers.RepeatedCompositeFieldContainer[EndpointInfo]
-    def __init__(self, name: _Optional[str] = ..., engine: _Optional[_Union[Engine, str]] = ..., server_version: _Optional[str] = ..., health: _Optional[_Union[DatabaseHealth, str]] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., open_transactions: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[EndpointInfo, _Mapping]]] = ...) -> None: ...
+    circuit_cause: CircuitCause
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[_Union[Engine, str]] = ..., server_version: _Optional[str] = ..., health: _Optional[_Union[DatabaseHealth, str]] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ..., open_transactions: _Optional[int] = ..., endpoints: _Optional[_Iterable[_Union[EndpointInfo, _Mapping]]] = ..., circuit_cause: _Optional[_Union[CircuitCause, _Mapping]] = ...) -> None: ...
 
 class EndpointInfo(_message.Message):
     __slots__ = ("name", "role", "address", "serving", "circuit_state", "lag", "pool")
@@ -114,6 +116,18 @@ class EndpointInfo(_message.Message):
     lag: _duration_pb2.Duration
     pool: PoolStats
     def __init__(self, name: _Optional[str] = ..., role: _Optional[_Union[EndpointRole, str]] = ..., address: _Optional[str] = ..., serving: _Optional[bool] = ..., circuit_state: _Optional[_Union[CircuitState, str]] = ..., lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., pool: _Optional[_Union[PoolStats, _Mapping]] = ...) -> None: ...
+
+class CircuitCause(_message.Message):
+    __slots__ = ("reason", "sqlstate", "vendor_code", "message")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SQLSTATE_FIELD_NUMBER: _ClassVar[int]
+    VENDOR_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    sqlstate: str
+    vendor_code: str
+    message: str
+    def __init__(self, reason: _Optional[str] = ..., sqlstate: _Optional[str] = ..., vendor_code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListDatabasesRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,107 @@
+"""The drain: what happens to calls between SIGTERM and exit.
+
+gRPC stops taking new calls when the server stops; a call that still reaches
+a servicer once the drain began (it was accepted just before) is refused at
+once with UNAVAILABLE / SERVER_DRAINING (nothing reached a database, so any
+caller may retry it elsewhere), unless it continues an open transaction.
+Calls already running get the grace period; those still running when it ends
+are cancelled (on the database too) and answered UNAVAILABLE /
+SERVER_DRAINING, not gRPC's bare "Cancelling all calls".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from .errors import GatewayError, Reason
+
+log = logging.getLogger(__name__)
+
+#: What a refused caller is told to wait before trying again (another replica).
+RETRY_AFTER = 0.1
+#: How long calls cancelled at the end of the grace period get to answer.
+CANCEL_WAIT = 1.0
+
+
+class Drain:
+    """The calls in flight, and whether the server still takes new ones."""
+
+    __slots__ = ("_calls", "_grace", "_idle", "_stopped", "_stopped_all")
+
+    def __init__(self) -> None:
+        self._calls: set[asyncio.Task[object]] = set()
+        #: Calls cancelled because the grace period ended.
+        self._stopped: set[asyncio.Task[object]] = set()
+        self._idle: asyncio.Event | None = None
+        self._grace = 0.0
+        #: The grace period is over: nothing is let in any more.
+        self._stopped_all = False
+
+    @property
+    def draining(self) -> bool:
+        return self._idle is not None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._calls)
+
+    @contextlib.contextmanager
+    def call(self, *, continuing: bool = False) -> Iterator[None]:
+        """Admits the current call, or refuses it with SERVER_DRAINING. A call that
+        ``continuing`` work begun before the drain (a statement or the commit
+        of an open transaction) is let in until the grace period ends, so
+        that transaction can still finish."""
+        if self.draining and not (continuing and not self._stopped_all):
+            raise GatewayError(
+                Reason.SERVER_DRAINING,
+                "the server is shutting down and takes no new calls; try again "
+                "(another replica will answer)",
+                retry_after=RETRY_AFTER,
+                sent=False,
+            )
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - calls always run in a task
+            yield
+            return
+        self._calls.add(task)
+        try:
+            yield
+        finally:
+            self._calls.discard(task)
+            if self._idle is not None and not self._calls:
+                self._idle.set()
+
+    def stopped_by_drain(self) -> GatewayError | None:
+        """The error for the current call when the drain cancelled it."""
+        task = asyncio.current_task()
+        if task is None or task not in self._stopped:
+            return None
+        return GatewayError(
+            Reason.SERVER_DRAINING,
+            f"the server shut down before the call finished (shutdown_grace is {self._grace:g}s)",
+            retry_after=RETRY_AFTER,
+        )
+
+    async def drain(self, grace: float) -> None:
+        """Stops taking calls, waits up to ``grace`` seconds for those in
+        flight, then cancels the rest and lets them answer."""
+        self._grace = grace
+        self._idle = asyncio.Event()
+        if not self._calls:
+            self._stopped_all = True
+            return
+        log.info("draining: %d call(s) in flight", len(self._calls))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        self._stopped_all = True
+        left = list(self._calls)
+        if not left:
+            return
+        log.warning("drain: cancelling %d call(s) still running after %gs", len(left), grace)
+        self._stopped.update(left)
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=CANCEL_WAIT)
