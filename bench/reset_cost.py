@@ -28,9 +28,8 @@ from pathlib import Path
 
 from dbgateway.v1 import value_pb2
 from dbgateway_server.backends import backend_for
-from dbgateway_server.backends.base import DriverConnection
+from dbgateway_server.backends.base import DriverConnection, ResultLimits
 from dbgateway_server.config import DatabaseConfig, Engine
-from dbgateway_server.results import ResultLimits
 
 from .run import DEFAULT_DSN, DEFAULT_MYSQL_DSN, _prepare_database, _prepare_mysql
 

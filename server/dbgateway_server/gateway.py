@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from dbgateway.v1 import value_pb2
@@ -30,10 +30,11 @@ from .backends.base import (
     Backend,
     DriverConnection,
     ExecResult,
+    ResultLimits,
     ResultSet,
-    RowStream,
     TransactionMode,
 )
+from .call import BatchOutcome, CallOptions, Deadline, OpenTransaction, Outcome, ResultStream
 from .config import Config, DatabaseConfig, Engine, ReadPreference
 from .drain import Drain
 from .errors import GatewayError, Reason, misconfiguration
@@ -42,7 +43,7 @@ from .pool import ConnectionPool
 from .replicas import PRIMARY, Replica, ReplicaSet, replica_name, routed_to
 from .resilience.breaker import CircuitBreaker, CircuitState, Verdict
 from .resilience.retry import CallKind, run_with_retries
-from .results import ResultLimits, RowChunker
+from .results import RowChunker
 from .statement_stats import StatementStatistics, normalize
 from .statements import check_statement, first_keyword
 from .subscriptions import Subscription, SubscriptionHub
@@ -62,134 +63,6 @@ HealthListener = Callable[[str, bool], None]
 RetryListener = Callable[[str, str], None]
 
 T = TypeVar("T")
-
-
-class Deadline:
-    """The absolute monotonic time by which a call must be answered."""
-
-    __slots__ = ("_at", "_budget")
-
-    def __init__(self, budget: float | None) -> None:
-        self._budget = budget
-        self._at = None if budget is None else time.monotonic() + budget
-
-    @classmethod
-    def sooner(cls, *budgets: float | None) -> Deadline:
-        known = [b for b in budgets if b is not None]
-        return cls(min(known) if known else None)
-
-    def remaining(self) -> float | None:
-        return None if self._at is None else self._at - time.monotonic()
-
-    def bounded(self, cap: float) -> float:
-        """What is left, but at most ``cap``."""
-        left = self.remaining()
-        return cap if left is None else min(left, cap)
-
-
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    deadline: Deadline
-    max_rows: int = 0
-    idempotent: bool = False
-    tag: str = ""
-    #: Outside a transaction, run the statement in a read-only one (the
-    #: caller may only read); inside a transaction its own mode decides.
-    read_only: bool = False
-    #: A read's rows go out as ColumnBatches (RESULT_ENCODING_COLUMNS).
-    columnar: bool = False
-    #: Where a read outside a transaction runs; None: the database's default.
-    read_preference: ReadPreference | None = None
-    #: A read_token: read only from an endpoint that has replayed past it.
-    read_after: str = ""
-    #: The caller's database role (PostgreSQL ``SET LOCAL ROLE``): outside a
-    #: transaction the statement then runs in one of its own, as that role.
-    role: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class OpenTransaction:
-    """A transaction in the transactions table, as operators see it."""
-
-    #: The table's own key; used to tell transactions apart, never logged.
-    key: str
-    database: str
-    #: Seconds since it began.
-    age: float
-    tag: str = ""
-    #: The request id of the call that began it.
-    request_id: str = ""
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What a statement RPC returns, plus how it ran."""
-
-    result: ResultSet | ExecResult
-    elapsed: float
-    attempts: int = 1
-    #: A committed write on a database with replicas: its place in the
-    #: replication stream (see :meth:`Database.read_token`).
-    read_token: str = ""
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What ExecuteBatch returns; ``rows_affected`` is None when the engine's
-    bulk path does not report it."""
-
-    rows_affected: int | None
-    elapsed: float
-    attempts: int = 1
-    read_token: str = ""
-
-
-class ResultStream:
-    """A streamed read in progress: its columns, then its rows in chunks of
-    bounded encoded size, each fetched only when the previous one was taken."""
-
-    __slots__ = ("_chunker", "_fetch_timeout", "_rows", "started")
-
-    def __init__(
-        self,
-        rows: RowStream,
-        chunker: RowChunker,
-        fetch_timeout: Callable[[], float],
-        started: float,
-    ) -> None:
-        self._rows = rows
-        self._chunker = chunker
-        self._fetch_timeout = fetch_timeout
-        self.started = started
-
-    @property
-    def columns(self) -> list[value_pb2.Column]:
-        return self._rows.columns
-
-    @property
-    def rows(self) -> int:
-        """Rows handed out so far."""
-        return self._chunker.rows_seen
-
-    @property
-    def truncated(self) -> bool:
-        """The caller's ``max_rows`` cut the result short."""
-        return self._chunker.truncated
-
-    def chunks(self) -> AsyncIterator[list[value_pb2.Row]]:
-        return self._chunker.chunks(self._fetch)
-
-    def batches(self) -> AsyncIterator[value_pb2.ColumnBatch]:
-        """The rows as ColumnBatches (the columnar encoding), each of bounded size."""
-        return self._chunker.batches(self._fetch_records, self._rows.converters)
-
-    async def _fetch(self, n: int) -> list[value_pb2.Row]:
-        async with asyncio.timeout(self._fetch_timeout()):
-            return await self._rows.fetch(n)
-
-    async def _fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
-        async with asyncio.timeout(self._fetch_timeout()):
-            return await self._rows.fetch_records(n)
 
 
 #: A deadline this close to passing is spent: gRPC cancels a call at its

@@ -50,8 +50,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import tracing
+from .call import OpenTransaction
 from .config import ServerConfig
-from .gateway import Database, Gateway, OpenTransaction
+from .gateway import Database, Gateway
 from .replicas import PRIMARY, routed_endpoint, routed_to
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from .errors import GatewayError, Reason
 from .resilience.breaker import CircuitState
 
 if TYPE_CHECKING:
-    from .gateway import Database, Deadline
+    from .call import Deadline
+    from .gateway import Database
 
 log = logging.getLogger(__name__)
 

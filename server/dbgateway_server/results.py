@@ -10,17 +10,14 @@ they count the encoded size of each ``ColumnBatch`` instead.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dbgateway.v1 import value_pb2
 
+from .backends.base import ResultLimits, RowStream
 from .config import STREAM_MESSAGE_LIMIT_BYTES
 from .errors import GatewayError, Reason
 from .values import Converter, column_kinds, convert_rows, pack_columns
-
-if TYPE_CHECKING:
-    from .backends.base import RowStream
 
 #: Rows fetched by the first fetch of a stream, before any row size is known.
 FIRST_FETCH_ROWS = 256
@@ -40,48 +37,6 @@ def framed_size(size: int) -> int:
     if size < 0x10000000:
         return size + 5
     return size + 6
-
-
-@dataclass(frozen=True, slots=True)
-class ResultLimits:
-    """What a unary result may hold.
-
-    ``max_rows`` is the caller's own limit: beyond it the result is truncated
-    (and says so). ``max_result_rows`` and ``max_result_bytes`` are the
-    database's caps: beyond them the call fails with RESULT_TOO_LARGE, because
-    a silently cut result would look complete.
-    """
-
-    max_rows: int = 0
-    max_result_rows: int = 100_000
-    max_result_bytes: int = 16 * 1024 * 1024
-    #: The caller asked for RESULT_ENCODING_COLUMNS: the result is ColumnBatches.
-    columnar: bool = False
-
-    @property
-    def fetch_rows(self) -> int:
-        """How many rows to fetch at most: one more than the first limit that
-        applies, which tells "exactly at the limit" from "more"."""
-        if self.max_rows and self.max_rows <= self.max_result_rows:
-            return self.max_rows + 1
-        return self.max_result_rows + 1
-
-
-@dataclass(slots=True)
-class ResultSet:
-    """A read's result: ``rows``, or with the columnar encoding ``batches``
-    (and then no ``rows``)."""
-
-    columns: list[value_pb2.Column]
-    rows: list[value_pb2.Row]
-    truncated: bool = False
-    batches: list[value_pb2.ColumnBatch] | None = None
-
-    @property
-    def row_count(self) -> int:
-        if self.batches is not None:
-            return sum(b.row_count for b in self.batches)
-        return len(self.rows)
 
 
 def too_large(why: str) -> GatewayError:

@@ -38,7 +38,8 @@ from .errors import GatewayError, Reason
 from .resilience.retry import CallKind, run_with_retries
 
 if TYPE_CHECKING:
-    from .gateway import Database, Deadline
+    from .call import Deadline
+    from .gateway import Database
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ from .resilience.retry import CallKind, run_with_retries
 from .statements import check_statement
 
 if TYPE_CHECKING:
-    from .gateway import CallOptions, Database, Deadline, ResultStream
+    from .call import CallOptions, Deadline, ResultStream
+    from .gateway import Database
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ import decimal
 import pytest
 
 from dbgateway._values import from_column_batch, from_row
+from dbgateway_server.backends.base import ResultLimits
 from dbgateway_server.errors import GatewayError, Reason
-from dbgateway_server.results import ColumnCollector, ResultLimits, RowChunker
+from dbgateway_server.results import ColumnCollector, RowChunker
 from dbgateway_server.values import (
     column_kinds,
     convert_rows,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from dbgateway.v1 import value_pb2
+from dbgateway_server.backends.base import ResultLimits
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.results import (
     FIRST_FETCH_ROWS,
     ResultCollector,
-    ResultLimits,
     RowChunker,
     framed_size,
 )

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
+from dbcall_server.call import Deadline
 
 from dbgateway_server.backends.base import (
     Backend,
@@ -18,7 +19,7 @@ from dbgateway_server.backends.base import (
 )
 from dbgateway_server.config import DatabaseConfig, Engine, RetrySettings
 from dbgateway_server.errors import GatewayError, Reason
-from dbgateway_server.gateway import Database, Deadline
+from dbgateway_server.gateway import Database
 from dbgateway_server.subscriptions import Subscription, SubscriptionHub
 
 

@@ -21,7 +21,6 @@ from dbgateway.v1 import value_pb2
 
 from ..config import DatabaseConfig
 from ..errors import GatewayError, Reason
-from ..results import ResultLimits, ResultSet
 from ..values import Converter, convert_rows
 
 __all__ = ["ResultSet"]  # defined with the result rules, in ..results
@@ -43,6 +42,48 @@ def translating(translate: Translator, database: str) -> Iterator[None]:
         if error is None:
             raise
         raise error from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ResultLimits:
+    """What a unary result may hold.
+
+    ``max_rows`` is the caller's own limit: beyond it the result is truncated
+    (and says so). ``max_result_rows`` and ``max_result_bytes`` are the
+    database's caps: beyond them the call fails with RESULT_TOO_LARGE, because
+    a silently cut result would look complete.
+    """
+
+    max_rows: int = 0
+    max_result_rows: int = 100_000
+    max_result_bytes: int = 16 * 1024 * 1024
+    #: The caller asked for RESULT_ENCODING_COLUMNS: the result is ColumnBatches.
+    columnar: bool = False
+
+    @property
+    def fetch_rows(self) -> int:
+        """How many rows to fetch at most: one more than the first limit that
+        applies, which tells "exactly at the limit" from "more"."""
+        if self.max_rows and self.max_rows <= self.max_result_rows:
+            return self.max_rows + 1
+        return self.max_result_rows + 1
+
+
+@dataclass(slots=True)
+class ResultSet:
+    """A read's result: ``rows``, or with the columnar encoding ``batches``
+    (and then no ``rows``)."""
+
+    columns: list[value_pb2.Column]
+    rows: list[value_pb2.Row]
+    truncated: bool = False
+    batches: list[value_pb2.ColumnBatch] | None = None
+
+    @property
+    def row_count(self) -> int:
+        if self.batches is not None:
+            return sum(b.row_count for b in self.batches)
+        return len(self.rows)
 
 
 class IsolationLevel(StrEnum):

@@ -19,12 +19,13 @@ from dbgateway.v1 import value_pb2
 
 from ..config import mysql_address
 from ..errors import GatewayError, Reason, invalid_request, reason_for_mysql_errno
-from ..results import ResultLimits, read_result
+from ..results import read_result
 from ..values import MYSQL_PARAMS, Column, Converter, convert_rows, mysql_column
 from .base import (
     Backend,
     DriverConnection,
     ExecResult,
+    ResultLimits,
     ResultSet,
     RowStream,
     TransactionMode,

@@ -22,7 +22,7 @@ from ..errors import (
     invalid_request,
     reason_for_sqlstate,
 )
-from ..results import ResultLimits, collect_rows
+from ..results import collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
 from . import pg_text
 from .base import (
@@ -32,6 +32,7 @@ from .base import (
     ListeningConnection,
     LostCallback,
     NotificationCallback,
+    ResultLimits,
     ResultSet,
     RowStream,
     TransactionMode,

@@ -15,13 +15,14 @@ from dbgateway.v1 import value_pb2
 
 from ..config import sqlite_path
 from ..errors import GatewayError, Reason, reason_for_sqlite_error, sqlite_error_name
-from ..results import ResultLimits, read_result
+from ..results import read_result
 from ..statements import SQLITE_READ_PRAGMAS, first_keyword
 from ..values import SQLITE_PARAMS, Column, Converter, convert_rows, from_python
 from .base import (
     Backend,
     DriverConnection,
     ExecResult,
+    ResultLimits,
     ResultSet,
     RowStream,
     TransactionMode,

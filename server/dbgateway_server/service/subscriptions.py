@@ -9,8 +9,9 @@ from google.protobuf import timestamp_pb2
 
 from dbgateway.v1 import subscription_pb2
 
+from ..call import Deadline
 from ..errors import invalid_request
-from ..gateway import Deadline, Gateway
+from ..gateway import Gateway
 from ..subscriptions import Notice
 from .calls import Servicer, rpc
 

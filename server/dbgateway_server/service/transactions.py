@@ -14,8 +14,9 @@ from google.protobuf import timestamp_pb2
 
 from dbgateway.v1 import database_service_pb2 as pb
 
+from ..call import Deadline
 from ..errors import GatewayError, Reason, invalid_request
-from ..gateway import Deadline, Gateway
+from ..gateway import Gateway
 from ..transactions import StatementCall, Transaction
 from .calls import (
     Servicer,
