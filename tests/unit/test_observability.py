@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
-from dbcall_server.call import OpenTransaction
 
 from dbgateway._cli import databases_table
 from dbgateway.v1 import admin_service_pb2 as admin_pb
+from dbgateway_server.call import OpenTransaction
 from dbgateway_server.config import Config, DatabaseConfig, Engine, ServerConfig
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.gateway import Gateway

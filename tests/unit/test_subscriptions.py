@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Callable
 
 import pytest
-from dbcall_server.call import Deadline
 
 from dbgateway_server.backends.base import (
     Backend,
@@ -17,6 +16,7 @@ from dbgateway_server.backends.base import (
     LostCallback,
     NotificationCallback,
 )
+from dbgateway_server.call import Deadline
 from dbgateway_server.config import DatabaseConfig, Engine, RetrySettings
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.gateway import Database
