@@ -250,6 +250,7 @@ def traced_gateway(dsn: str, connections: int, workdir: Path, wanted: bool) -> I
         print(f"  traced gateway exported {sink.span_count:,} spans", file=sys.stderr)
 
 
+@contextmanager
 def naive_gateway(dsn: str, connections: int, workdir: Path) -> Iterator[str]:
     """bench/naive_gateway.py with a pool the size of the gateway's."""
     log = workdir / "naive.log"
