@@ -431,7 +431,11 @@ def _client(args: argparse.Namespace, default_timeout: float) -> Any:
     # A person at a terminal wants the answer now: no retries, so an open
     # circuit fails at once with its cause instead of waiting out RetryInfo.
     config = ClientConfig(retry=RetryPolicy(max_attempts=1))
-    return Client(target, tls=tls, token=args.token, timeout=timeout, config=config)
+    # One command is one call: a session stream would only add its own set-up
+    # (and a reader thread) to it.
+    return Client(
+        target, tls=tls, token=args.token, timeout=timeout, config=config, transport="unary"
+    )
 
 
 def _query(args: argparse.Namespace, params: list[Any], out: TextIO, err: TextIO) -> int:
