@@ -48,12 +48,12 @@ class Drain:
     def in_flight(self) -> int:
         return len(self._calls)
 
-    @contextlib.contextmanager
-    def call(self, *, continuing: bool = False) -> Iterator[None]:
+    def admit(self, *, continuing: bool = False) -> asyncio.Task[object] | None:
         """Admits the current call, or refuses it with SERVER_DRAINING. A call that
         ``continuing`` work begun before the drain (a statement or the commit
         of an open transaction) is let in until the grace period ends, so
-        that transaction can still finish."""
+        that transaction can still finish. What it returns goes to
+        :meth:`leave` when the call ends."""
         if self.draining and not (continuing and not self._stopped_all):
             raise GatewayError(
                 Reason.SERVER_DRAINING,
@@ -63,16 +63,26 @@ class Drain:
                 sent=False,
             )
         task = asyncio.current_task()
-        if task is None:  # pragma: no cover - calls always run in a task
-            yield
+        if task is not None:  # calls always run in a task
+            self._calls.add(task)
+        return task
+
+    def leave(self, task: asyncio.Task[object] | None) -> None:
+        """The call :meth:`admit` let in has ended."""
+        if task is None:
             return
-        self._calls.add(task)
+        self._calls.discard(task)
+        if self._idle is not None and not self._calls:
+            self._idle.set()
+
+    @contextlib.contextmanager
+    def call(self, *, continuing: bool = False) -> Iterator[None]:
+        """:meth:`admit` and :meth:`leave` around a block."""
+        task = self.admit(continuing=continuing)
         try:
             yield
         finally:
-            self._calls.discard(task)
-            if self._idle is not None and not self._calls:
-                self._idle.set()
+            self.leave(task)
 
     def stopped_by_drain(self) -> GatewayError | None:
         """The error for the current call when the drain cancelled it."""

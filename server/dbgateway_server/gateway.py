@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -68,6 +69,13 @@ T = TypeVar("T")
 #: A deadline this close to passing is spent: gRPC cancels a call at its
 #: deadline, a little before or after our own clock says so.
 _DEADLINE_SLACK = 0.05
+
+
+@contextlib.asynccontextmanager
+async def _failing(error: GatewayError) -> AsyncIterator[DriverConnection]:
+    """A block that fails on entry with ``error``."""
+    raise error
+    yield  # pragma: no cover - makes this a generator
 
 
 def _spent(deadline: Deadline | None) -> bool:
@@ -341,15 +349,18 @@ class Database:
         )
         self.breaker.record_stalls(error, calls)
 
-    @contextlib.asynccontextmanager
-    async def connection(self, deadline: Deadline) -> AsyncIterator[DriverConnection]:
+    def connection(self, deadline: Deadline) -> AbstractAsyncContextManager[DriverConnection]:
+        """A pooled connection for an ``async with`` block, waiting for one
+        at most until ``deadline`` or the pool's acquire_timeout; a deadline
+        already passed fails the block's entry."""
         left = deadline.remaining()
         if left is not None and left <= 0:
-            raise GatewayError(
-                Reason.STATEMENT_TIMEOUT, "the call's deadline had already passed", sent=False
+            return _failing(
+                GatewayError(
+                    Reason.STATEMENT_TIMEOUT, "the call's deadline had already passed", sent=False
+                )
             )
-        async with self.pool.connection(deadline.bounded(self.config.pool.acquire_timeout)) as conn:
-            yield conn
+        return self.pool.connection(deadline.bounded(self.config.pool.acquire_timeout))
 
     async def run(
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
@@ -549,11 +560,11 @@ class Database:
         self, sql: str, params: Sequence[value_pb2.Value], options: CallOptions, *, write: bool
     ) -> ResultSet | ExecResult:
         with self.reporting_errors():
-            async with (
-                self.connection(options.deadline) as conn,
-                self.read_only(conn, options),
-            ):
-                return await self.statement(conn, sql, params, options, write=write)
+            async with self.connection(options.deadline) as conn:
+                if not options.read_only and not (options.role and conn.has_roles):
+                    return await self.statement(conn, sql, params, options, write=write)
+                async with self.read_only(conn, options):
+                    return await self.statement(conn, sql, params, options, write=write)
 
     @contextlib.asynccontextmanager
     async def read_only(self, conn: DriverConnection, options: CallOptions) -> AsyncIterator[None]:

@@ -28,6 +28,7 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -280,6 +281,25 @@ class GatewayCollector(Collector):
         yield from (circuit, up, transactions, lag, usable)
 
 
+class Children:
+    """A labelled metric's children by label values. ``labels()`` checks
+    and locks on every call, and every answered call takes four children:
+    looked up once, a child is a dict hit from then on. Label values are
+    bounded (see :func:`database_label`), so is this."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *labels: str) -> Any:
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metric.labels(*labels)
+        return child
+
+
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of its own."""
 
@@ -338,6 +358,11 @@ class Metrics:
         for name in gateway.databases:
             self.pool_acquire.labels(name)
             self.rows_returned.labels(name)
+        # The children every answered call counts itself in (see Observability.end).
+        self.answered = Children(self.requests)
+        self.answered_for = Children(self.principal_requests)
+        self.answer_time = Children(self.request_duration)
+        self.rows_for = Children(self.rows_returned)
         r.register(GatewayCollector(gateway))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -364,6 +389,10 @@ def _clip(value: str, limit: int = MAX_LOGGED_VALUE) -> str:
     return value if len(value) <= limit else value[:limit] + "..."
 
 
+#: What makes a logfmt value ambiguous unless it is quoted.
+_MISREADABLE = re.compile(r'[ "=\\]')
+
+
 def logfmt(fields: Mapping[str, object]) -> str:
     """``key=value`` pairs; strings that could be misread (spaces, quotes, '=',
     newlines) are JSON-quoted, so a caller cannot forge a log line. Empty
@@ -375,7 +404,7 @@ def logfmt(fields: Mapping[str, object]) -> str:
         if isinstance(value, float):
             text = f"{value:.3f}"
         elif isinstance(value, str):
-            plain = value.isprintable() and not any(c in value for c in ' "=\\')
+            plain = value.isprintable() and _MISREADABLE.search(value) is None
             text = value if plain else json.dumps(value, ensure_ascii=False)
         else:
             text = str(value)
@@ -408,17 +437,99 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class TextFormatter(logging.Formatter):
+    """:data:`TEXT_FORMAT` lines. The date part of a timestamp is formatted
+    once per second, not once per line: every call writes an access-log line."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime(self.default_time_format, self.converter(second))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+class LogStream(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that, on the event loop, flushes once per loop turn
+    instead of once per record: a busy gateway writes one access-log line
+    per call, and a write system call for each costs more than the line.
+    Warnings and errors, and records logged off the loop, are flushed at once."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._flush_pending = False
+        self._urgent = True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._urgent = record.levelno >= logging.WARNING
+        super().emit(record)
+
+    def flush(self) -> None:
+        if self._urgent:
+            super().flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().flush()
+            return
+        if not self._flush_pending:
+            self._flush_pending = True
+            loop.call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self.acquire()
+        try:
+            self._flush_pending = False
+            super().flush()
+        finally:
+            self.release()
+
+
+def _stderr() -> Any:
+    """A buffered text stream on the process's stderr (Python's own is line
+    buffered, a write per line); stderr itself when it has no descriptor."""
+    try:
+        descriptor = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr
+    return open(
+        descriptor,
+        "w",
+        buffering=1 << 16,
+        encoding=sys.stderr.encoding,
+        errors="backslashreplace",
+        closefd=False,
+    )
+
+
 def configure_logging(level: str, log_format: str) -> None:
     """Sends every log record to stderr, as text lines or JSON objects."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
-    )
+    handler = LogStream(_stderr())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # No format shows a record's thread or process: not looking them up
+    # saves every record (one per call) that work (the logging HOWTO's
+    # "Optimization" advice).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def _emit(logger: logging.Logger, level: int, fields: dict[str, object]) -> None:
-    logger.log(level, "%s", logfmt(fields), extra={FIELDS: fields})
+    if not logger.isEnabledFor(level):
+        return
+    # makeRecord + handle is what Logger.log does, minus its walk up the
+    # stack for a caller's file and line, which these records never show.
+    record = logger.makeRecord(
+        logger.name, level, "", 0, logfmt(fields), (), None, extra={FIELDS: fields}
+    )
+    logger.handle(record)
 
 
 # ---------------------------------------------------------------------------
@@ -634,11 +745,12 @@ class Observability:
         # The endpoint the call ran on; calls that named no database ran on none.
         endpoint = routed_endpoint() or (PRIMARY if call.database is not None else "")
         m = self.metrics
-        m.requests.labels(call.method, db, endpoint, call.code.name, call.transport).inc()
-        m.principal_requests.labels(call.principal or UNAUTHENTICATED, call.code.name).inc()
-        m.request_duration.labels(call.method, db, endpoint).observe(elapsed)
+        code = call.code.name
+        m.answered(call.method, db, endpoint, code, call.transport).inc()
+        m.answered_for(call.principal or UNAUTHENTICATED, code).inc()
+        m.answer_time(call.method, db, endpoint).observe(elapsed)
         if call.rows:
-            m.rows_returned.labels(db).inc(call.rows)
+            m.rows_for(db).inc(call.rows)
         _emit(
             access_log,
             logging.INFO,

@@ -32,7 +32,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .backends.base import DriverConnection
@@ -75,6 +75,48 @@ class _Holder:
         self.released_at = now
 
 
+class Checkout:
+    """One checkout, as an ``async with`` block (:meth:`ConnectionPool.connection`):
+    the connection goes back when the block ends, or is discarded when the
+    block's failure leaves its state unknown. A class rather than a generator
+    context manager: every call enters one."""
+
+    __slots__ = ("_holder", "_pool", "_wait")
+
+    def __init__(self, pool: ConnectionPool, wait: float) -> None:
+        self._pool = pool
+        self._wait = wait
+        self._holder: _Holder | None = None
+
+    async def __aenter__(self) -> DriverConnection:
+        pool = self._pool
+        started = pool._clock()
+        try:
+            self._holder = await pool._acquire(self._wait)
+        finally:
+            if pool.acquire_observer is not None:
+                pool.acquire_observer(pool._clock() - started)
+        return self._holder.conn
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        holder = self._holder
+        assert holder is not None, "exited a checkout that was never entered"
+        self._holder = None
+        why = ""  # non-empty: the connection's state is unknown, discard it
+        if isinstance(exc, GatewayError):
+            if exc.is_infrastructure:
+                why = f"the call failed with {exc.reason.value}"
+        elif isinstance(exc, asyncio.CancelledError | TimeoutError):
+            if not holder.conn.reusable_after_interrupt:
+                what = "cancelled" if isinstance(exc, asyncio.CancelledError) else "timed out"
+                why = f"a call on it was {what} mid-protocol"
+        elif exc is not None:
+            why = "a call on it failed unexpectedly"
+        self._pool._release(holder, why)
+
+
 class ConnectionPool:
     """Connections to one database endpoint."""
 
@@ -104,6 +146,7 @@ class ConnectionPool:
         self._returned = asyncio.Event()  # set whenever a checked-out connection comes back
         self._maintenance: asyncio.Task[None] | None = None
         self._settling: set[asyncio.Task[None]] = set()  # releases under way
+        self._resetting = 0  # of which this many are resets (the connection comes back)
         #: Told how many seconds each checkout waited (given up ones included).
         self.acquire_observer: Callable[[float], None] | None = None
 
@@ -135,33 +178,10 @@ class ConnectionPool:
         )
         await self._fill_to_min()
 
-    @contextlib.asynccontextmanager
-    async def connection(self, wait: float) -> AsyncIterator[DriverConnection]:
-        """Checks a connection out for the duration of the block, waiting at most
-        ``wait`` seconds for one."""
-        started = self._clock()
-        try:
-            holder = await self._acquire(wait)
-        finally:
-            if self.acquire_observer is not None:
-                self.acquire_observer(self._clock() - started)
-        why = ""  # non-empty: the connection's state is unknown, discard it
-        try:
-            yield holder.conn
-        except GatewayError as exc:
-            if exc.is_infrastructure:
-                why = f"the call failed with {exc.reason.value}"
-            raise
-        except (asyncio.CancelledError, TimeoutError) as exc:
-            if not holder.conn.reusable_after_interrupt:
-                kind = "cancelled" if isinstance(exc, asyncio.CancelledError) else "timed out"
-                why = f"a call on it was {kind} mid-protocol"
-            raise
-        except BaseException:
-            why = "a call on it failed unexpectedly"
-            raise
-        finally:
-            await self._release(holder, why)
+    def connection(self, wait: float) -> Checkout:
+        """Checks a connection out for the duration of an ``async with`` block,
+        waiting at most ``wait`` seconds for one."""
+        return Checkout(self, wait)
 
     async def _acquire(self, wait: float) -> _Holder:
         if self._closed:
@@ -187,16 +207,23 @@ class ConnectionPool:
         """An idle holder, or None when the caller may open a new connection."""
         if self._idle:
             return self._idle.pop()
-        if self._size < self._settings.max_size:
+        # A connection being reset is back in a moment: waiting for it beats
+        # opening another (a caller answered before its connection's reset
+        # must not make the next call of a sequence grow the pool).
+        resetting = self._resetting > len(self._waiters)
+        if not resetting and self._size < self._settings.max_size:
             self._size += 1
             return None
-        if len(self._waiters) >= self._settings.max_waiting:
+        if not resetting and len(self._waiters) >= self._settings.max_waiting:
             raise self._exhausted(f"{len(self._waiters)} callers are already waiting")
         waiter: asyncio.Future[_Holder | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         budget = max(deadline - self._clock(), 0.0)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), timeout=budget)
+            # A waiter handed a connection just as its wait ends keeps it
+            # (cancelling a done future changes nothing): _abandon passes it on.
+            async with asyncio.timeout(budget):
+                return await waiter
         except TimeoutError:
             self._abandon(waiter)
             self._acquire_timeouts_total += 1
@@ -279,19 +306,30 @@ class ConnectionPool:
                 raise
         return True
 
-    async def _release(self, holder: _Holder, why: str) -> None:
-        """Resets the connection and puts it back, or discards it. The work
-        runs in its own task: a caller cancelled (again) while waiting for it
-        must not leave a connection half reset, nor lose it from the pool."""
+    def _release(self, holder: _Holder, why: str) -> None:
+        """Resets the connection and puts it back, or discards it. The reset
+        runs in its own task, which the caller does not wait for: its answer
+        need not wait a round trip for the next caller's clean session (the
+        connection rejoins the pool only once the reset is done), and a caller
+        cancelled meanwhile cannot leave a connection half reset nor lose it
+        from the pool."""
+        if not why:
+            self._resetting += 1
         task = asyncio.get_running_loop().create_task(
             self._settle(holder, why), name=f"pool-release-{self.name}"
         )
         # Held until done: a task nobody references may be collected mid-way.
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
-        await asyncio.shield(task)
+
+    async def settled(self) -> None:
+        """Returns once every connection given back so far has been reset and
+        put back, or discarded (a release does not wait for that itself)."""
+        while self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     async def _settle(self, holder: _Holder, why: str) -> None:
+        resetting = not why
         try:
             conn = holder.conn
             if not why and conn.is_closed():
@@ -310,12 +348,19 @@ class ConnectionPool:
                     why = f"its reset failed unexpectedly ({exc!r})"
                 if not why and conn.is_closed():
                     why = "it was lost during its reset"
+                if not why and self._closed:
+                    why = "the pool closed during its reset"
+            if resetting:  # over, either way: nobody should wait for it any more
+                self._resetting -= 1
+                resetting = False
             if why:
                 self.invalidate(holder, why)
                 return
             holder.released_at = self._clock()
             self._put_back(holder)
         finally:
+            if resetting:
+                self._resetting -= 1
             self._returned.set()
 
     def _put_back(self, holder: _Holder) -> None:

@@ -152,6 +152,15 @@ class Guard:
         the duration of a call (or, once :meth:`CallSlot.keep` is called,
         until what kept it lets go); RESOURCE_EXHAUSTED / TOO_MANY_CALLS
         when none is free."""
+        slot = self.take_slot(principal)
+        try:
+            yield slot
+        finally:
+            slot.done()
+
+    def take_slot(self, principal: Principal) -> CallSlot:
+        """:meth:`call_slot` without the block: the caller calls
+        :meth:`CallSlot.done` when the call ends."""
         name = principal.name
         count = self._in_flight.get(name, 0)
         if count >= self.max_concurrent_calls:
@@ -163,12 +172,7 @@ class Guard:
                 retry_after=0.1,
             )
         self._in_flight[name] = count + 1
-        slot = CallSlot(self, name)
-        try:
-            yield slot
-        finally:
-            if not slot.kept:
-                slot.release()
+        return CallSlot(self, name)
 
     def _free(self, name: str) -> None:
         left = self._in_flight[name] - 1
@@ -195,6 +199,11 @@ class CallSlot:
         function is called (once is enough; later calls do nothing)."""
         self.kept = True
         return self.release
+
+    def done(self) -> None:
+        """The call that took the slot ended: the slot is free unless kept."""
+        if not self.kept:
+            self.release()
 
     def release(self) -> None:
         if self._held:

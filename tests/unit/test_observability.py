@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import io
 import json
 import logging
 import re
@@ -25,9 +26,11 @@ from dbgateway_server.observability import (
     UNKNOWN_DATABASE,
     CircuitState,
     JsonFormatter,
+    LogStream,
     LongTransactionWatch,
     MetricsServer,
     Observability,
+    TextFormatter,
     circuit_state,
     current_call,
     database_label,
@@ -361,3 +364,45 @@ def test_every_metric_the_dashboard_and_scrape_example_use_is_exported():
     used |= set(re.findall(r"dbgateway_\w+", (ROOT / "deploy" / "prometheus.yml").read_text()))
     assert used
     assert used <= exported, used - exported
+
+
+async def test_log_lines_on_the_loop_are_written_once_per_loop_turn_and_warnings_at_once():
+    written: list[str] = []
+
+    class Sink(io.StringIO):
+        def flush(self) -> None:
+            written.append(self.getvalue())
+            self.seek(0)
+            self.truncate()
+
+    handler = LogStream(Sink())
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("dbgateway.test_log_stream")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        logger.info("one")
+        logger.info("two")
+        assert written == []  # nothing written yet: one write per loop turn
+        await asyncio.sleep(0)
+        assert len(written) == 1
+        assert written[0].count("\n") == 2
+        assert "INFO dbgateway.test_log_stream: one" in written[0]
+        logger.warning("three")
+        assert "WARNING dbgateway.test_log_stream: three" in written[-1]  # at once
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_log_lines_off_the_loop_are_written_at_once():
+    stream = io.StringIO()
+    handler = LogStream(stream)
+    handler.setFormatter(TextFormatter())
+    record = logging.LogRecord("dbgateway.access", logging.INFO, "", 0, "hello", (), None)
+    record.created = 1_700_000_000.25
+    record.msecs = 250.0
+    handler.handle(record)
+    line = stream.getvalue()
+    assert line.endswith(" INFO dbgateway.access: hello\n")
+    assert ",250 " in line

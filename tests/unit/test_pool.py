@@ -97,6 +97,7 @@ async def test_connections_open_lazily_up_to_max_size_and_are_reused():
     assert len(opened) == 2
     async with pool.connection(1) as c:
         assert c in opened
+    await pool.settled()
     stats = pool.stats()
     assert (stats.size, stats.idle, stats.in_use, stats.created_total, stats.acquired_total) == (
         2,
@@ -155,6 +156,7 @@ async def test_a_connection_left_in_a_transaction_is_rolled_back_before_reuse():
     pool, opened = make_pool(max_size=1)
     async with pool.connection(1) as conn:
         await conn.begin(None)
+    await pool.settled()
     assert opened[0].rollbacks == 1
     assert not opened[0].in_transaction()
     async with pool.connection(1) as again:
@@ -166,6 +168,7 @@ async def test_a_connection_that_cannot_be_rolled_back_is_discarded():
     async with pool.connection(1) as conn:
         await conn.begin(None)
         conn.rollback_fails = True
+    await pool.settled()
     assert opened[0].closed
     async with pool.connection(1) as fresh:
         assert fresh is opened[1]
@@ -177,10 +180,12 @@ async def test_an_infrastructure_failure_discards_the_connection():
     with pytest.raises(GatewayError):
         async with pool.connection(1):
             raise GatewayError(Reason.DATABASE_UNAVAILABLE, "connection lost")
+    await pool.settled()
     assert opened[0].closed
     with pytest.raises(GatewayError):
         async with pool.connection(1):
             raise GatewayError(Reason.SQL_ERROR, "syntax")
+    await pool.settled()
     assert not opened[1].closed  # a SQL error leaves the connection usable
     assert pool.stats().idle == 1
 
@@ -190,12 +195,14 @@ async def test_an_interrupted_connection_is_kept_only_when_the_driver_can_settle
     with pytest.raises(TimeoutError):
         async with pool.connection(1):
             raise TimeoutError
+    await pool.settled()
     assert not opened[0].closed
     FakeConnection.reusable_after_interrupt = False
     try:
         with pytest.raises(TimeoutError):
             async with pool.connection(1):
                 raise TimeoutError
+        await pool.settled()
         assert opened[0].closed
     finally:
         FakeConnection.reusable_after_interrupt = True
@@ -219,14 +226,17 @@ async def test_a_connection_idle_past_the_threshold_is_validated_first():
     pool, opened = make_pool(clock, max_size=1, validate_after_idle=10)
     async with pool.connection(1):
         pass
+    await pool.settled()
     clock.now += 5
     async with pool.connection(1):
         pass
+    await pool.settled()
     assert opened[0].pings == 0  # recently used: no extra round trip
     clock.now += 11
     opened[0].ping_fails = True
     async with pool.connection(1) as conn:
         assert conn is opened[1]
+    await pool.settled()
     assert opened[0].pings == 1
     assert opened[0].closed
 
@@ -297,6 +307,7 @@ async def test_a_waiter_that_gives_up_passes_a_late_connection_on():
         impatient.cancel()
         with pytest.raises(asyncio.CancelledError):
             await impatient
+    await pool.settled()
     assert pool.stats().idle == 1
     async with pool.connection(0.1) as conn:
         assert conn is opened[0]
@@ -342,15 +353,17 @@ async def test_every_release_resets_the_connection_and_a_failed_reset_discards_i
 
     async with pool.connection(1) as conn:
         conn.reset = reset  # type: ignore[method-assign]
+    await pool.settled()
     assert resets == [1]
     assert pool.stats().idle == 1
     async with pool.connection(1) as again:
         assert again is opened[0]
+    await pool.settled()
     assert opened[0].closed
     assert "discarded a connection: its reset failed (gone mid-reset)" in caplog.text
 
 
-async def test_a_release_cut_off_by_a_second_cancel_still_puts_the_connection_back():
+async def test_a_caller_is_answered_before_its_connection_is_reset_and_no_one_gets_it_half_reset():
     pool, opened = make_pool(max_size=1)
     resetting = asyncio.Event()
     finish = asyncio.Event()
@@ -359,16 +372,23 @@ async def test_a_release_cut_off_by_a_second_cancel_still_puts_the_connection_ba
         resetting.set()
         await finish.wait()
 
-    async def caller() -> None:
-        async with pool.connection(1) as conn:
-            conn.reset = slow_reset  # type: ignore[method-assign]
-
-    task = asyncio.create_task(caller())
-    await resetting.wait()
-    task.cancel()  # the caller gives up while its connection is being reset
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert pool.stats().in_use == 1  # not handed out half reset
-    finish.set()
     async with pool.connection(1) as conn:
-        assert conn is opened[0]
+        conn.reset = slow_reset  # type: ignore[method-assign]
+    # The block is over (the caller can answer) while the reset runs.
+    await resetting.wait()
+    assert pool.stats().in_use == 1  # not handed out half reset
+    nxt = asyncio.create_task(pool.connection(5).__aenter__())
+    await asyncio.sleep(0.01)
+    assert not nxt.done()  # the next caller waits for the reset
+    finish.set()
+    assert await nxt is opened[0]
+
+
+async def test_a_call_right_after_another_waits_for_its_connection_reset_instead_of_opening_one():
+    pool, opened = make_pool(max_size=4)
+    for _ in range(5):
+        async with pool.connection(1):
+            pass  # no settled(): the next checkout comes while the reset runs
+    await pool.settled()
+    assert len(opened) == 1
+    assert pool.stats().created_total == 1

@@ -13,9 +13,7 @@ the request limits) is its :class:`CallScope`, which :func:`call_options`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import dataclasses
 import functools
 import logging
 import time
@@ -126,34 +124,6 @@ def authorize_database(servicer: Servicer, database: str, *, write: bool = False
     return access
 
 
-@contextlib.asynccontextmanager
-async def _guarded(
-    servicer: Servicer, method: str, request: Any, context: grpc.aio.ServicerContext, call: Call
-) -> AsyncIterator[None]:
-    guard = servicer.guard
-    principal = guard.authenticate(context.invocation_metadata())
-    call.principal = principal.name
-    # The request id travels in the trailing metadata, which goes out with the
-    # status anyway: as initial metadata it would cost a batch of its own on
-    # every unary call. A failure's status carries it too (see abort).
-    context.set_trailing_metadata(((REQUEST_ID_HEADER, call.request_id),))
-    config = servicer.observability.config
-    scope = CallScope(
-        principal, max_sql_length=config.max_sql_length, max_parameters=config.max_parameters
-    )
-    if getattr(request, "transaction_id", ""):
-        # The open transaction holds a slot of its own, and runs one call at
-        # a time: a principal at its limit can still finish what it began.
-        _scope.set(scope)
-        _authorize(servicer, method, request, principal)
-        yield
-        return
-    with guard.call_slot(principal) as slot:
-        _scope.set(dataclasses.replace(scope, slot=slot))
-        _authorize(servicer, method, request, principal)
-        yield
-
-
 def request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and value:
@@ -245,7 +215,7 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
-        async with _served(self, method, request, context) as call:
+        async with _Served(self, method, request, context) as call:
             owner = await _owner(self, method, request, context)
             if owner is not None:
                 call.forwarded_to = owner[0]
@@ -259,55 +229,116 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     return wrapper
 
 
-@contextlib.asynccontextmanager
-async def _served(
-    servicer: Any, method: str, request: Any, context: grpc.aio.ServicerContext
-) -> AsyncIterator[Call]:
-    """What every call goes through, unary or streaming: observed (metrics,
-    access log), authenticated and authorized, and its failure mapped to a
-    status: a GatewayError to its code and details, anything unexpected to
-    INTERNAL with a request id."""
-    observability: Observability = servicer.observability
-    drain = servicer._gateway.drain
-    service = ADMIN_SERVICE if servicer.admin_only else DATABASE_SERVICE
-    call = begin_call(observability, method, request, context, service)
-    try:
-        with drain.call(continuing=bool(getattr(request, "transaction_id", ""))):
-            async with _guarded(servicer, method, request, context, call):
-                yield call
-    except GatewayError as exc:
-        call.failed(exc.code, exc.reason)
-        # A failed call's attempts travel in its metadata (there is no
-        # response): the access log's retries must agree with the caller's.
-        if exc.metadata.get("attempts", "").isdigit():
-            call.attempts = int(exc.metadata["attempts"])
-        await abort(context, exc, call.request_id)
-    except ForwardedFailure as exc:
-        call.failed(exc.status.code, exc.reason)
-        await context.abort_with_status(_with_request_id(exc.status, call.request_id))
-    except asyncio.CancelledError:
-        stopped = drain.stopped_by_drain()
-        if stopped is None:
-            call.failed(grpc.StatusCode.CANCELLED)
+class _Served:
+    """What every call goes through, unary or streaming, as an ``async with``
+    block: observed (metrics, access log), admitted by the drain,
+    authenticated, holding a concurrency slot, authorized, and its failure
+    mapped to a status: a GatewayError to its code and details, anything
+    unexpected to INTERNAL with a request id. A class, not a generator
+    context manager: every call enters it, and its cost is on every call."""
+
+    __slots__ = ("_admitted", "_context", "_method", "_request", "_servicer", "_slot", "call")
+
+    def __init__(
+        self, servicer: Any, method: str, request: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        self._servicer = servicer
+        self._method = method
+        self._request = request
+        self._context = context
+        self._admitted: asyncio.Task[object] | None = None
+        self._slot: CallSlot | None = None
+
+    async def __aenter__(self) -> Call:
+        servicer = self._servicer
+        service = ADMIN_SERVICE if servicer.admin_only else DATABASE_SERVICE
+        self.call = begin_call(
+            servicer.observability, self._method, self._request, self._context, service
+        )
+        try:
+            self._enter()
+        except BaseException as exc:
+            self._leave()
+            await self._failed(exc)
+        return self.call
+
+    def _enter(self) -> None:
+        servicer, request, context, call = self._servicer, self._request, self._context, self.call
+        on_transaction = bool(getattr(request, "transaction_id", ""))
+        self._admitted = servicer._gateway.drain.admit(continuing=on_transaction)
+        guard: Guard = servicer.guard
+        principal = guard.authenticate(context.invocation_metadata())
+        call.principal = principal.name
+        # The request id travels in the trailing metadata, which goes out with the
+        # status anyway: as initial metadata it would cost a batch of its own on
+        # every unary call. A failure's status carries it too (see abort).
+        context.set_trailing_metadata(((REQUEST_ID_HEADER, call.request_id),))
+        config = servicer.observability.config
+        slot = None
+        if not on_transaction:
+            # A call on an open transaction takes no slot: the transaction
+            # holds one of its own, and runs one call at a time, so a
+            # principal at its limit can still finish what it began.
+            slot = self._slot = guard.take_slot(principal)
+        _scope.set(CallScope(principal, None, config.max_sql_length, config.max_parameters, slot))
+        _authorize(servicer, self._method, request, principal)
+
+    def _leave(self) -> None:
+        if self._slot is not None:
+            self._slot.done()
+            self._slot = None
+        self._servicer._gateway.drain.leave(self._admitted)
+        self._admitted = None
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self._leave()
+        if exc is None:
+            self._servicer.observability.end(self.call)
+            return
+        await self._failed(exc)
+
+    async def _failed(self, exc: BaseException) -> None:
+        """Answers the call that failed with ``exc`` (always raises)."""
+        call, context = self.call, self._context
+        try:
+            raise exc
+        except GatewayError as exc:
+            call.failed(exc.code, exc.reason)
+            # A failed call's attempts travel in its metadata (there is no
+            # response): the access log's retries must agree with the caller's.
+            if exc.metadata.get("attempts", "").isdigit():
+                call.attempts = int(exc.metadata["attempts"])
+            await abort(context, exc, call.request_id)
+        except ForwardedFailure as exc:
+            call.failed(exc.status.code, exc.reason)
+            await context.abort_with_status(_with_request_id(exc.status, call.request_id))
+        except asyncio.CancelledError:
+            stopped = self._servicer._gateway.drain.stopped_by_drain()
+            if stopped is None:
+                call.failed(grpc.StatusCode.CANCELLED)
+                raise
+            call.failed(stopped.code, stopped.reason)
+            await abort(context, stopped)
+        except grpc.aio.AbortError:
+            call.failed(grpc.StatusCode.UNKNOWN)
             raise
-        call.failed(stopped.code, stopped.reason)
-        await abort(context, stopped)
-    except grpc.aio.AbortError:
-        call.failed(grpc.StatusCode.UNKNOWN)
-        raise
-    except Exception:
-        if _client_cancelled(context):
-            # Whatever the transport raised once the caller had gone (a failed
-            # receive or send on a cancelled stream) is the cancellation, not
-            # a bug: nobody is left to answer.
-            log.debug("%s cancelled by the client (request id %s)", method, call.request_id)
-            call.failed(grpc.StatusCode.CANCELLED)
-            raise asyncio.CancelledError from None
-        error = _internal_error(call.request_id, method)
-        call.failed(error.code, error.reason)
-        await abort(context, error, call.request_id)
-    finally:
-        observability.end(call)
+        except Exception:
+            if _client_cancelled(context):
+                # Whatever the transport raised once the caller had gone (a failed
+                # receive or send on a cancelled stream) is the cancellation, not
+                # a bug: nobody is left to answer.
+                log.debug(
+                    "%s cancelled by the client (request id %s)", self._method, call.request_id
+                )
+                call.failed(grpc.StatusCode.CANCELLED)
+                raise asyncio.CancelledError from None
+            error = _internal_error(call.request_id, self._method)
+            call.failed(error.code, error.reason)
+            await abort(context, error, call.request_id)
+        finally:
+            self._servicer.observability.end(call)
 
 
 def _client_cancelled(context: grpc.aio.ServicerContext) -> bool:
@@ -336,7 +367,7 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
     async def wrapper(
         self: Any, request: Request, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[Response]:
-        async with _served(self, method, request, context) as call:
+        async with _Served(self, method, request, context) as call:
             owner = await _owner(self, method, request, context)
             if owner is not None:
                 call.forwarded_to = owner[0]
