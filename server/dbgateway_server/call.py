@@ -6,10 +6,13 @@ all depend on it."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import grpc
 
 from dbgateway.v1 import value_pb2
 
@@ -144,3 +147,82 @@ class ResultStream:
     async def _fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
         async with asyncio.timeout(self._fetch_timeout()):
             return await self._rows.fetch_records(n)
+
+
+class Named(Protocol):
+    """Anything with a configured name (a database)."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class LiveTransaction(Protocol):
+    """An open transaction as its database keeps count of it (every kind:
+    handle-based, streams, RunTransaction and batches)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def database(self) -> Named: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def tag(self) -> str: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+
+@dataclass(slots=True)
+class Call:
+    """One RPC in progress: what the access log and the metrics report."""
+
+    method: str
+    request_id: str
+    #: The name the caller asked for, for the log (may be unknown or empty;
+    #: None when the RPC is about no database).
+    database: str | None
+    #: The bounded form of ``database``, for metrics.
+    database_label: str
+    tag: str = ""
+    sql: str = ""
+    params: int = 0
+    #: The parameter values as text: only with ``log_parameters = true``.
+    parameters: tuple[str, ...] = ()
+    #: Who is calling: a configured principal's name, ``anonymous`` without
+    #: principals, empty until authenticated.
+    principal: str = ""
+    #: How the call arrived: ``unary`` (its own RPC) or ``session`` (a
+    #: logical call on a Session stream).
+    transport: str = "unary"
+    started: float = field(default_factory=time.monotonic)
+    rows: int = 0
+    attempts: int = 1
+    code: grpc.StatusCode = grpc.StatusCode.OK
+    reason: str = ""
+    #: The address of the gateway process that served it, when it was forwarded there.
+    forwarded_to: str = ""
+    #: The call's server span and its context token, while tracing is on.
+    span: Any = None
+    trace_token: Any = None
+
+    def failed(self, code: grpc.StatusCode, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+    @property
+    def retries(self) -> int:
+        return max(self.attempts - 1, 0)
+
+
+_current_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
+    "dbgateway_call", default=None
+)
+
+
+def current_call() -> Call | None:
+    """The call being served by the current task, if any."""
+    return _current_call.get()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import datetime as dt
 import json
 import logging
@@ -32,11 +31,9 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import grpc
 import prometheus_client
 from google.protobuf import text_format
 from prometheus_client import (
@@ -51,9 +48,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import tracing
-from .call import OpenTransaction
+from .call import Call, OpenTransaction, _current_call
 from .config import ServerConfig
-from .gateway import Database, Gateway
+from .database import Database
+from .gateway import Gateway
 from .replicas import PRIMARY, routed_endpoint, routed_to
 
 log = logging.getLogger(__name__)
@@ -142,58 +140,6 @@ def database_label(gateway: Gateway, requested: str | None) -> str:
 # ---------------------------------------------------------------------------
 # One call
 # ---------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Call:
-    """One RPC in progress: what the access log and the metrics report."""
-
-    method: str
-    request_id: str
-    #: The name the caller asked for, for the log (may be unknown or empty;
-    #: None when the RPC is about no database).
-    database: str | None
-    #: The bounded form of ``database``, for metrics.
-    database_label: str
-    tag: str = ""
-    sql: str = ""
-    params: int = 0
-    #: The parameter values as text: only with ``log_parameters = true``.
-    parameters: tuple[str, ...] = ()
-    #: Who is calling: a configured principal's name, ``anonymous`` without
-    #: principals, empty until authenticated.
-    principal: str = ""
-    #: How the call arrived: ``unary`` (its own RPC) or ``session`` (a
-    #: logical call on a Session stream).
-    transport: str = "unary"
-    started: float = field(default_factory=time.monotonic)
-    rows: int = 0
-    attempts: int = 1
-    code: grpc.StatusCode = grpc.StatusCode.OK
-    reason: str = ""
-    #: The address of the gateway process that served it, when it was forwarded there.
-    forwarded_to: str = ""
-    #: The call's server span and its context token, while tracing is on.
-    span: Any = None
-    trace_token: Any = None
-
-    def failed(self, code: grpc.StatusCode, reason: str = "") -> None:
-        self.code = code
-        self.reason = reason
-
-    @property
-    def retries(self) -> int:
-        return max(self.attempts - 1, 0)
-
-
-_current_call: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
-    "dbgateway_call", default=None
-)
-
-
-def current_call() -> Call | None:
-    """The call being served by the current task, if any."""
-    return _current_call.get()
 
 
 # ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from .resilience.breaker import CircuitState
 
 if TYPE_CHECKING:
     from .call import Deadline
-    from .gateway import Database
+    from .database import Database
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from .resilience.retry import CallKind, run_with_retries
 
 if TYPE_CHECKING:
     from .call import Deadline
-    from .gateway import Database
+    from .database import Database
 
 log = logging.getLogger(__name__)
 

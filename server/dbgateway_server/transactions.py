@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING
 from dbgateway.v1 import value_pb2
 
 from .backends.base import DriverConnection, ExecResult, ResultSet, TransactionMode
+from .call import current_call
 from .errors import GatewayError, Reason, invalid_request
 from .resilience.retry import CallKind, run_with_retries
 from .statements import check_statement
 
 if TYPE_CHECKING:
     from .call import CallOptions, Deadline, ResultStream
-    from .gateway import Database
+    from .database import Database
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +77,6 @@ class StatementCall:
 
 def _beginning_call() -> tuple[str, str]:
     """(request id, tag) of the call being served, if any."""
-    # Imported here: observability reads the gateway, which imports this module.
-    from .observability import current_call
-
     call = current_call()
     return ("", "") if call is None else (call.request_id, call.tag)
 

@@ -16,7 +16,7 @@ import pytest
 
 from dbgateway._cli import databases_table
 from dbgateway.v1 import admin_service_pb2 as admin_pb
-from dbgateway_server.call import OpenTransaction
+from dbgateway_server.call import OpenTransaction, current_call
 from dbgateway_server.config import Config, DatabaseConfig, Engine, ServerConfig
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.gateway import Gateway
@@ -32,7 +32,6 @@ from dbgateway_server.observability import (
     Observability,
     TextFormatter,
     circuit_state,
-    current_call,
     database_label,
     logfmt,
 )

@@ -18,8 +18,8 @@ from dbgateway_server.backends.base import (
 )
 from dbgateway_server.call import Deadline
 from dbgateway_server.config import DatabaseConfig, Engine, RetrySettings
+from dbgateway_server.database import Database
 from dbgateway_server.errors import GatewayError, Reason
-from dbgateway_server.gateway import Database
 from dbgateway_server.subscriptions import Subscription, SubscriptionHub
 
 

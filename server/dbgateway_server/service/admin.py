@@ -16,8 +16,9 @@ from dbgateway.v1 import admin_service_pb2 as pb
 from dbgateway.v1 import admin_service_pb2_grpc as pb_grpc
 
 from ..config import Engine
+from ..database import Database
 from ..errors import invalid_request
-from ..gateway import Database, Gateway
+from ..gateway import Gateway
 from ..observability import (
     CircuitState,
     Observability,

@@ -30,12 +30,12 @@ from dbgateway.v1 import database_service_pb2 as pb
 
 from .. import tracing
 from ..backends.base import ExecResult, IsolationLevel, ResultSet, TransactionMode
-from ..call import BatchOutcome, CallOptions, Deadline, Outcome
+from ..call import BatchOutcome, Call, CallOptions, Deadline, Outcome
 from ..cluster import ForwardedFailure, Forwarding
 from ..config import Access, ReadPreference, ServerConfig
 from ..errors import GatewayError, Reason, invalid_request, to_rpc_status
 from ..gateway import Gateway
-from ..observability import REQUEST_ID_HEADER, Call, Observability
+from ..observability import REQUEST_ID_HEADER, Observability
 from ..security import ANONYMOUS, CallSlot, Guard, Principal
 
 log = logging.getLogger("dbgateway_server.service")

@@ -11,9 +11,10 @@ from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 
 from ..backends.base import ExecResult, ResultSet
+from ..call import current_call
 from ..errors import GatewayError, Reason
 from ..gateway import Gateway
-from ..observability import Observability, current_call
+from ..observability import Observability
 from ..security import Guard
 from .calls import call_options, check_sql, current_scope, elapsed_since, rpc, stats
 from .session import SessionRegistry
