@@ -586,7 +586,14 @@ class Database:
         Every statement is counted in the statement statistics and, while
         tracing is on, is a CLIENT span of its own."""
         with self.counted(sql, write=write) as count:
-            result = await self._send(conn, sql, params, options, write=write)
+            try:
+                async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+                    if write:
+                        result: ResultSet | ExecResult = await conn.execute(sql, params)
+                    else:
+                        result = await conn.query(sql, params, limits=self.limits(options))
+            except GatewayError as exc:
+                raise with_placeholder_hint(exc, self.engine, sql) from None
             count.rows = _rows(result)
         return result
 
@@ -636,23 +643,6 @@ class Database:
         if self.config.engine is Engine.MYSQL:
             return "mariadb" if "mariadb" in self.backend.server_version.lower() else "mysql"
         return _SYSTEM_NAMES[self.config.engine]
-
-    async def _send(
-        self,
-        conn: DriverConnection,
-        sql: str,
-        params: Sequence[value_pb2.Value],
-        options: CallOptions,
-        *,
-        write: bool,
-    ) -> ResultSet | ExecResult:
-        try:
-            async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
-                if write:
-                    return await conn.execute(sql, params)
-                return await conn.query(sql, params, limits=self.limits(options))
-        except GatewayError as exc:
-            raise with_placeholder_hint(exc, self.engine, sql) from None
 
     @contextlib.contextmanager
     def reporting_errors(self) -> Iterator[None]:
