@@ -386,8 +386,10 @@ class MySQLConnection(DriverConnection):
         return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
     async def ping(self, limit: float) -> None:
+        fresh = self._conn.fresh
         with translate_errors(self._database):
             await asyncio.wait_for(self._conn.ping(reconnect=False), limit)
+        self._conn.fresh = fresh  # a ping changes nothing in the session
 
     @property
     def _mariadb(self) -> bool:
