@@ -416,10 +416,11 @@ async def test_a_connection_its_engine_already_reset_goes_back_without_another_r
 
 async def test_an_already_reset_connection_is_still_discarded_when_its_call_broke_it():
     pool, opened = make_pool(max_size=1)
-    with pytest.raises(GatewayError):
-        async with pool.connection(1) as conn:
-            conn.is_reset = lambda: True  # type: ignore[method-assign]
-            raise GatewayError(Reason.DATABASE_UNAVAILABLE, "lost mid-call")
+    checkout = pool.connection(1)
+    conn = await checkout.__aenter__()
+    conn.is_reset = lambda: True  # type: ignore[method-assign]
+    lost = GatewayError(Reason.DATABASE_UNAVAILABLE, "lost mid-call")
+    await checkout.__aexit__(GatewayError, lost, None)
     await pool.settled()
     assert opened[0].closed
     assert pool.stats().size == 0
