@@ -1,4 +1,5 @@
-"""MySQL and MariaDB through aiomysql (PyMySQL underneath)."""
+"""MySQL and MariaDB through aiomysql (PyMySQL underneath): aiomysql opens,
+authenticates and escapes; statements' answers are read by :mod:`.mysql_wire`."""
 
 from __future__ import annotations
 

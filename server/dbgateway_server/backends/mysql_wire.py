@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pymysql.err
+from pymysql.connections import TEXT_TYPES
 from pymysql.constants import CR, FIELD_TYPE
 from pymysql.converters import through
 
@@ -42,21 +43,6 @@ READ_SIZE = 256 * 1024
 #: few statements again and again; beyond this many the oldest are dropped).
 COLUMN_CACHE_SIZE = 256
 
-#: Types PyMySQL decodes with the connection's character set (or keeps as
-#: bytes when the column's is binary), as in its result reading.
-_TEXT_TYPES = frozenset(
-    {
-        FIELD_TYPE.BIT,
-        FIELD_TYPE.BLOB,
-        FIELD_TYPE.LONG_BLOB,
-        FIELD_TYPE.MEDIUM_BLOB,
-        FIELD_TYPE.STRING,
-        FIELD_TYPE.TINY_BLOB,
-        FIELD_TYPE.VAR_STRING,
-        FIELD_TYPE.VARCHAR,
-        FIELD_TYPE.GEOMETRY,
-    }
-)
 _BINARY_CHARSET = 63
 _COLUMN_TAIL = struct.Struct("<xHIBHBxx")
 
@@ -150,8 +136,7 @@ class Wire:
         An argument of 16 MiB or more (a huge statement) goes alone, split
         over packets by aiomysql's own writer."""
         conn = self._conn
-        if self._pos != len(self._buffer):
-            raise _out_of_sync("a command was sent before the last answer was read")
+        self._check_idle()
         conn._ensure_alive()
         conn.fresh = False
         parts = []
@@ -165,10 +150,15 @@ class Wire:
 
     async def send_long(self, command: int, argument: bytes) -> None:
         """Sends one command of any size (aiomysql splits it over packets)."""
-        if self._pos != len(self._buffer):
-            raise _out_of_sync("a command was sent before the last answer was read")
+        self._check_idle()
         await self._conn._execute_command(command, argument)
         self._seq = self._conn._next_seq_id
+
+    def _check_idle(self) -> None:
+        if self._pos != len(self._buffer):
+            # Answers would be read as the wrong command's: never reuse it.
+            self._conn.close()
+            raise _out_of_sync("a command was sent before the last answer was read")
 
     def next_answer(self) -> None:
         """The next pipelined command's answer follows: numbered from 1 again."""
@@ -293,7 +283,7 @@ class Wire:
         conn = self._conn
         if type_code == FIELD_TYPE.JSON:
             encoding: str | None = conn.encoding
-        elif type_code in _TEXT_TYPES:
+        elif type_code in TEXT_TYPES:  # PyMySQL's: decoded unless binary
             encoding = None if charsetnr == _BINARY_CHARSET else conn.encoding
         else:
             encoding = "ascii"
