@@ -21,6 +21,7 @@ as it always has.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -196,15 +197,23 @@ class Wire:
     async def _fill(self) -> None:
         """Waits for more bytes from the server."""
         reader = self._conn._reader
+        rest = self._buffer[self._pos :]
+        missing = _missing(rest)
         try:
-            data = await reader.read(READ_SIZE)
+            if missing > READ_SIZE:
+                # A large packet: wait for all of it at once rather than
+                # copying what has arrived again on every read.
+                data = await reader.readexactly(missing)
+            else:
+                data = await reader.read(READ_SIZE)
+        except asyncio.IncompleteReadError:
+            data = b""
         except OSError as exc:
             self._conn.close()
             raise _lost(str(exc)) from exc
         if not data:
             self._conn.close()
             raise _lost()
-        rest = self._buffer[self._pos :]
         self._buffer = rest + data if rest else data
         self._pos = 0
 
@@ -339,6 +348,18 @@ class Wire:
                 return got == -2
             if got == 0:
                 await self._fill()
+
+
+def _missing(data: bytes) -> int:
+    """How many bytes the packet that ``data`` begins (or continues over
+    16 MiB pieces) still lacks; 0 while its header has not arrived."""
+    pos = 0
+    while len(data) - pos >= 4:
+        end = pos + 4 + (data[pos] | data[pos + 1] << 8 | data[pos + 2] << 16)
+        if len(data) < end:
+            return end - len(data)
+        pos = end
+    return 0
 
 
 def _row(packet: bytes, decoders: list[Decoder]) -> tuple[Any, ...]:
