@@ -12,6 +12,7 @@ The proxy runs its own asyncio loop on a daemon thread, so synchronous tests
         proxy.stall()        # accept and hold connections, forward nothing
         proxy.latency(0.2)   # delay every chunk, both directions
         proxy.restore()      # back to a faithful pipe
+        sent = proxy.record()  # from now on, what clients send, one entry per read
 
 Faults apply to live connections as well as new ones (except ``refuse``, which
 only concerns new ones; combine it with ``cut`` for an outage).
@@ -60,6 +61,7 @@ class FaultProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._flowing: asyncio.Event | None = None
         self._latency = 0.0
+        self._recording: list[bytes] | None = None
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -111,6 +113,13 @@ class FaultProxy:
         """Listening again, forwarding at once."""
         self._latency = 0.0
         self._call(self._restore())
+
+    def record(self) -> list[bytes]:
+        """From now on, every chunk a client sends upstream is appended to the
+        list returned, in the order the proxy reads them (a small write of a
+        client's arrives as one chunk); a new call starts a new list."""
+        self._recording = []
+        return self._recording
 
     @property
     def live_connections(self) -> int:
@@ -172,12 +181,20 @@ class FaultProxy:
         link = _Link(writer, up_writer)
         self._links.add(link)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, upstream=True), self._pipe(up_reader, writer)
+            )
         finally:
             self._links.discard(link)
             link.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        upstream: bool = False,
+    ) -> None:
         assert self._flowing is not None
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
@@ -185,6 +202,8 @@ class FaultProxy:
                 data = await reader.read(CHUNK)
                 if not data:
                     break
+                if upstream and self._recording is not None:
+                    self._recording.append(data)
                 if self._latency:
                     await asyncio.sleep(self._latency)
                 await self._flowing.wait()

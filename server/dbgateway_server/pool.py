@@ -11,7 +11,10 @@ statistics and hygiene rules for PostgreSQL, MySQL and SQLite.
 - A connection is handed to a caller only in a known-clean state. On release
   it is reset by its engine (:meth:`DriverConnection.reset`: the server's real
   transaction status read back, then session state undone) in a task the
-  caller's cancellation cannot interrupt; one the engine cannot settle, or
+  caller's cancellation cannot interrupt, unless the engine already reset it
+  behind the caller's last statement (:meth:`DriverConnection.is_reset`:
+  MySQL sends its reset in the same write as a lone statement, a COMMIT or a
+  ROLLBACK, which saves a round trip per call); one the engine cannot settle, or
   whose reset fails, is discarded through :meth:`ConnectionPool.invalidate`,
   which logs why. A pooled connection never carries one caller's state to
   the next.
@@ -313,6 +316,13 @@ class ConnectionPool:
         connection rejoins the pool only once the reset is done), and a caller
         cancelled meanwhile cannot leave a connection half reset nor lose it
         from the pool."""
+        conn = holder.conn
+        if not why and conn.is_reset() and not self._closed:
+            # Reset already, behind the caller's last statement: back at once.
+            holder.released_at = self._clock()
+            self._put_back(holder)
+            self._returned.set()
+            return
         if not why:
             self._resetting += 1
         task = asyncio.get_running_loop().create_task(

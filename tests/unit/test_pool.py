@@ -392,3 +392,35 @@ async def test_a_call_right_after_another_waits_for_its_connection_reset_instead
     await pool.settled()
     assert len(opened) == 1
     assert pool.stats().created_total == 1
+
+
+async def test_a_connection_its_engine_already_reset_goes_back_without_another_reset():
+    pool, opened = make_pool(max_size=1)
+    resets: list[int] = []
+
+    async def reset() -> None:
+        resets.append(1)
+
+    async with pool.connection(1) as conn:
+        conn.reset = reset  # type: ignore[method-assign]
+        conn.is_reset = lambda: True  # type: ignore[method-assign]  # reset behind its statement
+    # Back at once, in the caller's own release: idle before any task could run.
+    assert pool.stats().idle == 1
+    async with pool.connection(1) as again:
+        assert again is opened[0]
+        again.is_reset = lambda: False  # type: ignore[method-assign]  # this call left state
+    await pool.settled()
+    assert resets == [1]
+    assert pool.stats().idle == 1
+
+
+async def test_an_already_reset_connection_is_still_discarded_when_its_call_broke_it():
+    pool, opened = make_pool(max_size=1)
+    checkout = pool.connection(1)
+    conn = await checkout.__aenter__()
+    conn.is_reset = lambda: True  # type: ignore[method-assign]
+    lost = GatewayError(Reason.DATABASE_UNAVAILABLE, "lost mid-call")
+    await checkout.__aexit__(GatewayError, lost, None)
+    await pool.settled()
+    assert opened[0].closed
+    assert pool.stats().size == 0

@@ -200,6 +200,17 @@ class DriverConnection(ABC):
         if self.in_transaction():
             await self.rollback()
 
+    def is_reset(self) -> bool:
+        """True while the session is already what :meth:`reset` would make
+        it, with nothing sent since: the engine reset it right behind the
+        caller's last statement (in the same write, its answer read with the
+        statement's). The pool then puts the connection back as it is.
+
+        An engine may do that behind a statement outside a transaction (the
+        only statement of its call: its connection goes back next) and
+        behind COMMIT or ROLLBACK. The base never does."""
+        return False
+
     @abstractmethod
     def in_transaction(self) -> bool:
         """True while a transaction is open (tracked by the driver, no round trip)."""

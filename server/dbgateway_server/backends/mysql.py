@@ -1,4 +1,5 @@
-"""MySQL and MariaDB through aiomysql (PyMySQL underneath)."""
+"""MySQL and MariaDB through aiomysql (PyMySQL underneath): aiomysql opens,
+authenticates and escapes; statements' answers are read by :mod:`.mysql_wire`."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import aiomysql
 import aiomysql.cursors
 import pymysql
 import pymysql.err
-from pymysql.constants import CLIENT, COMMAND
+from pymysql.constants import CLIENT
 
 from dbgateway.v1 import value_pb2
 
 from ..config import mysql_address
 from ..errors import GatewayError, Reason, invalid_request, reason_for_mysql_errno
-from ..results import read_result
+from ..results import UNARY_FETCH_ROWS, read_result
 from ..values import MYSQL_PARAMS, Column, Converter, convert_rows, mysql_column
 from .base import (
     Backend,
@@ -30,6 +31,14 @@ from .base import (
     RowStream,
     TransactionMode,
     translating,
+)
+from .mysql_wire import (
+    COM_QUERY,
+    COM_RESET_CONNECTION,
+    MAX_PACKET,
+    ColumnInfo,
+    Outcome,
+    Wire,
 )
 
 ENGINE = "mysql"
@@ -66,10 +75,11 @@ def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
 
 
 _SERVER_STATUS_IN_TRANS = 1
-#: COM_RESET_CONNECTION (MySQL 5.7.3+, MariaDB 10.2.4+), which PyMySQL does not name.
-_COM_RESET_CONNECTION = 0x1F
 #: What every connection's session starts with; COM_RESET_CONNECTION undoes it.
 _SESSION_SETUP = "SET NAMES utf8mb4, time_zone = '+00:00', autocommit = 1"
+#: The session reset, as commands for one write: COM_RESET_CONNECTION (MySQL
+#: 5.7.3+, MariaDB 10.2.4+) and the setup again.
+_RESET_COMMANDS = ((COM_RESET_CONNECTION, b""), (COM_QUERY, _SESSION_SETUP.encode()))
 
 
 class _SingleStatementConnection(aiomysql.Connection):  # type: ignore[misc]
@@ -78,9 +88,17 @@ class _SingleStatementConnection(aiomysql.Connection):  # type: ignore[misc]
     text guard can be the boundary. Without it the server refuses a second
     statement in one string with a syntax error."""
 
+    #: Nothing was sent since the session was last reset (or opened).
+    fresh = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client_flag &= ~CLIENT.MULTI_STATEMENTS
+
+    async def _execute_command(self, command: int, sql: Any) -> None:
+        # Every command aiomysql sends itself (a ping, say) passes here.
+        self.fresh = False
+        await super()._execute_command(command, sql)
 
 
 #: A MariaDB GTID list: domain-server-seq, comma-separated.
@@ -100,29 +118,112 @@ class MySQLConnection(DriverConnection):
         self._backend = backend
         self._database = backend.config.name
         self._broken = False
+        self._wire = Wire(conn)
+        #: A transaction was begun through begin() and not yet ended.
+        self._transaction = False
 
-    async def _run(
-        self, sql: str, params: Sequence[value_pb2.Value]
-    ) -> tuple[Any, list[Any], int, int | None]:
-        statement = self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
-        return await self._run_bound(statement)
+    def _statement(self, sql: str, params: Sequence[value_pb2.Value]) -> str:
+        return self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
 
-    async def _run_bound(self, statement: str) -> tuple[Any, list[Any], int, int | None]:
-        cur = await self._conn.cursor()
+    def _lone(self) -> bool:
+        """Outside a transaction a statement is its call's only one: the
+        connection goes back to the pool right after it, so its reset can
+        travel in the same write."""
+        return not self._transaction and not self.in_transaction()
+
+    async def _start(self, statement: str, *, reset: bool) -> _MySQLRows:
+        """Sends ``statement`` (with the session reset right behind it when
+        ``reset``) and reads the start of its answer. The rows, further
+        results and the reset's answers are :meth:`_finish`'s to read; when
+        the statement fails, the reset's answers are read before its error
+        is raised, so the connection is clean and usable."""
+        wire = self._wire
+        data = statement.encode(self._conn.encoding, "surrogateescape")
+        with translate_errors(self._database):
+            if len(data) + 1 >= MAX_PACKET:
+                await wire.send_long(COM_QUERY, data)
+                reset = False
+            else:
+                wire.send(((COM_QUERY, data), *_RESET_COMMANDS) if reset else ((COM_QUERY, data),))
+            try:
+                start = await wire.result()
+            except pymysql.err.Error:
+                if reset and not self.is_closed():
+                    # The caller's answer is the statement's error; a reset
+                    # that fails marks the connection for discarding.
+                    with contextlib.suppress(pymysql.err.Error, GatewayError):
+                        await self._read_reset()
+                if self.is_closed():
+                    self._broken = True
+                raise
+            except asyncio.CancelledError:
+                await self._interrupt()
+                raise
+            except BaseException:
+                self._broken = True
+                raise
+        if isinstance(start, Outcome):
+            return _MySQLRows(self, [], start, reset)
+        return _MySQLRows(self, start, None, reset)
+
+    async def _read_reset(self) -> None:
+        """Reads the answers of the session reset (COM_RESET_CONNECTION, then
+        the session setup); the connection is then as fresh as a new one."""
+        wire = self._wire
+        try:
+            wire.next_answer()
+            await wire.ok()
+            wire.next_answer()
+            await wire.ok()
+        except BaseException:
+            self._broken = True
+            raise
+        if not wire.idle():
+            self._broken = True
+            raise GatewayError(
+                Reason.DATABASE_UNAVAILABLE,
+                "MySQL sent more than the session reset's answer",
+                metadata={"engine": ENGINE, "database": self._database},
+            )
+        self._conn.fresh = True
+
+    async def _finish(self, rows: _MySQLRows) -> None:
+        """Reads the rest of an answer: rows nobody read (a short rest is
+        read and dropped, a long one killed with the connection), further
+        results of a multi-result CALL, and the reset sent behind it. A
+        connection whose answer cannot be read to the end is discarded; the
+        caller's own answer (or error) stands either way."""
+        if self._broken:
+            return
         try:
             with translate_errors(self._database):
-                await self._execute(cur, statement)
-                rows = await cur.fetchall()
-            return cur, list(rows or ()), cur.rowcount, cur.lastrowid
-        finally:
-            await cur.close()
-
-    async def _execute(self, cur: Any, statement: str) -> None:
-        try:
-            await cur.execute(statement)
+                if not rows.exhausted:
+                    await self._abandon(rows)
+                    if self._broken:
+                        return
+                more = rows.more
+                while more:
+                    more = await self._wire.skip_result()
+                if rows.reset_pending:
+                    rows.reset_pending = False
+                    await self._read_reset()
         except asyncio.CancelledError:
             await self._interrupt()
             raise
+        except GatewayError:
+            self._broken = True
+
+    async def _run(self, statement: str, *, reset: bool = False) -> _Answer:
+        """Runs ``statement`` and reads its whole answer."""
+        rows = await self._start(statement, reset=reset)
+        try:
+            records = await rows.fetch_all()
+        finally:
+            await self._finish(rows)
+        outcome = rows.outcome
+        if outcome is None:  # a result set: its rows are what it counts
+            return _Answer(rows.infos, records, len(records), None)
+        return _Answer(rows.infos, records, outcome.affected_rows, outcome.insert_id)
 
     async def _interrupt(self) -> None:
         """Stops the running statement; the protocol state is unknown
@@ -150,18 +251,6 @@ class MySQLConnection(DriverConnection):
                 "write a literal % as %%",
             ) from None
 
-    @staticmethod
-    def _describe(cur: Any) -> tuple[list[value_pb2.Column], list[Any]]:
-        result = getattr(cur, "_result", None)
-        fields = getattr(result, "fields", None) or []
-        columns = []
-        converters = []
-        for f in fields:
-            db_type, conv = mysql_column(f.type_code, f.flags, f.charsetnr)
-            columns.append(Column(name=f.name, db_type=db_type))
-            converters.append(conv)
-        return columns, converters
-
     async def query(
         self,
         sql: str,
@@ -169,26 +258,18 @@ class MySQLConnection(DriverConnection):
         *,
         limits: ResultLimits,
     ) -> ResultSet:
-        # Unbuffered, so that a result beyond the caps is never read whole.
-        async with self.stream(sql, params) as stream:
-            rows, truncated, batches = await read_result(stream, limits)
-        return ResultSet(stream.columns, rows, truncated, batches)
+        # Rows are read as they are wanted, so that a result beyond the caps
+        # is never read whole.
+        rows = await self._start(self._statement(sql, params), reset=self._lone())
+        try:
+            records, truncated, batches = await read_result(rows, limits)
+        finally:
+            await self._finish(rows)
+        return ResultSet(rows.columns, records, truncated, batches)
 
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
-        statement = self._bind(sql, MYSQL_PARAMS.decode_all(params)) if params else sql
-        cur = await self._conn.cursor(aiomysql.SSCursor)
-        try:
-            with translate_errors(self._database):
-                await self._execute(cur, statement)
-        except BaseException:
-            if not self._broken:
-                # The server answered with an error: nothing is pending.
-                with contextlib.suppress(Exception):
-                    await cur.close()
-            raise
-        columns, converters = self._describe(cur)
-        rows = _MySQLRows(self, cur, columns, converters)
+        rows = await self._start(self._statement(sql, params), reset=self._lone())
         try:
             yield rows
         except asyncio.CancelledError:
@@ -196,18 +277,12 @@ class MySQLConnection(DriverConnection):
                 await self._interrupt()
             raise
         finally:
-            if not rows.exhausted and not self._broken:
-                await self._abandon(rows)
-            if not self._broken:
-                try:
-                    await cur.close()
-                except Exception:
-                    self._broken = True
+            await self._finish(rows)
 
     async def _abandon(self, rows: _MySQLRows) -> None:
-        """The caller stopped reading an unbuffered result. The rest must be
-        read before the connection can run anything else: a short rest is read
-        and dropped, a long one is killed (and the connection with it)."""
+        """The caller stopped reading a result. The rest must be read before
+        the connection can run anything else: a short rest is read and
+        dropped, a long one is killed (and the connection with it)."""
         if self.is_closed():
             # Lost with the link: nothing to read, nobody to kill. The error
             # that ended the stream is the caller's answer, not this cleanup.
@@ -219,19 +294,21 @@ class MySQLConnection(DriverConnection):
                 return
         except GatewayError:
             if self.is_closed():
+                self._broken = True
                 return
         await self._interrupt()
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
-        cur, rows, rowcount, lastrowid = await self._run(sql, params)
-        columns, converters = self._describe(cur)
-        if columns and sql.lstrip(" \t\r\n(").split(None, 1)[0].upper() in _READS:
+        answer = await self._run(self._statement(sql, params), reset=self._lone())
+        rowcount = answer.rowcount
+        if answer.columns and sql.lstrip(" \t\r\n(").split(None, 1)[0].upper() in _READS:
             rowcount = 0  # MySQL's rowcount of a read is the rows it returned
+        columns, converters = _describe(answer.columns)
         return ExecResult(
             rows_affected=max(rowcount, 0),
-            last_insert_id=lastrowid or None,
+            last_insert_id=answer.lastrowid or None,
             columns=columns,
-            rows=convert_rows(rows, converters),
+            rows=convert_rows(answer.records, converters),
         )
 
     async def execute_many(
@@ -245,8 +322,7 @@ class MySQLConnection(DriverConnection):
         if match is None:
             total = 0
             for row in args:
-                _, _, rowcount, _ = await self._run_bound(self._bind(sql, row) if row else sql)
-                total += max(rowcount, 0)
+                total += max((await self._run(self._bind(sql, row) if row else sql)).rowcount, 0)
             return total
         prefix, values, postfix = match.group(1) % (), match.group(2).rstrip(), match.group(3)
         limit = aiomysql.cursors.Cursor.max_stmt_length
@@ -254,53 +330,50 @@ class MySQLConnection(DriverConnection):
         for row in args:
             value = self._bind(values, row)
             if chunk and len(chunk) + len(value) + len(postfix) + 1 > limit:
-                total += max((await self._run_bound(chunk + postfix))[2], 0)
+                total += max((await self._run(chunk + postfix)).rowcount, 0)
                 chunk = ""
             chunk = f"{chunk},{value}" if chunk else prefix + value
         if chunk:
-            total += max((await self._run_bound(chunk + postfix))[2], 0)
+            total += max((await self._run(chunk + postfix)).rowcount, 0)
         return total
-
-    async def _simple(self, sql: str) -> None:
-        with translate_errors(self._database):
-            async with self._conn.cursor() as cur:
-                await cur.execute(sql)
 
     async def begin(self, mode: TransactionMode) -> None:
         if mode.deferrable:
             raise GatewayError(Reason.UNSUPPORTED, "MySQL has no DEFERRABLE transactions")
+        self._transaction = True
         if mode.isolation is not None:
-            await self._simple(f"SET TRANSACTION ISOLATION LEVEL {mode.isolation.value}")
-        await self._simple("START TRANSACTION READ ONLY" if mode.read_only else "START TRANSACTION")
+            await self._run(f"SET TRANSACTION ISOLATION LEVEL {mode.isolation.value}")
+        await self._run("START TRANSACTION READ ONLY" if mode.read_only else "START TRANSACTION")
 
     async def commit(self) -> None:
-        await self._simple("COMMIT")
+        await self._end("COMMIT")
 
     async def rollback(self) -> None:
-        await self._simple("ROLLBACK")
+        await self._end("ROLLBACK")
+
+    async def _end(self, sql: str) -> None:
+        # The transaction's connection goes back to the pool next: its reset
+        # travels with the COMMIT (or ROLLBACK), in one round trip.
+        self._transaction = False
+        await self._run(sql, reset=True)
+
+    def is_reset(self) -> bool:
+        return bool(self._conn.fresh) and not self.is_closed()
 
     async def reset(self) -> None:
         """COM_RESET_CONNECTION: the server rolls back, releases named and
         table locks, drops temporary tables and user variables and restores
         every session variable (autocommit, sql_mode, ...) to its global
         value, as a new connection has it; then the gateway's own session
-        setup runs again. (An interrupted call never gets here: its
-        connection is discarded, since the protocol state is unknown.)"""
-        conn = self._conn
+        setup runs again. Both commands go out in one write (one round trip).
+        A lone statement and a COMMIT or ROLLBACK carry this reset in their
+        own write already (see :meth:`is_reset`). (An interrupted call never
+        gets here: its connection is discarded, since the protocol state is
+        unknown.)"""
+        self._transaction = False
         with translate_errors(self._database):
-            # Both commands go out before either answer is read: one round
-            # trip. (The server reads commands in order; each answer is
-            # numbered from 1, as it would be alone.)
-            await conn._execute_command(_COM_RESET_CONNECTION, "")
-            await conn._execute_command(COMMAND.COM_QUERY, _SESSION_SETUP)
-            try:
-                await conn._read_ok_packet()
-                conn._next_seq_id = 1
-                await conn._read_ok_packet()
-            except BaseException:
-                # An answer may be left unread: the connection cannot be used.
-                self._broken = True
-                raise
+            self._wire.send(_RESET_COMMANDS)
+            await self._read_reset()
 
     def in_transaction(self) -> bool:
         return bool(self._conn.server_status & _SERVER_STATUS_IN_TRANS)
@@ -314,16 +387,18 @@ class MySQLConnection(DriverConnection):
         return reader is not None and (reader.at_eof() or reader.exception() is not None)
 
     async def ping(self, limit: float) -> None:
+        fresh = self._conn.fresh
         with translate_errors(self._database):
             await asyncio.wait_for(self._conn.ping(reconnect=False), limit)
+        self._conn.fresh = fresh  # a ping changes nothing in the session
 
     @property
     def _mariadb(self) -> bool:
         return "mariadb" in self._backend.server_version.lower()
 
     async def _scalar(self, statement: str) -> Any:
-        _, rows, _, _ = await self._run_bound(statement)
-        return rows[0][0] if rows else None
+        records = (await self._run(statement)).records
+        return records[0][0] if records else None
 
     async def replication_position(self) -> str:
         # GTIDs of everything committed so far: MariaDB's binlog position
@@ -336,11 +411,11 @@ class MySQLConnection(DriverConnection):
 
     async def replica_lag(self) -> float | None:
         statement = "SHOW SLAVE STATUS" if self._mariadb else "SHOW REPLICA STATUS"
-        cur, rows, _, _ = await self._run_bound(statement)
-        if not rows:
+        answer = await self._run(statement)
+        if not answer.records:
             return None  # not a replica
-        names = [d[0] for d in cur.description or ()]
-        status = dict(zip(names, rows[0], strict=False))
+        names = [c.name for c in answer.columns]
+        status = dict(zip(names, answer.records[0], strict=False))
         lag = status.get("Seconds_Behind_Master", status.get("Seconds_Behind_Source"))
         # NULL while the SQL (or IO) thread is stopped or broken.
         return None if lag is None else float(lag)
@@ -367,51 +442,113 @@ class MySQLConnection(DriverConnection):
         self._conn.close()
 
 
+class _Answer:
+    """A statement's whole answer: its columns and rows, or what its OK said."""
+
+    __slots__ = ("columns", "lastrowid", "records", "rowcount")
+
+    def __init__(
+        self, columns: list[ColumnInfo], records: list[Any], rowcount: int, lastrowid: int | None
+    ) -> None:
+        self.columns = columns
+        self.records = records
+        self.rowcount = rowcount
+        self.lastrowid = lastrowid
+
+
+def _describe(infos: Sequence[ColumnInfo]) -> tuple[list[value_pb2.Column], list[Converter]]:
+    """The result columns and their converters, worked out once per column
+    definition (the connection keeps its definitions parsed)."""
+    columns = []
+    converters = []
+    for info in infos:
+        described = info.described
+        if described is None:
+            db_type, conv = mysql_column(info.type_code, info.flags, info.charsetnr)
+            described = info.described = (Column(name=info.name, db_type=db_type), conv)
+        columns.append(described[0])
+        converters.append(described[1])
+    return columns, converters
+
+
 class _MySQLRows(RowStream):
-    __slots__ = ("_connection", "_cursor", "columns", "converters", "exhausted")
+    """A statement's answer being read: its rows as they are wanted."""
+
+    __slots__ = (
+        "_connection",
+        "columns",
+        "converters",
+        "exhausted",
+        "infos",
+        "more",
+        "outcome",
+        "reset_pending",
+    )
 
     def __init__(
         self,
         connection: MySQLConnection,
-        cursor: Any,
-        columns: list[value_pb2.Column],
-        converters: list[Converter],
+        infos: list[ColumnInfo],
+        outcome: Outcome | None,
+        reset_pending: bool,
     ) -> None:
         self._connection = connection
-        self._cursor = cursor
-        self.columns = columns
-        self.converters = converters
-        self.exhausted = not columns  # a statement without a result set
+        self.infos = infos
+        self.columns, self.converters = _describe(infos)
+        #: The OK of a statement without a result set.
+        self.outcome = outcome
+        self.exhausted = outcome is not None
+        #: Another result follows (a multi-result CALL).
+        self.more = outcome.more if outcome is not None else False
+        #: The session reset went behind the statement; its answer follows.
+        self.reset_pending = reset_pending
+
+    async def fetch_all(self) -> list[Any]:
+        records: list[Any] = []
+        while not self.exhausted:
+            records.extend(await self.fetch_records(UNARY_FETCH_ROWS))
+        return records
 
     async def fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
-        if self.exhausted:
+        if self.exhausted or n <= 0:
             return []
         connection = self._connection
         if connection.is_closed():
-            # aiomysql's cursor would fail on the closed link with an
-            # AttributeError, not a connection error.
             raise GatewayError(
                 Reason.DATABASE_UNAVAILABLE,
                 "the connection to MySQL was lost while the result was being read",
                 metadata={"engine": ENGINE, "database": connection._database},
             )
+        wire = connection._wire
+        records: list[Any] = []
         try:
             with translate_errors(connection._database):
                 try:
-                    records = await self._cursor.fetchmany(n)
+                    while True:
+                        got = wire.rows(self.infos, n - len(records), records)
+                        if got < 0:
+                            self.exhausted = True
+                            self.more = got == -2
+                            break
+                        if len(records) >= n:
+                            break
+                        await wire.wait()
                 except asyncio.CancelledError:
                     # Cut off mid-packet (a cancel, a timeout): nothing more can
                     # be read from this connection.
                     await connection._interrupt()
                     raise
+                except pymysql.err.Error:
+                    # An ERR packet (the statement failed or was killed while
+                    # sending rows) ends the answer; a lost link ends it too.
+                    self.exhausted = True
+                    raise
         except GatewayError as exc:
-            if exc.is_infrastructure:
+            if exc.is_infrastructure or connection.is_closed():
                 # Lost mid-result: the protocol state is gone with the link.
                 connection._broken = True
             raise
-        if len(records) < n:
-            self.exhausted = True
-        return records  # type: ignore[no-any-return]
+        return records
 
 
 class MySQLBackend(Backend):
@@ -443,6 +580,7 @@ class MySQLBackend(Backend):
             init_command=_SESSION_SETUP,
         )
         await conn._connect()
+        conn.fresh = True
         return conn
 
     async def connect(self) -> DriverConnection:
