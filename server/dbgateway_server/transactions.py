@@ -34,6 +34,7 @@ from dbgateway.v1 import value_pb2
 from .backends.base import DriverConnection, ExecResult, ResultSet, TransactionMode
 from .call import current_call
 from .errors import GatewayError, Reason, invalid_request
+from .placeholders import with_placeholder_hint
 from .resilience.retry import CallKind, run_with_retries
 from .statements import check_statement
 
@@ -256,9 +257,14 @@ class Transaction:
     async def _execute_many(
         self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
     ) -> int | None:
-        """The batch itself, counted (and traced) as one statement."""
-        with self.database.counted(sql, write=True) as count:
-            rows = await self._conn.execute_many(sql, param_sets)
+        """The batch itself, counted (and traced) as one statement; a failure
+        a wrong placeholder style explains gets the hint Execute gives."""
+        database = self.database
+        with database.counted(sql, write=True) as count:
+            try:
+                rows = await self._conn.execute_many(sql, param_sets)
+            except GatewayError as exc:
+                raise with_placeholder_hint(exc, database.engine, sql) from None
             count.rows = rows or 0
         return rows
 
