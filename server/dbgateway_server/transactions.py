@@ -155,7 +155,10 @@ class Transaction:
     ) -> Transaction:
         checkout = database.connection(deadline)
         with database.reporting_errors():
-            async with database.admitted():
+            # The breaker counts a BEGIN as it counts a statement: one cut
+            # off by the caller's deadline timed out, and a stalled database
+            # is found by the same check (Database.admitted).
+            async with database.admitted(deadline):
                 conn = await checkout.__aenter__()
                 try:
                     async with asyncio.timeout(deadline.bounded(database.config.statement_timeout)):
