@@ -1,5 +1,8 @@
-"""SIGTERM drains: health turns NOT_SERVING at once, new calls are refused,
-in-flight calls finish within ``shutdown_grace``, pools close, exit status 0.
+"""SIGTERM drains: health turns NOT_SERVING at once, new calls are refused
+(once the drain listener holds the port: health checks answered NOT_SERVING,
+other calls UNAVAILABLE / SERVER_DRAINING, not run, over TLS when the server
+speaks it), in-flight calls finish within ``shutdown_grace``, pools close,
+exit status 0.
 
 Open transactions being rolled back at drain is not covered here: the
 transactions table is not on this branch (``Gateway.close`` is where it goes).
