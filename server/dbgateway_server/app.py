@@ -162,7 +162,7 @@ class DrainListener(grpc.GenericRpcHandler):  # type: ignore[misc]
     connected clients (session streams too) reconnect, elsewhere when they
     can; a new connection would be refused. Orchestrators' probes and new
     callers should rather hear why: this small server takes the port over
-    once gRPC let go of it and, until the drain ends, answers a health
+    once gRPC let go of it and, until the process exits, answers a health
     ``Check`` NOT_SERVING (NOT_FOUND for a service the server never had), a
     ``Watch`` NOT_SERVING, and every other call UNAVAILABLE / SERVER_DRAINING
     with ``not_run`` (the drain's own refusal): the call did not run, so a
