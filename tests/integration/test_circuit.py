@@ -127,6 +127,30 @@ def test_a_call_counts_once_toward_the_breaker_whatever_its_attempts(gate: Gate)
         gate.heal()
 
 
+def test_a_run_transaction_counts_once_toward_the_breaker_whatever_its_attempts(gate: Gate):
+    gate.db.Query(SELECT, timeout=10)
+    gate.proxy.refuse()
+    gate.proxy.cut()
+    request = pb.RunTransactionRequest(database="pg", statements=[pb.Statement(sql="SELECT 1")])
+    try:
+        # A transaction whose BEGIN reached nothing is tried again until its
+        # deadline: still one call, one failure; four are one short of 5.
+        for _ in range(4):
+            with pytest.raises(grpc.RpcError) as info:
+                gate.db.RunTransaction(request, timeout=1)
+            err = call_error(info.value)
+            assert err.reason == "DATABASE_UNAVAILABLE"
+            assert int(err.metadata["attempts"]) > 1
+        assert gate.status() == SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            gate.db.RunTransaction(request, timeout=1)
+        assert call_error(info.value).reason == "DATABASE_UNAVAILABLE"
+        assert gate.status() == NOT_SERVING
+        assert "5 consecutive failures" in gate.server.log()
+    finally:
+        gate.heal()
+
+
 #: The table the stalled ExecuteBatch callers insert into.
 STALL_TABLE = "circuit_stall_batch"
 
