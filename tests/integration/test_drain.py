@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc
 from tests.certs import Certificates, make_certificates
+from tests.integration.test_client_cli import dbgateway
 from tests.support import (
     ServerProcess,
     V,
@@ -246,6 +247,10 @@ def test_a_tls_servers_drain_answers_over_tls(tmp_path, own_dsn):
         slow, old_channel = drain_with_a_call_in_flight(server, own_dsn, pool)
         with server.channel() as channel:
             assert check(channel) == NOT_SERVING
+        # The container's probe, as the Dockerfile and the manifests run it.
+        probe = dbgateway("health", "--ca", str(certs.ca), server=server)
+        assert probe.returncode == 1
+        assert "NOT_SERVING" in probe.stdout + probe.stderr
         with grpc.insecure_channel(server.address) as plaintext:
             with pytest.raises(grpc.RpcError) as info:
                 check(plaintext)
