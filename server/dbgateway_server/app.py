@@ -6,7 +6,7 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,10 +24,12 @@ from dbgateway.v1 import (
 from . import tracing
 from .cluster import Forwarding, worker_socket
 from .config import MAX_MESSAGE_BYTES, Config, ConfigError, ServerConfig
+from .drain import refusal
 from .gateway import Gateway
 from .observability import Observability
 from .security import Guard
 from .service.admin import AdminServicer
+from .service.calls import grpc_status
 from .service.database import DatabaseServicer
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,14 @@ class ServerCertificates:
             require_client_authentication=self.mutual,
         )
 
+    def fixed_credentials(self) -> grpc.ServerCredentials:
+        """Credentials with the current files and no rotation, for a
+        listener that lives for seconds (the drain's)."""
+        key, cert, ca = self._files
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=ca, require_client_auth=self.mutual
+        )
+
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
         # Called by gRPC before every TLS handshake: None keeps the current one.
         pending, self._pending = self._pending, None
@@ -135,6 +145,137 @@ def health_key(database: str) -> str:
     return f"db/{database}"
 
 
+_HEALTH_CHECK = f"/{health.SERVICE_NAME}/Check"
+_HEALTH_WATCH = f"/{health.SERVICE_NAME}/Watch"
+#: How long the drain listener may wait for gRPC to let go of the port, and
+#: how often it tries meanwhile (a connection in between is refused).
+DRAIN_LISTENER_BIND_WAIT = 1.0
+DRAIN_LISTENER_BIND_RETRY = 0.002
+#: What answers still on their way get when the drain listener stops.
+DRAIN_LISTENER_STOP_GRACE = 0.1
+
+
+class DrainListener(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """What answers on the server's port while it drains.
+
+    gRPC's ``stop`` closes the listening socket and sends GOAWAY, so
+    connected clients (session streams too) reconnect, elsewhere when they
+    can; a new connection would be refused. Orchestrators' probes and new
+    callers should rather hear why: this small server takes the port over
+    once gRPC let go of it and, until the process exits, answers a health
+    ``Check`` NOT_SERVING (NOT_FOUND for a service the server never had), a
+    ``Watch`` NOT_SERVING, and every other call UNAVAILABLE / SERVER_DRAINING
+    with ``not_run`` (the drain's own refusal): the call did not run, so a
+    client may send it again, after its backoff, to whichever server answers
+    then. It speaks TLS (mutual TLS) exactly when the server does. It does
+    not authenticate: the server itself refuses a draining call before it
+    authenticates it, and a refusal tells a caller nothing about the data.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        options: list[tuple[str, int]],
+        credentials: grpc.ServerCredentials | None,
+        health_services: set[str],
+    ) -> None:
+        self._address = address
+        self._options = options
+        self._credentials = credentials
+        self._health_services = frozenset(health_services)
+        self._server: grpc.aio.Server | None = None
+        self._ended = asyncio.Event()
+        self.answered = 0
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        self.answered += 1
+        if method == _HEALTH_CHECK:
+            return grpc.unary_unary_rpc_method_handler(
+                self._check,
+                request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+            )
+        if method == _HEALTH_WATCH:
+            return grpc.unary_stream_rpc_method_handler(
+                self._watch,
+                request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+            )
+        # Unary or streaming, the answer is the status alone: no need to
+        # read, or even decode, what the caller sent.
+        return grpc.stream_stream_rpc_method_handler(self._refuse)
+
+    async def _check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in self._health_services:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return health_pb2.HealthCheckResponse(status=NOT_SERVING)
+
+    async def _watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        known = request.service in self._health_services
+        yield health_pb2.HealthCheckResponse(
+            status=NOT_SERVING if known else health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+        )
+        await self._ended.wait()
+
+    async def _refuse(self, requests: object, context: grpc.aio.ServicerContext) -> None:
+        await context.abort_with_status(grpc_status(refusal()))
+
+    async def start(self) -> bool:
+        """Listens on the server's address as soon as gRPC has let go of it
+        (``stop`` closes its socket on a thread of its own); False when it
+        could not, and new connections are refused as before. Never raises:
+        the drain goes on without it."""
+        try:
+            return await self._start()
+        except Exception:
+            log.exception("drain: the drain listener did not start")
+            return False
+
+    async def _start(self) -> bool:
+        server = grpc.aio.server(options=self._options)
+        server.add_generic_rpc_handlers((self,))
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + DRAIN_LISTENER_BIND_WAIT
+        # Each attempt before gRPC closed its socket costs a log line of
+        # gRPC's own: let its stop begin first.
+        await asyncio.sleep(0)
+        while True:
+            try:
+                if self._credentials is None:
+                    port = server.add_insecure_port(self._address)
+                else:
+                    port = server.add_secure_port(self._address, self._credentials)
+            except RuntimeError:
+                port = 0
+            if port:
+                break
+            if loop.time() >= give_up:
+                log.warning(
+                    "drain: could not listen on %s again; new connections are refused "
+                    "until the process exits",
+                    self._address,
+                )
+                return False
+            await asyncio.sleep(DRAIN_LISTENER_BIND_RETRY)
+        await server.start()
+        self._server = server
+        log.info("drain: answering new calls on %s until the server exits", self._address)
+        return True
+
+    async def stop(self) -> None:
+        self._ended.set()
+        if self._server is not None:
+            await self._server.stop(DRAIN_LISTENER_STOP_GRACE)
+            log.info("drain: answered %d new call(s) while draining", self.answered)
+
+
 class GatewayServer:
     """A running gateway: the gRPC server, the core and the health service."""
 
@@ -146,6 +287,9 @@ class GatewayServer:
         self._worker = (int(index), int(count)) if worker else None
         self._worker_dir = worker_dir
         self.health = health.aio.HealthServicer()
+        #: Every service name health has reported on (the drain listener
+        #: answers for these).
+        self.health_services: set[str] = set()
         self.forwarding = Forwarding.for_process(config, self._worker, worker_dir)
         self.gateway = Gateway(
             config,
@@ -180,8 +324,12 @@ class GatewayServer:
 
     def _on_database_health(self, name: str, serving: bool) -> None:
         asyncio.get_running_loop().create_task(
-            self.health.set(health_key(name), SERVING if serving else NOT_SERVING)
+            self._set_health(health_key(name), SERVING if serving else NOT_SERVING)
         )
+
+    async def _set_health(self, service: str, status: int) -> None:
+        self.health_services.add(service)
+        await self.health.set(service, status)
 
     async def start(self) -> None:
         listen = self.config.server.listen
@@ -201,9 +349,9 @@ class GatewayServer:
         tracing.start_from_environment()
         await self.gateway.start()
         await self._set_database_health()
-        await self.health.set("", SERVING)
-        await self.health.set(DATABASE_SERVICE, SERVING)
-        await self.health.set(ADMIN_SERVICE, SERVING)
+        await self._set_health("", SERVING)
+        await self._set_health(DATABASE_SERVICE, SERVING)
+        await self._set_health(ADMIN_SERVICE, SERVING)
         await self.observability.start()
         await self.server.start()
         host = listen.rpartition(":")[0]
@@ -228,9 +376,9 @@ class GatewayServer:
             )
 
     async def stop(self) -> None:
-        """Drains: NOT_SERVING at once, no new calls, in-flight calls get the
-        grace period (then they are stopped and answered SERVER_DRAINING),
-        then pools close."""
+        """Drains: NOT_SERVING at once, no new calls (the drain listener
+        answers them SERVER_DRAINING), in-flight calls get the grace period
+        (then they are stopped and answered SERVER_DRAINING), then pools close."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -246,15 +394,41 @@ class GatewayServer:
         # to other replicas) and waits for those in flight; the drain stops
         # what is still running when the grace ends and answers it
         # UNAVAILABLE / SERVER_DRAINING, before gRPC would cancel it bare.
-        draining = asyncio.get_running_loop().create_task(self.gateway.drain.drain(grace))
-        await self.server.stop(grace + STOP_GRACE)
-        await draining
-        await self.gateway.close()
-        await self.forwarding.close()
-        await self.observability.close()
-        # Sending the last spans may wait on the collector: off the event loop.
-        await asyncio.to_thread(tracing.shutdown)
+        loop = asyncio.get_running_loop()
+        draining = loop.create_task(self.gateway.drain.drain(grace))
+        # Until the process exits, probes and new callers get an answer on
+        # the port rather than a refused connection: the drain listener takes
+        # it over as soon as gRPC's stop (begun here, before any other task
+        # runs) has closed its socket.
+        listener = self._drain_listener()
+        listening = loop.create_task(listener.start())
+        try:
+            await self.server.stop(grace + STOP_GRACE)
+            await draining
+            await listening
+            await self.gateway.close()
+            await self.forwarding.close()
+            await self.observability.close()
+            # Sending the last spans may wait on the collector: off the event loop.
+            await asyncio.to_thread(tracing.shutdown)
+        finally:
+            # Last: a connection that reaches a closing listener may hang
+            # until the process is gone, which is an instant from here.
+            listening.cancel()
+            await listener.stop()
         log.info("stopped")
+
+    def _drain_listener(self) -> DrainListener:
+        host = self.config.server.listen.rpartition(":")[0]
+        options = server_options(self.config.server)
+        if self.worker is not None:  # the other workers still hold the port
+            options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in options]
+        return DrainListener(
+            f"{host}:{self.port}",
+            options,
+            None if self.certificates is None else self.certificates.fixed_credentials(),
+            self.health_services,
+        )
 
     async def reload(self, config: Config) -> None:
         """Applies a new configuration without a restart: databases added,
@@ -293,11 +467,11 @@ class GatewayServer:
         changes = await self.gateway.reconfigure(config)
         await self._set_database_health()
         for name in changes.removed:
-            await self.health.set(health_key(name), NOT_SERVING)
+            await self._set_health(health_key(name), NOT_SERVING)
         for name in had_replicas:
             current = self.gateway.databases.get(name)
             if current is None or not current.replicas:
-                await self.health.set(health_key(f"{name}/replicas"), NOT_SERVING)
+                await self._set_health(health_key(f"{name}/replicas"), NOT_SERVING)
         self.config = config
         log.info(
             "config reloaded: databases added %s, changed %s, removed %s; %d principal(s)%s",
@@ -313,10 +487,10 @@ class GatewayServer:
         ``db/<name>/replicas`` (SERVING while a replica is usable) for every
         database with replicas."""
         for name, db in self.gateway.databases.items():
-            await self.health.set(health_key(name), SERVING if db.serving else NOT_SERVING)
+            await self._set_health(health_key(name), SERVING if db.serving else NOT_SERVING)
             if db.replicas:
                 serving = db.replicas.serving
-                await self.health.set(
+                await self._set_health(
                     health_key(f"{name}/replicas"), SERVING if serving else NOT_SERVING
                 )
 

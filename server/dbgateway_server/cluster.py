@@ -333,9 +333,13 @@ class Forwarding:
 
     def _failure(self, error: grpc.aio.AioRpcError, target: str, transaction_id: str) -> Exception:
         answer = _owner_answer(error)
-        if answer is not None:
+        # An owner that is shutting down takes no call on its transactions
+        # over a new connection (its drain listener answers): as lost as one
+        # that is gone, and sending the call again would not help.
+        draining = answer is not None and answer.reason == Reason.SERVER_DRAINING.value
+        if answer is not None and not draining:
             return answer
-        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
+        if draining or error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNKNOWN):
             return GatewayError(
                 Reason.TRANSACTION_OWNER_UNAVAILABLE,
                 f"the gateway process that holds transaction {transaction_id[:8]}... "

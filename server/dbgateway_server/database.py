@@ -356,27 +356,47 @@ class Database:
         breaker, with the retry policy, within the caller's deadline."""
         started = time.monotonic()
         check_statement(sql)
-
-        async def attempt() -> ResultSet | ExecResult:
-            if self.breaker.state is CircuitState.OPEN:
-                # Other calls opened the circuit since this one was admitted.
-                raise self.breaker.refusal()
-            return await self._run_once(sql, params, options, write=write)
-
         try:
-            # Admitted once: the breaker counts calls, not their attempts.
-            async with self.admitted(options.deadline):
-                result, attempts = await run_with_retries(
-                    attempt,
-                    kind=CallKind.of(write=write, idempotent=options.idempotent),
-                    settings=self.config.retry,
-                    remaining=options.deadline.remaining,
-                    what=f"database {self.name}",
-                    on_retry=self.retried,
-                )
+            result, attempts = await self.retrying(
+                lambda: self._run_once(sql, params, options, write=write),
+                kind=CallKind.of(write=write, idempotent=options.idempotent),
+                deadline=options.deadline,
+                what=f"database {self.name}",
+            )
         except GatewayError as exc:
             raise self.named(exc) from None
         return Outcome(result=result, elapsed=time.monotonic() - started, attempts=attempts)
+
+    async def retrying(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        kind: CallKind,
+        deadline: Deadline,
+        what: str,
+        remaining: Callable[[], float | None] | None = None,
+        max_attempts: int = 0,
+    ) -> tuple[T, int]:
+        """Runs ``attempt`` under the retry policy (see :func:`run_with_retries`),
+        admitted by the circuit breaker once for all its attempts: the breaker
+        counts calls, not attempts. An attempt after other calls opened the
+        circuit meanwhile fails fast with CIRCUIT_OPEN."""
+
+        async def admitted_attempt() -> T:
+            if self.breaker.state is CircuitState.OPEN:
+                raise self.breaker.refusal()
+            return await attempt()
+
+        async with self.admitted(deadline):
+            return await run_with_retries(
+                admitted_attempt,
+                kind=kind,
+                settings=self.config.retry,
+                remaining=deadline.remaining if remaining is None else remaining,
+                what=what,
+                on_retry=self.retried,
+                max_attempts=max_attempts,
+            )
 
     def named(self, error: GatewayError) -> GatewayError:
         """Names this database (and a replica's endpoint) in ``error``: a

@@ -2,11 +2,14 @@
 
 gRPC stops taking new calls when the server stops; a call that still reaches
 a servicer once the drain began (it was accepted just before) is refused at
-once with UNAVAILABLE / SERVER_DRAINING (nothing reached a database, so any
-caller may retry it elsewhere), unless it continues an open transaction.
-Calls already running get the grace period; those still running when it ends
-are cancelled (on the database too) and answered UNAVAILABLE /
-SERVER_DRAINING, not gRPC's bare "Cancelling all calls".
+once with UNAVAILABLE / SERVER_DRAINING and ``not_run = "true"`` in its
+ErrorInfo (nothing reached a database, so any caller may send it again,
+elsewhere, write or not), unless it continues an open transaction. New
+connections meanwhile reach the drain listener (see ``app.py``), which gives
+every call that same refusal. Calls already running get the grace period;
+those still running when it ends are cancelled (on the database too) and
+answered UNAVAILABLE / SERVER_DRAINING without ``not_run`` (they may have
+run), not gRPC's bare "Cancelling all calls".
 """
 
 from __future__ import annotations
@@ -24,6 +27,22 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 0.1
 #: How long calls cancelled at the end of the grace period get to answer.
 CANCEL_WAIT = 1.0
+#: ErrorInfo metadata key of a refusal: the call never ran, so a client may
+#: send it again (to this server once it is back, or to another) even when it
+#: writes.
+NOT_RUN = "not_run"
+
+
+def refusal() -> GatewayError:
+    """The answer to a call that arrives while the server drains: it did not run."""
+    return GatewayError(
+        Reason.SERVER_DRAINING,
+        "the server is shutting down and takes no new calls; try again "
+        "(another replica will answer)",
+        metadata={NOT_RUN: "true"},
+        retry_after=RETRY_AFTER,
+        sent=False,
+    )
 
 
 class Drain:
@@ -55,13 +74,7 @@ class Drain:
         that transaction can still finish. What it returns goes to
         :meth:`leave` when the call ends."""
         if self.draining and not (continuing and not self._stopped_all):
-            raise GatewayError(
-                Reason.SERVER_DRAINING,
-                "the server is shutting down and takes no new calls; try again "
-                "(another replica will answer)",
-                retry_after=RETRY_AFTER,
-                sent=False,
-            )
+            raise refusal()
         task = asyncio.current_task()
         if task is not None:  # calls always run in a task
             self._calls.add(task)

@@ -34,7 +34,8 @@ from dbgateway.v1 import value_pb2
 from .backends.base import DriverConnection, ExecResult, ResultSet, TransactionMode
 from .call import current_call
 from .errors import GatewayError, Reason, invalid_request
-from .resilience.retry import CallKind, run_with_retries
+from .placeholders import with_placeholder_hint
+from .resilience.retry import CallKind
 from .statements import check_statement
 
 if TYPE_CHECKING:
@@ -151,10 +152,16 @@ class Transaction:
         owner: str = "",
         on_end: Callable[[], None] | None = None,
         transaction_id: str | None = None,
+        admitted: bool = False,
     ) -> Transaction:
+        """Checks a connection out and sends BEGIN. The circuit breaker
+        admits and counts the BEGIN as it does a statement (one cut off by
+        the caller's deadline timed out, so a stalled database is found by
+        the same check), unless the caller's whole call was ``admitted``
+        already (RunTransaction, once for all its attempts)."""
         checkout = database.connection(deadline)
         with database.reporting_errors():
-            async with database.admitted():
+            async with contextlib.nullcontext() if admitted else database.admitted(deadline):
                 conn = await checkout.__aenter__()
                 try:
                     async with asyncio.timeout(deadline.bounded(database.config.statement_timeout)):
@@ -256,9 +263,14 @@ class Transaction:
     async def _execute_many(
         self, sql: str, param_sets: Sequence[Sequence[value_pb2.Value]]
     ) -> int | None:
-        """The batch itself, counted (and traced) as one statement."""
-        with self.database.counted(sql, write=True) as count:
-            rows = await self._conn.execute_many(sql, param_sets)
+        """The batch itself, counted (and traced) as one statement; a failure
+        a wrong placeholder style explains gets the hint Execute gives."""
+        database = self.database
+        with database.counted(sql, write=True) as count:
+            try:
+                rows = await self._conn.execute_many(sql, param_sets)
+            except GatewayError as exc:
+                raise with_placeholder_hint(exc, database.engine, sql) from None
             count.rows = rows or 0
         return rows
 
@@ -359,13 +371,12 @@ async def run_atomically(
             return stop_at - time.monotonic()
 
     try:
-        return await run_with_retries(
+        return await database.retrying(
             lambda: _run_once(database, statements, mode, deadline),
             kind=CallKind.TRANSACTION,
-            settings=database.config.retry,
-            remaining=remaining,
+            deadline=deadline,
             what=f"database {database.name}: transaction",
-            on_retry=database.retried,
+            remaining=remaining,
             max_attempts=max_attempts,
         )
     except GatewayError as exc:
@@ -379,7 +390,7 @@ async def _run_once(
     mode: TransactionMode,
     deadline: Deadline,
 ) -> list[ResultSet | ExecResult]:
-    tx = await Transaction.begin(database, mode, deadline)
+    tx = await Transaction.begin(database, mode, deadline, admitted=True)
     try:
         results = []
         for index, call in enumerate(statements):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,7 +19,7 @@ from dbgateway.v1 import admin_service_pb2 as admin_pb
 from dbgateway.v1 import admin_service_pb2_grpc, database_service_pb2_grpc
 from dbgateway.v1 import database_service_pb2 as pb
 from tests.faultproxy import FaultProxy
-from tests.support import ServerProcess, call_error
+from tests.support import ServerProcess, V, call_error
 
 pytestmark = pytest.mark.postgres
 
@@ -127,8 +127,76 @@ def test_a_call_counts_once_toward_the_breaker_whatever_its_attempts(gate: Gate)
         gate.heal()
 
 
-def test_a_stalled_database_opens_the_circuit_though_every_deadline_is_short(gate: Gate):
+def test_a_run_transaction_counts_once_toward_the_breaker_whatever_its_attempts(gate: Gate):
     gate.db.Query(SELECT, timeout=10)
+    gate.proxy.refuse()
+    gate.proxy.cut()
+    request = pb.RunTransactionRequest(database="pg", statements=[pb.Statement(sql="SELECT 1")])
+    try:
+        # A transaction whose BEGIN reached nothing is tried again until its
+        # deadline: still one call, one failure; four are one short of 5.
+        for _ in range(4):
+            with pytest.raises(grpc.RpcError) as info:
+                gate.db.RunTransaction(request, timeout=1)
+            err = call_error(info.value)
+            assert err.reason == "DATABASE_UNAVAILABLE"
+            assert int(err.metadata["attempts"]) > 1
+        assert gate.status() == SERVING
+        with pytest.raises(grpc.RpcError) as info:
+            gate.db.RunTransaction(request, timeout=1)
+        assert call_error(info.value).reason == "DATABASE_UNAVAILABLE"
+        assert gate.status() == NOT_SERVING
+        assert "5 consecutive failures" in gate.server.log()
+    finally:
+        gate.heal()
+
+
+#: The table the stalled ExecuteBatch callers insert into.
+STALL_TABLE = "circuit_stall_batch"
+
+#: RPC name -> one call of it with a 1 s deadline. Each begins a transaction
+#: (but Query), and a transaction's BEGIN must count as a statement does.
+SHORT_CALLS: dict[str, Callable[[Gate], object]] = {
+    "Query": lambda gate: gate.db.Query(SELECT, timeout=1),
+    "RunTransaction": lambda gate: gate.db.RunTransaction(
+        pb.RunTransactionRequest(database="pg", statements=[pb.Statement(sql="SELECT 1")]),
+        timeout=1,
+    ),
+    "ExecuteBatch": lambda gate: gate.db.ExecuteBatch(
+        pb.ExecuteBatchRequest(
+            database="pg",
+            sql=f"INSERT INTO {STALL_TABLE} (n) VALUES ($1)",
+            param_sets=[pb.ParamSet(params=[V.of(int_value=1)])],
+        ),
+        timeout=1,
+    ),
+    "BeginTransaction": lambda gate: gate.db.BeginTransaction(
+        pb.BeginTransactionRequest(database="pg"), timeout=1
+    ),
+    "Transaction": lambda gate: list(
+        gate.db.Transaction(
+            iter(
+                [
+                    pb.TransactionRequest(begin=pb.TransactionRequest.Begin(database="pg")),
+                    pb.TransactionRequest(commit=pb.TransactionRequest.Commit()),
+                ]
+            ),
+            timeout=1,
+        )
+    ),
+}
+
+
+@pytest.mark.parametrize("method", list(SHORT_CALLS))
+def test_a_stalled_database_opens_the_circuit_though_every_deadline_is_short(
+    gate: Gate, method: str
+):
+    gate.db.Query(SELECT, timeout=10)
+    gate.db.Execute(
+        pb.ExecuteRequest(database="pg", sql=f"CREATE TABLE IF NOT EXISTS {STALL_TABLE} (n INT)"),
+        timeout=10,
+    )
+    call = SHORT_CALLS[method]
     gate.proxy.stall()
     outcomes: list[tuple[float, float, str]] = []
     stop = threading.Event()
@@ -137,7 +205,7 @@ def test_a_stalled_database_opens_the_circuit_though_every_deadline_is_short(gat
         while not stop.is_set():
             started = time.monotonic()
             try:
-                gate.db.Query(SELECT, timeout=1)
+                call(gate)
                 reason = "OK"
             except grpc.RpcError as exc:
                 err = call_error(exc)

@@ -316,6 +316,49 @@ def _b64(text: str) -> str:
     return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
 
 
+def test_a_draining_owner_gives_owner_unavailable_not_a_refusal_to_resend(tmp_path, table):
+    replicas = start_cluster(tmp_path, table, 2)
+    try:
+        owner, other = replicas
+        assert owner.process is not None
+        with owner.channel() as channel:
+            stub = database_service_pb2_grpc.DatabaseServiceStub(channel)
+            tx = stub.BeginTransaction(pb.BeginTransactionRequest(database="pg"), timeout=10)
+            # A call in flight keeps the owner draining (and its port answering).
+            slow = threading.Thread(
+                target=stub.Query,
+                args=(pb.QueryRequest(database="pg", sql="SELECT pg_sleep(3)"),),
+                kwargs={"timeout": 20},
+            )
+            slow.start()
+            deadline = time.monotonic() + 10
+            while "pg_sleep" not in str(
+                pg_fetch(table, "SELECT query FROM pg_stat_activity WHERE state = 'active'")
+            ):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            owner.process.send_signal(signal.SIGTERM)
+            while "drain: answering new calls" not in owner.log():
+                assert time.monotonic() < deadline, owner.log()
+                time.sleep(0.02)
+            with other.channel() as other_channel:
+                forwarded = database_service_pb2_grpc.DatabaseServiceStub(other_channel)
+                with pytest.raises(grpc.RpcError) as caught:
+                    forwarded.Query(
+                        pb.QueryRequest(transaction_id=tx.transaction_id, sql="SELECT 1"),
+                        timeout=10,
+                    )
+            error = call_error(caught.value)
+            assert error.code == grpc.StatusCode.UNAVAILABLE
+            assert error.reason == "TRANSACTION_OWNER_UNAVAILABLE"
+            assert "not_run" not in error.metadata
+            slow.join(20)
+        assert owner.process.wait(20) == 0
+    finally:
+        for replica in replicas:
+            replica.stop()
+
+
 def test_forged_ids_are_not_found_and_nothing_is_dialled(cluster):
     trap = ConnectionCounter()
     try:

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from dbgateway.v1 import database_service_pb2 as pb
-from tests.support import V, call_error
+from tests.support import V, call_error, unique_name
 
 #: database -> (a statement written with another engine's placeholders, the hint)
 MIXED_UP = [
@@ -37,6 +37,42 @@ def test_another_engines_placeholder_gets_a_hint_naming_this_ones(db, database, 
     assert err.metadata["placeholder"] in ("$1", "%s", "?")
     reply = db.Query(pb.QueryRequest(database=database, sql="SELECT 1 AS one"), timeout=10)
     assert reply.rows[0].values[0] == V.of(int_value=1)
+
+
+#: database -> (an insert written with another engine's placeholders, the hint)
+MIXED_UP_BATCH = [
+    (
+        "pg",
+        "INSERT INTO {t} (n) VALUES (?)",
+        "PostgreSQL placeholders are $1, $2, ...; this statement uses ?",
+    ),
+    (
+        "lite",
+        "INSERT INTO {t} (n) VALUES (%s)",
+        "SQLite placeholders are ?, ?, ...; this statement uses %s",
+    ),
+    (
+        "mysql",
+        "INSERT INTO {t} (n) VALUES (?)",
+        "MySQL placeholders are %s, %s, ...; this statement uses ?",
+    ),
+]
+
+
+@pytest.mark.parametrize(("database", "sql", "hint"), MIXED_UP_BATCH)
+def test_a_batch_with_another_engines_placeholder_gets_the_same_hint(db, database, sql, hint):
+    t = unique_name("hint")
+    db.Execute(pb.ExecuteRequest(database=database, sql=f"CREATE TABLE {t} (n INT)"), timeout=10)
+    param_sets = [pb.ParamSet(params=[V.of(int_value=i)]) for i in (1, 2)]
+    with pytest.raises(grpc.RpcError) as info:
+        db.ExecuteBatch(
+            pb.ExecuteBatchRequest(database=database, sql=sql.format(t=t), param_sets=param_sets),
+            timeout=10,
+        )
+    err = call_error(info.value)
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"(hint: {hint})" in err.message
+    assert err.metadata["placeholder"] in ("$1", "%s", "?")
 
 
 def test_a_real_syntax_error_gets_no_placeholder_hint(db):

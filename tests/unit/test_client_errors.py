@@ -14,6 +14,7 @@ from dbgateway._client import _should_retry
 from dbgateway._config import ClientConfig, KeepaliveConfig, RetryPolicy, TLSConfig
 from dbgateway._errors import from_status
 from dbgateway._health import HealthStatus, decode_response, encode_request
+from dbgateway_server.drain import refusal
 from dbgateway_server.errors import STATUS_CODES, GatewayError, Reason, to_rpc_status
 
 #: What a caller catches for each reason (anything unlisted: the root only).
@@ -163,3 +164,11 @@ def test_health_messages_match_the_wire_format():
     ]:
         data = health_pb2.HealthCheckResponse(status=number).SerializeToString()
         assert decode_response(data) is HealthStatus(status)
+
+
+def test_a_call_a_draining_server_did_not_run_is_sent_again_even_a_write():
+    not_run = decode(refusal())
+    assert _should_retry(not_run, write=True, idempotent=False) is True
+    # Cut off by the end of the grace period: it may have run.
+    cut = decode(GatewayError(Reason.SERVER_DRAINING, "x", retry_after=0.1))
+    assert _should_retry(cut, write=True, idempotent=False) is False

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from dbgateway_server.app import STOP_GRACE
+from dbgateway_server.app import DRAIN_LISTENER_STOP_GRACE, STOP_GRACE
 from dbgateway_server.config import ServerConfig
 from dbgateway_server.drain import CANCEL_WAIT, Drain
 from dbgateway_server.errors import GatewayError, Reason
@@ -16,7 +16,8 @@ def test_the_default_grace_fits_inside_docker_stops_ten_seconds():
     # docker stop sends SIGKILL 10 s after SIGTERM (Kubernetes: 30 s): the
     # grace, the cancel of what is left and the final stop must fit, with
     # room to roll back transactions and close the pools.
-    assert ServerConfig().shutdown_grace + CANCEL_WAIT + STOP_GRACE <= 9
+    # The drain listener's own stop comes last.
+    assert ServerConfig().shutdown_grace + CANCEL_WAIT + STOP_GRACE + DRAIN_LISTENER_STOP_GRACE <= 9
 
 
 async def test_a_new_call_is_refused_with_draining_once_the_drain_began():

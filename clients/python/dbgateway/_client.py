@@ -246,13 +246,20 @@ class _Deadline:
         return remaining is None or remaining > seconds
 
 
+def _never_ran(error: DbGatewayError) -> bool:
+    """The server refused the call before running it, because it is shutting
+    down (``not_run`` in its ErrorInfo)."""
+    return error.reason == "SERVER_DRAINING" and error.metadata.get("not_run") == "true"
+
+
 def _should_retry(error: DbGatewayError, *, write: bool, idempotent: bool) -> bool:
     """Whether the client itself tries a failed call again (see RetryPolicy)."""
     if error.code is not grpc.StatusCode.UNAVAILABLE:
         return False
-    if error.reason == "SESSION_ENDED":
+    if error.reason == "SESSION_ENDED" or _never_ran(error):
         # The server ended its session on purpose and answered every call it
-        # had read: this one never ran, so it is sent again, write or not.
+        # had read, or refused the call as it shut down: this one never ran,
+        # so it is sent again, write or not.
         return True
     if error.reason == "SESSION_BROKEN":
         # The session's connection was lost with the call in flight: it may
@@ -279,7 +286,8 @@ _UNARY = {
 }
 
 TRANSPORTS = ("session", "unary")
-#: Tries in all for a call the server never ran because its session ended.
+#: Tries in all for a call the server never ran because its session ended
+#: or it was shutting down.
 _MAX_RESENDS = 8
 
 
@@ -349,9 +357,11 @@ class _BaseClient:
             # Never ran (the server ended its session on purpose): sent again
             # at once on a new stream, up to _MAX_RESENDS tries in all.
             return 0.0
-        if tries >= policy.max_attempts or not _should_retry(
-            error, write=write, idempotent=idempotent
-        ):
+        # A draining server refuses calls until its calls in flight are done
+        # (within its shutdown_grace); a channel that reconnects to the same
+        # address meets it again until then, so those get more tries.
+        limit = _MAX_RESENDS if _never_ran(error) else policy.max_attempts
+        if tries >= limit or not _should_retry(error, write=write, idempotent=idempotent):
             raise error
         if error.retry_after is not None and self._fail_fast:
             raise error
@@ -364,7 +374,7 @@ class _BaseClient:
                 error,
                 wait,
                 tries + 1,
-                policy.max_attempts,
+                limit,
             )
         else:
             log.debug("%s; retrying in %.3gs (try %d)", error, wait, tries + 1)

@@ -73,7 +73,11 @@ class RetryPolicy:
     that long, within the call's deadline, and tries again, up to
     ``max_attempts`` calls in all. A write is retried by the client only when
     the caller marked it ``idempotent`` or the server reports that it never
-    reached the database (``CIRCUIT_OPEN``). No other code is ever retried.
+    reached the database (``CIRCUIT_OPEN``). A call a shutting-down server
+    refused before running it (``SERVER_DRAINING`` with ``not_run``) is sent
+    again after the same backoff, write or not, up to 8 tries in all, since
+    a channel may reach the draining server again until its drain ends. No
+    other code is ever retried.
     """
 
     max_attempts: int = 4

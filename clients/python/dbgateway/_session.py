@@ -164,6 +164,13 @@ class _AsyncStream:
 
     async def _write(self) -> None:
         try:
+            # Nothing is written before the server accepted the stream: one
+            # that refuses it at once (draining, a bad token) would otherwise
+            # race our first write, and grpc.aio then reports the failed write
+            # ("Internal error from Core") instead of the server's status.
+            await self._rpc.initial_metadata()
+            if self._rpc.done():
+                return
             while True:
                 await self._wake.wait()
                 self._wake.clear()
