@@ -13,6 +13,7 @@ the request limits) is its :class:`CallScope`, which :func:`call_options`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
@@ -374,8 +375,13 @@ def rpc_stream(handler: StreamHandler[Request, Response]) -> StreamHandler[Reque
                 responses = self.forwarding.stream(owner, method, request, context)
             else:
                 responses = handler(self, request, context)
-            async for response in responses:
-                yield response
+            # Closed here, not left to the garbage collector: a stream the
+            # caller stopped reading (past its deadline, cancelled) ends
+            # this generator at its ``yield``, and the handler's own cleanup
+            # (a transaction's rollback and connection) must run now.
+            async with contextlib.aclosing(responses):
+                async for response in responses:
+                    yield response
 
     return wrapper
 
