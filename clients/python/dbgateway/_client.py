@@ -396,7 +396,9 @@ class _AsyncChannel:
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
         # The stream outlives any one caller's trace context: it carries none.
-        self.session = AsyncSession(self.stub, client._token_metadata)
+        self.session = AsyncSession(
+            self.channel, client._token_metadata, client._config.max_send_bytes
+        )
 
     async def close(self) -> None:
         await self.session.close()
@@ -780,7 +782,9 @@ class Client(_BaseClient):
         self._health = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
-        self._session = SyncSession(self._stub, self._token_metadata)  # see _AsyncChannel
+        self._session = SyncSession(  # see _AsyncChannel
+            self._channel, self._token_metadata, self._config.max_send_bytes
+        )
 
     def __enter__(self) -> Self:
         return self
