@@ -19,7 +19,8 @@ from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import value_pb2
 from dbgateway_server.config import ServerConfig
 from dbgateway_server.service.session import (
-    COALESCE_BYTES,
+    MESSAGE_BYTES,
+    SMALL_RESULT_BYTES,
     _next_message,
     _Session,
     result_element,
@@ -85,26 +86,26 @@ def test_client_messages_stay_under_the_send_limit_and_keep_every_call():
     assert ids == list(range(50))
 
 
-def test_ready_small_results_go_first_together_and_a_big_one_alone():
-    big = [result_element(i, "query", rows(40_000).SerializeToString()) for i in (1, 2)]
+def test_ready_small_results_go_first_and_big_ones_after_them_together():
+    big = [result_element(i, "query", rows(2_000, 200).SerializeToString()) for i in (1, 2)]
     small = [result_element(i, "query", rows(1).SerializeToString()) for i in (3, 4, 5)]
-    assert all(len(b) > COALESCE_BYTES for b in big)
+    assert all(len(b) > SMALL_RESULT_BYTES for b in big)
     ready = [big[0], small[0], big[1], small[1], small[2]]
     assert _next_message(ready) == small
-    assert _next_message(ready) == [big[0]]
-    assert _next_message(ready) == [big[1]]
+    assert _next_message(ready) == big
     assert ready == []
 
 
-def test_coalescing_stops_at_the_message_bound():
-    mid = [result_element(i, "query", rows(1, 60_000).SerializeToString()) for i in range(10)]
-    ready = list(mid)
+def test_a_message_stays_under_the_bound_and_a_bigger_result_travels_alone():
+    mid = [result_element(i, "query", rows(1, 200_000).SerializeToString()) for i in range(30)]
+    huge = result_element(99, "query", rows(1, MESSAGE_BYTES).SerializeToString())
+    ready = [*mid, huge]
     sent = []
     while ready:
         batch = _next_message(ready)
-        assert sum(map(len, batch)) <= COALESCE_BYTES
+        assert sum(map(len, batch)) <= MESSAGE_BYTES or batch == [huge]
         sent.extend(batch)
-    assert sent == mid
+    assert sent == [*mid, huge]
 
 
 class _Stream:
@@ -160,7 +161,7 @@ async def test_small_results_are_not_held_back_behind_a_big_one_waiting_to_be_se
     def call(call_id: int, sql: str) -> pb.SessionCall:
         return pb.SessionCall(id=call_id, query=pb.QueryRequest(sql=sql))
 
-    assert len(rows(2_000, 200).SerializeToString()) > COALESCE_BYTES
+    assert len(rows(2_000, 200).SerializeToString()) > SMALL_RESULT_BYTES
     servicer = _Servicer()
     calls = [call(1, "big 1"), call(2, "big 2"), *(call(i, "small") for i in (3, 4, 5))]
     stream = _Stream([pb.SessionRequest(calls=calls)])

@@ -37,7 +37,7 @@ from google.rpc import code_pb2, status_pb2
 
 from dbgateway.v1 import database_service_pb2 as pb
 
-from ..config import ServerConfig
+from ..config import STREAM_MESSAGE_LIMIT_BYTES, ServerConfig
 from ..errors import GatewayError, Reason, to_rpc_status
 from ..observability import REQUEST_ID_HEADER, Metrics
 from ..security import Guard
@@ -59,11 +59,14 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _STREAM_ONLY = frozenset({"traceparent", "tracestate", "baggage"})
 #: What a call's ``trace_context`` may carry (nothing else becomes metadata).
 _TRACE_KEYS = _STREAM_ONLY
-#: Results that are ready together travel in one message up to this size: a
-#: bigger message saves no per-message cost, and every result in it waits
-#: until the whole message has arrived. A result bigger than this travels
-#: alone, after the smaller ones that are ready with it (see _next_message).
-COALESCE_BYTES = 256 * 1024
+#: Results that are ready together travel in one message of at most this
+#: size: gRPC's default receive limit, so that coalescing never makes a message
+#: a client with default settings cannot read (one result bigger than this
+#: travels alone, as its unary response would).
+MESSAGE_BYTES = STREAM_MESSAGE_LIMIT_BYTES
+#: A result up to this size is small: the small results that are ready go
+#: out before the big ones, in a message of their own (see _next_message).
+SMALL_RESULT_BYTES = 256 * 1024
 
 #: SessionResult's field number for each kind of call's response (and errors).
 _RESULT_FIELDS = {
@@ -105,23 +108,23 @@ def _error_element(call_id: int, status: status_pb2.Status) -> bytes:
     return result_element(call_id, "error", status.SerializeToString())
 
 
-def _next_message(ready: list[bytes], limit: int = COALESCE_BYTES) -> list[bytes]:
-    """Takes from ``ready`` what goes out next: every small result that is
-    ready, oldest first, up to ``limit`` bytes; when none is small, the
-    oldest big one on its own. So a big result never holds back the small
-    ones that became ready with it or while it waited."""
+def _next_message(ready: list[bytes], limit: int = MESSAGE_BYTES) -> list[bytes]:
+    """Takes from ``ready`` what goes out next, at most ``limit`` bytes:
+    every small result that is ready, oldest first; when none is, the big
+    ones, oldest first (the first one whatever its size). So a big result
+    never holds back the small ones ready with it or while it waited, and
+    big ones ready together still share a message: each write waits for a
+    turn of the event loop, and a turn is long when results are big."""
+    small = [e for e in ready if len(e) <= SMALL_RESULT_BYTES]
     batch: list[bytes] = []
-    rest: list[bytes] = []
     size = 0
-    for element in ready:
-        if len(element) <= limit - size:
-            batch.append(element)
-            size += len(element)
-        else:
-            rest.append(element)
-    if not batch:
-        batch, rest = rest[:1], rest[1:]
-    ready[:] = rest
+    for element in small or ready:
+        if batch and size + len(element) > limit:
+            break
+        batch.append(element)
+        size += len(element)
+    taken = set(map(id, batch))
+    ready[:] = [e for e in ready if id(e) not in taken]
     return batch
 
 
