@@ -81,7 +81,7 @@ WRITES = {"insert", "batch_1000", "tx_4"}
 LABELS = {
     "asyncpg": "asyncpg (direct)",
     "pgbouncer": "PgBouncer + asyncpg",
-    "gateway-client": "dbgateway (AsyncClient, session)",
+    "gateway-client": "dbgateway (one AsyncClient, session)",
     "gateway-client-unary": "dbgateway (AsyncClient, transport=unary)",
     "naive-stubs": "naive grpc.aio + asyncpg gateway (raw stubs)",
     "gateway-columnar": "dbgateway (AsyncClient, columnar=True)",
@@ -90,7 +90,7 @@ LABELS = {
     "gateway-traced": "dbgateway, tracing on (raw stubs)",
     "aiomysql": "aiomysql (direct)",
     "gateway-mysql": "dbgateway (raw stubs)",
-    "gateway-mysql-client": "dbgateway (AsyncClient, session)",
+    "gateway-mysql-client": "dbgateway (one AsyncClient, session)",
     "gateway-mysql-client-unary": "dbgateway (AsyncClient, transport=unary)",
 }
 

@@ -31,6 +31,7 @@ from .security import Guard
 from .service.admin import AdminServicer
 from .service.calls import grpc_status
 from .service.database import DatabaseServicer
+from .service.session import session_response_bytes
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,42 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
 #: What calls still open when the drain is over (health watches, answers on
 #: their way out) get after the grace period.
 STOP_GRACE = 0.5
+
+
+class _SessionFraming:
+    """Stands for the server while the generated code registers
+    DatabaseService, and registers it with the Session stream's responses
+    serialized by :func:`session_response_bytes` (results arrive serialized)."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: object) -> None:
+        """Replaced by the handlers :meth:`add_registered_method_handlers` builds."""
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        session = handlers["Session"]
+        handlers = {
+            **handlers,
+            "Session": grpc.stream_stream_rpc_method_handler(
+                session.stream_stream,
+                request_deserializer=session.request_deserializer,
+                response_serializer=session_response_bytes,
+            ),
+        }
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
+        )
+        self._server.add_registered_method_handlers(service, handlers)
+
+
+def add_database_service(servicer: DatabaseServicer, server: grpc.aio.Server) -> None:
+    """Registers DatabaseService on ``server`` (see :class:`_SessionFraming`)."""
+    database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, _SessionFraming(server)
+    )
 
 
 def server_options(config: ServerConfig) -> list[tuple[str, int]]:
@@ -308,9 +345,7 @@ class GatewayServer:
         self.server = grpc.aio.server(options=options)
         self.database_servicer = DatabaseServicer(self.gateway, self.observability, self.guard)
         self.database_servicer.forwarding = self.forwarding
-        database_service_pb2_grpc.add_DatabaseServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            self.database_servicer, self.server
-        )
+        add_database_service(self.database_servicer, self.server)
         admin_service_pb2_grpc.add_AdminServiceServicer_to_server(  # type: ignore[no-untyped-call]
             AdminServicer(self.gateway, self.observability, self.guard), self.server
         )

@@ -83,7 +83,7 @@ def tight_client(tight_server) -> Iterator[dbgateway.Client]:
 
 @pytest.mark.parametrize(("database", "sql"), CASES)
 def test_both_encodings_give_the_same_rows(client, database, sql):
-    rows = client.query(sql, database=database)
+    rows = client.query(sql, database=database, columnar=False)
     columns = client.query(sql, database=database, columnar=True)
     assert columns.column_info == rows.column_info
     assert len(columns.rows) == COUNT
@@ -96,7 +96,7 @@ def test_both_encodings_give_the_same_rows(client, database, sql):
 
 @pytest.mark.parametrize(("database", "sql"), CASES)
 def test_both_encodings_stream_the_same_rows(client, database, sql):
-    expected = client.query(sql, database=database).rows
+    expected = client.query(sql, database=database, columnar=False).rows
     with client.stream(sql, database=database, columnar=True) as stream:
         assert list(stream) == expected
 
@@ -247,3 +247,27 @@ def test_other_rpcs_refuse_the_columnar_encoding(db):
             pb.QueryRequest(database="pg", sql="SELECT 1", options=pb.RequestOptions(encoding=9))
         )
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+#: 1,000 rows of 20 small integers: about 82 KiB as rows, 21 KiB as columns.
+WIDE_SQL = {
+    "pg": "SELECT {columns} FROM generate_series(1, 1000) AS g ORDER BY g",
+    "mysql": "SELECT {columns} FROM seq_1_to_1000 AS s ORDER BY seq",
+    "lite": "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 1000) "
+    "SELECT {columns} FROM s",
+}
+
+
+@pytest.mark.parametrize("database", ["pg", "mysql", "lite"])
+def test_query_reads_in_the_columnar_encoding_unless_told_otherwise(tight_client, database):
+    # The tight server caps a unary result at 64 KiB: these rows fit it as
+    # columns, not as rows, so which encoding travelled shows.
+    value = "CAST((seq + {i}) % 100 AS SIGNED)" if database == "mysql" else "(g + {i}) % 100"
+    sql = WIDE_SQL[database].format(
+        columns=", ".join(f"{value.format(i=i)} AS c{i}" for i in range(20))
+    )
+    result = tight_client.query(sql, database=database)
+    assert result.rows == [tuple((g + i) % 100 for i in range(20)) for g in range(1, 1001)]
+    assert result.columns == tuple(f"c{i}" for i in range(20))
+    with pytest.raises(dbgateway.ResourceExhausted, match="too large"):
+        tight_client.query(sql, database=database, columnar=False)

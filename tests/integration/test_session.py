@@ -453,3 +453,33 @@ def test_a_broken_session_retries_the_read_and_not_the_write(tmp_path, own_dsn):
     assert read.scalar() == 5  # a read is safe to run again: it was, elsewhere
     assert isinstance(write, dbgateway.Unavailable)  # a write may have run: not replayed
     assert write.reason == "SESSION_BROKEN"
+
+
+@pytest.mark.postgres
+def test_a_call_too_large_to_send_fails_alone_and_the_session_carries_on(server, postgres_dsn):
+    marker = uuid.uuid4().hex
+    # A write is never sent again after a broken stream: it shows whether
+    # the stream survived the call that could not be sent.
+    slow_write = f"SELECT pg_sleep(1), '{marker}'"
+    oversized = [("x" * 1_000_000,)] * 5  # 5 MB: over the 4 MiB a message may carry
+
+    async def main() -> tuple[Any, Any, Any]:
+        async with dbgateway.AsyncClient(server.address, timeout=30) as db:
+            slow = asyncio.create_task(db.execute(slow_write, database="pg"))
+            loop = asyncio.get_running_loop()
+            found = await loop.run_in_executor(
+                None, lambda: eventually(lambda: bool(running("pg", postgres_dsn, marker)), 5)
+            )
+            assert found
+            big = await asyncio.gather(
+                db.execute_batch("SELECT $1::text", oversized, database="pg"),
+                return_exceptions=True,
+            )
+            after = await db.query("SELECT 2 AS n", database="pg")
+            return big[0], await asyncio.gather(slow, return_exceptions=True), after
+
+    big, (slow,), after = asyncio.run(main())
+    assert isinstance(big, dbgateway.ResourceExhausted), big
+    assert not isinstance(slow, BaseException), slow
+    assert slow.rows_affected is not None
+    assert after.scalar() == 2

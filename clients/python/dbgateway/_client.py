@@ -406,7 +406,9 @@ class _AsyncChannel:
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
         # The stream outlives any one caller's trace context: it carries none.
-        self.session = AsyncSession(self.stub, client._token_metadata)
+        self.session = AsyncSession(
+            self.channel, client._token_metadata, client._config.max_send_bytes
+        )
 
     async def close(self) -> None:
         await self.session.close()
@@ -551,17 +553,18 @@ class AsyncClient(_BaseClient):
         timeout: float | None = None,  # noqa: ASYNC109
         max_rows: int | None = None,
         tag: str | None = None,
-        columnar: bool = False,
+        columnar: bool = True,
         read_preference: ReadPreference | str | None = None,
         read_after: str | None = None,
     ) -> Result:
         """Runs a read and returns its rows as native Python values.
 
         Parameters are positional, written with the engine's own placeholder
-        (``$1`` PostgreSQL, ``%s`` MySQL, ``?`` SQLite). ``columnar=True``
-        asks for the columnar encoding (RESULT_ENCODING_COLUMNS): the same
-        rows, much cheaper to send and decode when there are many. Raises a
-        :class:`DbGatewayError` subclass for the failure.
+        (``$1`` PostgreSQL, ``%s`` MySQL, ``?`` SQLite). The rows travel in
+        the columnar encoding (RESULT_ENCODING_COLUMNS), which is cheaper to
+        send and decode on both sides from a few rows on;
+        ``columnar=False`` asks for the row encoding, with the same values
+        back. Raises a :class:`DbGatewayError` subclass for the failure.
 
         On a database with replicas, ``read_preference`` (``"primary"``,
         ``"replica_preferred"``, ``"replica"``; None: the database's default)
@@ -790,7 +793,9 @@ class Client(_BaseClient):
         self._health = self._channel.unary_unary(
             CHECK_METHOD, request_serializer=encode_request, response_deserializer=decode_response
         )
-        self._session = SyncSession(self._stub, self._token_metadata)  # see _AsyncChannel
+        self._session = SyncSession(  # see _AsyncChannel
+            self._channel, self._token_metadata, self._config.max_send_bytes
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -872,7 +877,7 @@ class Client(_BaseClient):
         timeout: float | None = None,
         max_rows: int | None = None,
         tag: str | None = None,
-        columnar: bool = False,
+        columnar: bool = True,
         read_preference: ReadPreference | str | None = None,
         read_after: str | None = None,
     ) -> Result:

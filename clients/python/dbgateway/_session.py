@@ -19,6 +19,15 @@ says:
 - anything else (a lost connection): the call may have run, so it fails with
   ``UNAVAILABLE`` and the client's retry rules decide (a read is tried once
   more, a write only when ``idempotent``).
+
+The stream carries bytes, not messages: each call's request is serialized
+once, by its caller, and framed as one element of ``SessionRequest.calls``
+(protobuf's wire format for a repeated message field is just the elements one
+after another), so a message is the concatenation of what is waiting, kept
+under the size the server accepts. The other way, the reader only finds
+where each result of a ``SessionResponse`` lies and hands its bytes to its
+caller, which parses its own response: a large result in a message delays
+no other call's result by being parsed first.
 """
 
 from __future__ import annotations
@@ -34,27 +43,153 @@ from typing import Any
 import grpc
 import grpc.aio
 from google.protobuf import duration_pb2
+from google.rpc import status_pb2
 
 from ._errors import DbGatewayError, error_class, from_rpc_error, from_status_message
 from ._tracing import with_trace_context
 from .v1 import database_service_pb2 as pb
 
-__all__ = ["AsyncSession", "SessionUnsupported", "SyncSession"]
+__all__ = ["SESSION_METHOD", "AsyncSession", "SessionUnsupported", "SyncSession"]
+
+SESSION_METHOD = "/dbgateway.v1.DatabaseService/Session"
+
+#: SessionCall's field number for each kind of call.
+_CALL_FIELDS = {
+    kind: pb.SessionCall.DESCRIPTOR.fields_by_name[kind].number
+    for kind in ("query", "execute", "execute_batch", "run_transaction")
+}
+#: SessionResult's field number -> the parser of what it carries.
+_RESULT_PARSERS: dict[int, Any] = {
+    pb.SessionResult.DESCRIPTOR.fields_by_name[kind].number: parse
+    for kind, parse in (
+        ("query", pb.QueryResponse.FromString),
+        ("execute", pb.ExecuteResponse.FromString),
+        ("execute_batch", pb.ExecuteBatchResponse.FromString),
+        ("run_transaction", pb.RunTransactionResponse.FromString),
+    )
+}
+_ERROR_FIELD = pb.SessionResult.DESCRIPTOR.fields_by_name["error"].number
+_CALLS_KEY = 1 << 3 | 2  # SessionRequest.calls / SessionResponse.results, length-delimited
+_CANCEL_FIELD = pb.SessionRequest.DESCRIPTOR.fields_by_name["cancel"].number
+_ID_KEY = 1 << 3  # SessionResult.id, a varint
+
+#: What a result hands its caller: (SessionResult field number, its bytes).
+Result = tuple[int, memoryview]
 
 
 class SessionUnsupported(Exception):
     """The server has no Session RPC (UNIMPLEMENTED): use unary calls."""
 
 
-def _call(call_id: int, kind: str, request: Any, timeout: float | None) -> pb.SessionCall:
-    call = pb.SessionCall(id=call_id, **{kind: request})
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _call(call_id: int, kind: str, request: Any, timeout: float | None) -> bytes:
+    """One call as a ``SessionRequest.calls`` element (wire format)."""
+    head = pb.SessionCall(id=call_id)
     if timeout is not None:
-        call.timeout.CopyFrom(_duration(timeout))
+        head.timeout.CopyFrom(_duration(timeout))
     trace = with_trace_context(())
     if trace:
         # The caller's current span, as a unary call would send it in metadata.
-        call.trace_context.update(trace)
-    return call
+        head.trace_context.update(trace)
+    body = _length_delimited(_CALL_FIELDS[kind], request.SerializeToString())
+    return _length_delimited(1, head.SerializeToString() + body)
+
+
+def _cancels(call_ids: list[int]) -> bytes:
+    """``SessionRequest.cancel`` (packed) for ``call_ids``."""
+    return _length_delimited(_CANCEL_FIELD, b"".join(map(_varint, call_ids)))
+
+
+def _messages(elements: list[bytes], limit: int) -> Iterator[bytes]:
+    """``elements`` joined into messages of at most ``limit`` bytes each (an
+    element is never split; one over the limit was refused when it was made)."""
+    batch: list[bytes] = []
+    size = 0
+    for element in elements:
+        if batch and size + len(element) > limit:
+            yield b"".join(batch)
+            batch, size = [], 0
+        batch.append(element)
+        size += len(element)
+    if batch:
+        yield b"".join(batch)
+
+
+def _too_large(size: int, limit: int) -> DbGatewayError:
+    # As a unary call fails when its request is over the channel's send limit.
+    return error_class(grpc.StatusCode.RESOURCE_EXHAUSTED, "")(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"the request is {size} bytes, more than the {limit} a message may carry "
+        "(ClientConfig.max_send_bytes)",
+    )
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    byte = data[pos]
+    if byte < 0x80:
+        return byte, pos + 1
+    value, shift = byte & 0x7F, 7
+    while True:
+        pos += 1
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos + 1
+        shift += 7
+
+
+def _skip(data: bytes, pos: int, key: int) -> int:
+    """The position after the value of a field this reader does not want."""
+    wire = key & 7
+    if wire == 0:
+        return _read_varint(data, pos)[1]
+    if wire == 2:
+        length, pos = _read_varint(data, pos)
+        return pos + length
+    if wire == 1:
+        return pos + 8
+    if wire == 5:
+        return pos + 4
+    raise ValueError(f"unexpected wire type {wire} in a SessionResponse")
+
+
+def _results(message: bytes) -> Iterator[tuple[int, Result]]:
+    """(call id, result) for each result of a serialized ``SessionResponse``,
+    without parsing what the results carry."""
+    view = memoryview(message)
+    pos, end = 0, len(message)
+    while pos < end:
+        key, pos = _read_varint(message, pos)
+        if key != _CALLS_KEY:
+            pos = _skip(message, pos, key)
+            continue
+        length, pos = _read_varint(message, pos)
+        stop = pos + length
+        call_id, field, payload = 0, 0, view[0:0]
+        while pos < stop:
+            key, pos = _read_varint(message, pos)
+            if key == _ID_KEY:
+                call_id, pos = _read_varint(message, pos)
+            elif key & 7 == 2:
+                field = key >> 3
+                size, pos = _read_varint(message, pos)
+                payload = view[pos : pos + size]
+                pos += size
+            else:
+                pos = _skip(message, pos, key)
+        yield call_id, (field, payload)
 
 
 def _duration(seconds: float) -> duration_pb2.Duration:
@@ -63,12 +198,12 @@ def _duration(seconds: float) -> duration_pb2.Duration:
     return value
 
 
-def _response(result: pb.SessionResult) -> Any:
+def _response(result: Result) -> Any:
     """The unary response a result carries, or the error it failed with."""
-    kind = result.WhichOneof("result")
-    if kind == "error":
-        raise from_status_message(result.error)
-    return getattr(result, kind or "query")
+    field, payload = result
+    if field == _ERROR_FIELD:
+        raise from_status_message(status_pb2.Status.FromString(payload))
+    return _RESULT_PARSERS.get(field, pb.QueryResponse.FromString)(payload)
 
 
 def _ending(error: grpc.RpcError, established: bool) -> Exception:
@@ -116,11 +251,12 @@ def _closed_error() -> DbGatewayError:
 class _AsyncStream:
     """One Session stream and the calls waiting on it."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
-        self._rpc = stub.Session(metadata=metadata)
+    def __init__(self, session: Any, metadata: Any, max_bytes: int) -> None:
+        self._rpc = session(metadata=metadata)
+        self._max_bytes = max_bytes
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[pb.SessionResult]] = {}
-        self._calls: list[pb.SessionCall] = []
+        self._waiting: dict[int, asyncio.Future[Result]] = {}
+        self._calls: list[bytes] = []
         self._cancels: list[int] = []
         self._wake = asyncio.Event()
         self.ended: Exception | None = None
@@ -137,9 +273,12 @@ class _AsyncStream:
         if self.ended is not None:
             raise self.ended
         call_id = next(self._ids)
+        element = _call(call_id, kind, request, timeout)
+        if len(element) > self._max_bytes:
+            raise _too_large(len(element), self._max_bytes)
         waiter = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = waiter
-        self._calls.append(_call(call_id, kind, request, timeout))
+        self._calls.append(element)
         self._wake.set()
         try:
             async with asyncio.timeout(timeout):
@@ -154,7 +293,7 @@ class _AsyncStream:
             raise
         return self._response(result)
 
-    def _response(self, result: pb.SessionResult) -> Any:
+    def _response(self, result: Result) -> Any:
         try:
             return _response(result)
         except DbGatewayError as exc:
@@ -178,7 +317,10 @@ class _AsyncStream:
                     continue
                 calls, self._calls = self._calls, []
                 cancels, self._cancels = self._cancels, []
-                await self._rpc.write(pb.SessionRequest(calls=calls, cancel=cancels))
+                if cancels:
+                    calls.append(_cancels(cancels))
+                for message in _messages(calls, self._max_bytes):
+                    await self._rpc.write(message)
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
             return  # the reader sees the stream's end and settles the calls
 
@@ -193,8 +335,8 @@ class _AsyncStream:
                 if message is grpc.aio.EOF:
                     break
                 waiting = self._waiting
-                for result in message.results:
-                    waiter = waiting.pop(result.id, None)
+                for call_id, result in _results(message):
+                    waiter = waiting.pop(call_id, None)
                     if waiter is not None and not waiter.done():
                         waiter.set_result(result)
             ended = _closed_error()  # a failed stream raises from read()
@@ -226,9 +368,11 @@ class AsyncSession:
     """The asyncio session transport of one channel: a stream opened on first
     use and opened again after it ended."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
-        self._stub = stub
+    def __init__(self, channel: grpc.aio.Channel, metadata: Any, max_bytes: int) -> None:
+        # Bytes both ways: requests arrive serialized, results are parsed by their callers.
+        self._session = channel.stream_stream(SESSION_METHOD)
         self._metadata = metadata
+        self._max_bytes = max_bytes
         self._stream: _AsyncStream | None = None
 
     async def call(self, kind: str, request: Any, timeout: float | None) -> Any:  # noqa: ASYNC109
@@ -238,7 +382,7 @@ class AsyncSession:
         :class:`SessionUnsupported`."""
         stream = self._stream
         if stream is None or stream.ended is not None or stream.retiring:
-            stream = self._stream = _AsyncStream(self._stub, self._metadata)
+            stream = self._stream = _AsyncStream(self._session, self._metadata, self._max_bytes)
         return await stream.call(kind, request, timeout)
 
     async def close(self) -> None:
@@ -259,31 +403,32 @@ class _SyncStream:
     calls on a queue, gRPC's request thread sends whatever has gathered in one
     message, and a reader thread hands each result to its caller."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
+    def __init__(self, session: Any, metadata: Any, max_bytes: int) -> None:
         self._ids = itertools.count(1)
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._waiting: dict[int, futures.Future[pb.SessionResult]] = {}
+        self._waiting: dict[int, futures.Future[Result]] = {}
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.ended: Exception | None = None
         #: See :attr:`_AsyncStream.retiring`.
         self.retiring = False
-        self._responses = stub.Session(self._requests(), metadata=metadata)
+        self._responses = session(self._requests(), metadata=metadata)
         self._reader = threading.Thread(
             target=self._read, name="dbgateway-session-reader", daemon=True
         )
         self._reader.start()
 
-    def _requests(self) -> Iterator[pb.SessionRequest]:
+    def _requests(self) -> Iterator[bytes]:
         outbox = self._outbox
         while True:
             item = outbox.get()
-            calls: list[pb.SessionCall] = []
+            calls: list[bytes] = []
             cancels: list[int] = []
+            stop = False
             while True:
                 if item is _STOP:
-                    if calls or cancels:
-                        yield pb.SessionRequest(calls=calls, cancel=cancels)
-                    return
+                    stop = True
+                    break
                 if isinstance(item, int):
                     cancels.append(item)
                 else:
@@ -292,16 +437,26 @@ class _SyncStream:
                     item = outbox.get_nowait()
                 except queue.Empty:
                     break
-            yield pb.SessionRequest(calls=calls, cancel=cancels)
+            if cancels:
+                calls.append(_cancels(cancels))
+            yield from _messages(calls, self._max_bytes)
+            if stop:
+                return
 
     def call(self, kind: str, request: Any, timeout: float | None) -> Any:
-        waiter: futures.Future[pb.SessionResult] = futures.Future()
+        waiter: futures.Future[Result] = futures.Future()
         with self._lock:
             if self.ended is not None:
                 raise self.ended
             call_id = next(self._ids)
+        element = _call(call_id, kind, request, timeout)
+        if len(element) > self._max_bytes:
+            raise _too_large(len(element), self._max_bytes)
+        with self._lock:
+            if self.ended is not None:
+                raise self.ended
             self._waiting[call_id] = waiter
-        self._outbox.put(_call(call_id, kind, request, timeout))
+        self._outbox.put(element)
         try:
             result = waiter.result(timeout)
         except futures.TimeoutError:
@@ -326,8 +481,8 @@ class _SyncStream:
             established = not self._responses.done()
             for message in self._responses:
                 with self._lock:
-                    for result in message.results:
-                        waiter = self._waiting.pop(result.id, None)
+                    for call_id, result in _results(message):
+                        waiter = self._waiting.pop(call_id, None)
                         if waiter is not None:
                             waiter.set_result(result)
             ended = _closed_error()
@@ -350,9 +505,10 @@ class SyncSession:
     """The thread-safe session transport of one sync channel (see
     :class:`AsyncSession`)."""
 
-    def __init__(self, stub: Any, metadata: Any) -> None:
-        self._stub = stub
+    def __init__(self, channel: grpc.Channel, metadata: Any, max_bytes: int) -> None:
+        self._session = channel.stream_stream(SESSION_METHOD)  # bytes both ways
         self._metadata = metadata
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._stream: _SyncStream | None = None
 
@@ -361,7 +517,7 @@ class SyncSession:
         with self._lock:
             stream = self._stream
             if stream is None or stream.ended is not None or stream.retiring:
-                stream = self._stream = _SyncStream(self._stub, self._metadata)
+                stream = self._stream = _SyncStream(self._session, self._metadata, self._max_bytes)
         return stream.call(kind, request, timeout)
 
     def close(self) -> None:

@@ -15,6 +15,12 @@ from the moment it is read until gRPC has taken its result. With every slot
 taken the session stops reading, so an unread stream pushes back on its
 client through HTTP/2 flow control, and the results a session holds in
 memory never exceed ``max_session_calls``.
+
+Each result is serialized once, by its call's task, as soon as it is ready:
+a ``SessionResponse`` is only the concatenation of its results' bytes (each
+an element of its repeated ``results`` field), which the stream sends as they
+are (see :func:`session_response_bytes`). Copying a result into a wrapping
+message, or sizing it, would cost as much again as serializing it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from google.rpc import code_pb2, status_pb2
 
 from dbgateway.v1 import database_service_pb2 as pb
 
-from ..config import MAX_MESSAGE_BYTES, ServerConfig
+from ..config import STREAM_MESSAGE_LIMIT_BYTES, ServerConfig
 from ..errors import GatewayError, Reason, to_rpc_status
 from ..observability import REQUEST_ID_HEADER, Metrics
 from ..security import Guard
@@ -53,8 +59,73 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _STREAM_ONLY = frozenset({"traceparent", "tracestate", "baggage"})
 #: What a call's ``trace_context`` may carry (nothing else becomes metadata).
 _TRACE_KEYS = _STREAM_ONLY
-#: A coalesced response stays this far under the send limit (framing, ids).
-_MESSAGE_MARGIN = 64 * 1024
+#: Results that are ready together travel in one message of at most this
+#: size: gRPC's default receive limit, so that coalescing never makes a message
+#: a client with default settings cannot read (one result bigger than this
+#: travels alone, as its unary response would).
+MESSAGE_BYTES = STREAM_MESSAGE_LIMIT_BYTES
+#: A result up to this size is small: the small results that are ready go
+#: out before the big ones, in a message of their own (see _next_message).
+SMALL_RESULT_BYTES = 256 * 1024
+
+#: SessionResult's field number for each kind of call's response (and errors).
+_RESULT_FIELDS = {
+    kind: pb.SessionResult.DESCRIPTOR.fields_by_name[kind].number
+    for kind in (*CALL_METHODS, "error")
+}
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def result_element(call_id: int, kind: str, payload: bytes) -> bytes:
+    """One ``SessionResponse.results`` element, in protobuf's wire format:
+    the ``SessionResult`` of ``call_id`` carrying ``payload`` (a serialized
+    response, or a ``google.rpc.Status`` for ``kind="error"``)."""
+    result = b"\x08" + _varint(call_id) + _length_delimited(_RESULT_FIELDS[kind], payload)
+    return _length_delimited(1, result)
+
+
+def session_response_bytes(message: bytes | pb.SessionResponse) -> bytes:
+    """The Session stream's response serializer: a message of prebuilt
+    result elements goes out as it is."""
+    if isinstance(message, bytes):
+        return message
+    return message.SerializeToString()
+
+
+def _error_element(call_id: int, status: status_pb2.Status) -> bytes:
+    return result_element(call_id, "error", status.SerializeToString())
+
+
+def _next_message(ready: list[bytes], limit: int = MESSAGE_BYTES) -> list[bytes]:
+    """Takes from ``ready`` what goes out next, at most ``limit`` bytes:
+    every small result that is ready, oldest first; when none is, the big
+    ones, oldest first (the first one whatever its size). So a big result
+    never holds back the small ones ready with it or while it waited, and
+    big ones ready together still share a message: each write waits for a
+    turn of the event loop, and a turn is long when results are big."""
+    small = [e for e in ready if len(e) <= SMALL_RESULT_BYTES]
+    batch: list[bytes] = []
+    size = 0
+    for element in small or ready:
+        if batch and size + len(element) > limit:
+            break
+        batch.append(element)
+        size += len(element)
+    taken = set(map(id, batch))
+    ready[:] = [e for e in ready if id(e) not in taken]
+    return batch
 
 
 class SessionAbort(grpc.aio.AbortError):  # type: ignore[misc]
@@ -146,9 +217,9 @@ class _Session:
         self._servicer = servicer
         self._context = context
         self._limit = config.max_session_calls
-        self._max_bytes = MAX_MESSAGE_BYTES - _MESSAGE_MARGIN
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._ready: list[pb.SessionResult] = []
+        #: Serialized results (``SessionResponse.results`` elements) to send.
+        self._ready: list[bytes] = []
         #: Calls read and not yet handed to gRPC (running, or their result waiting).
         self._held = 0
         self._wake = asyncio.Event()
@@ -217,18 +288,8 @@ class _Session:
             await abort(self._context, error)
 
     async def _write_ready(self) -> None:
-        batch: list[pb.SessionResult] = []
-        size = 0
-        for result in self._ready:
-            if batch:
-                size += result.ByteSize()
-                if size > self._max_bytes:
-                    break
-            elif len(self._ready) > 1:
-                size = result.ByteSize()
-            batch.append(result)
-        del self._ready[: len(batch)]
-        await self._context.write(pb.SessionResponse(results=batch))
+        batch = _next_message(self._ready)
+        await self._context.write(batch[0] if len(batch) == 1 else b"".join(batch))
         self._held -= len(batch)
         if self._held < self._limit:
             self._room.set()
@@ -251,8 +312,8 @@ class _Session:
                     await self._room.wait()
                 self._start(call)
 
-    def _answer(self, result: pb.SessionResult) -> None:
-        self._ready.append(result)
+    def _answer(self, element: bytes) -> None:
+        self._ready.append(element)
         self._wake.set()
 
     def _start(self, call: pb.SessionCall) -> None:
@@ -261,9 +322,7 @@ class _Session:
             self.peak_held = self._held
             self._on_peak(self._held)
         if self.ending is not None:
-            self._answer(
-                pb.SessionResult(id=call.id, error=to_rpc_status(_ended(f"{self.ending}: not run")))
-            )
+            self._answer(_error_element(call.id, to_rpc_status(_ended(f"{self.ending}: not run"))))
             return
         kind = call.WhichOneof("call")
         if kind is None or call.id in self._tasks:
@@ -275,14 +334,14 @@ class _Session:
                 f"invalid session call: {problem}",
                 field_violations=[("calls.call" if kind is None else "calls.id", problem)],
             )
-            self._answer(pb.SessionResult(id=call.id, error=to_rpc_status(error)))
+            self._answer(_error_element(call.id, to_rpc_status(error)))
             return
         timeout: float | None = None
         if call.HasField("timeout"):
             try:
                 timeout = duration_seconds("calls.timeout", call.timeout)
             except GatewayError as exc:
-                self._answer(pb.SessionResult(id=call.id, error=to_rpc_status(exc)))
+                self._answer(_error_element(call.id, to_rpc_status(exc)))
                 return
         handler = getattr(self._servicer, CALL_METHODS[kind])
         metadata = (*self._metadata, (REQUEST_ID_HEADER, f"{self._request_id}.{call.id}"))
@@ -299,29 +358,26 @@ class _Session:
     async def _run(
         self, call_id: int, kind: str, work: Awaitable[Any], budget: float | None
     ) -> None:
-        result: pb.SessionResult
+        element: bytes
         try:
             if budget is not None and budget <= 0:
                 raise TimeoutError
             async with asyncio.timeout(budget):
                 response = await work
-            result = pb.SessionResult(id=call_id, **{kind: response})
+            element = result_element(call_id, kind, response.SerializeToString())
         except SessionAbort as exc:
-            result = pb.SessionResult(id=call_id, error=exc.status)
+            element = _error_element(call_id, exc.status)
         except TimeoutError:
-            result = pb.SessionResult(
-                id=call_id,
-                error=_DEADLINE_EXCEEDED,
-            )
+            element = _error_element(call_id, _DEADLINE_EXCEEDED)
         except asyncio.CancelledError:
             if self._closing:
                 raise
-            result = pb.SessionResult(id=call_id, error=_CANCELLED)
+            element = _error_element(call_id, _CANCELLED)
         finally:
             if asyncio.iscoroutine(work):
                 work.close()
             self._tasks.pop(call_id, None)
-        self._answer(result)
+        self._answer(element)
 
 
 class SessionRegistry:
