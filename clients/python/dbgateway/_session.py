@@ -47,6 +47,7 @@ from google.rpc import status_pb2
 
 from ._errors import DbGatewayError, error_class, from_rpc_error, from_status_message
 from ._tracing import with_trace_context
+from ._wire import length_delimited, varint
 from .v1 import database_service_pb2 as pb
 
 __all__ = ["SESSION_METHOD", "AsyncSession", "SessionUnsupported", "SyncSession"]
@@ -81,19 +82,6 @@ class SessionUnsupported(Exception):
     """The server has no Session RPC (UNIMPLEMENTED): use unary calls."""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _call(call_id: int, kind: str, request: Any, timeout: float | None) -> bytes:
     """One call as a ``SessionRequest.calls`` element (wire format)."""
     head = pb.SessionCall(id=call_id)
@@ -103,13 +91,13 @@ def _call(call_id: int, kind: str, request: Any, timeout: float | None) -> bytes
     if trace:
         # The caller's current span, as a unary call would send it in metadata.
         head.trace_context.update(trace)
-    body = _length_delimited(_CALL_FIELDS[kind], request.SerializeToString())
-    return _length_delimited(1, head.SerializeToString() + body)
+    body = length_delimited(_CALL_FIELDS[kind], request.SerializeToString())
+    return length_delimited(1, head.SerializeToString() + body)
 
 
 def _cancels(call_ids: list[int]) -> bytes:
     """``SessionRequest.cancel`` (packed) for ``call_ids``."""
-    return _length_delimited(_CANCEL_FIELD, b"".join(map(_varint, call_ids)))
+    return length_delimited(_CANCEL_FIELD, b"".join(map(varint, call_ids)))
 
 
 def _messages(elements: list[bytes], limit: int) -> Iterator[bytes]:

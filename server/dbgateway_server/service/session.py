@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 from google.rpc import code_pb2, status_pb2
 
+from dbgateway._wire import length_delimited, varint
 from dbgateway.v1 import database_service_pb2 as pb
 
 from ..config import STREAM_MESSAGE_LIMIT_BYTES, ServerConfig
@@ -75,25 +76,12 @@ _RESULT_FIELDS = {
 }
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
 def result_element(call_id: int, kind: str, payload: bytes) -> bytes:
     """One ``SessionResponse.results`` element, in protobuf's wire format:
     the ``SessionResult`` of ``call_id`` carrying ``payload`` (a serialized
     response, or a ``google.rpc.Status`` for ``kind="error"``)."""
-    result = b"\x08" + _varint(call_id) + _length_delimited(_RESULT_FIELDS[kind], payload)
-    return _length_delimited(1, result)
+    result = b"\x08" + varint(call_id) + length_delimited(_RESULT_FIELDS[kind], payload)
+    return length_delimited(1, result)
 
 
 def session_response_bytes(message: bytes | pb.SessionResponse) -> bytes:
