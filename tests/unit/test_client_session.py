@@ -63,3 +63,15 @@ def test_transport_is_checked_when_the_client_is_made():
     with pytest.raises(ValueError, match="transport must be one of session, unary"):
         dbgateway.AsyncClient(transport="udp")
     assert dbgateway.AsyncClient(transport="unary").transport == "unary"
+
+
+def test_a_stream_cancelled_before_it_was_accepted_and_written_resends_its_calls():
+    # Nothing reached the server: each call is sent again, writes included.
+    unsent = _ending(stream_error(grpc.StatusCode.CANCELLED), False, sent=False)
+    assert isinstance(unsent, dbgateway.DbGatewayError)
+    assert (unsent.code, unsent.reason) == (grpc.StatusCode.UNAVAILABLE, "SESSION_ENDED")
+    assert _should_retry(unsent, write=True, idempotent=False)
+    # Once something was written, a call may have run: not a resend.
+    written = _ending(stream_error(grpc.StatusCode.CANCELLED), False, sent=True)
+    assert isinstance(written, dbgateway.DbGatewayError)
+    assert written.reason != "SESSION_ENDED"

@@ -194,15 +194,27 @@ def _response(result: Result) -> Any:
     return _RESULT_PARSERS.get(field, pb.QueryResponse.FromString)(payload)
 
 
-def _ending(error: grpc.RpcError, established: bool) -> Exception:
+def _ending(error: grpc.RpcError, established: bool, *, sent: bool = True) -> Exception:
     """What a stream's end means for the calls still waiting on it;
     ``established``: the server had accepted the stream (its initial
-    metadata came), so calls may have reached it."""
+    metadata came), so calls may have reached it; ``sent``: the client wrote
+    something on it."""
     code: grpc.StatusCode = error.code()
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return SessionUnsupported()
     decoded = from_rpc_error(error)
     if not established:
+        if code is grpc.StatusCode.CANCELLED and not sent:
+            # Cancelled by the server before it accepted the stream (a server
+            # beginning to shut down cancels the streams it has not started)
+            # and nothing was written on it: no call reached the server, so
+            # each is sent again, as after the server ended a session.
+            return error_class(grpc.StatusCode.UNAVAILABLE, "SESSION_ENDED")(
+                grpc.StatusCode.UNAVAILABLE,
+                "the session stream was cancelled before the server accepted it; "
+                "the call never reached the server",
+                reason="SESSION_ENDED",
+            )
         return decoded  # nothing reached the server: as a unary call would fail
     if decoded.reason and code is grpc.StatusCode.UNAVAILABLE:
         return decoded  # the server's own answer (SESSION_ENDED)
@@ -247,6 +259,7 @@ class _AsyncStream:
         self._calls: list[bytes] = []
         self._cancels: list[int] = []
         self._wake = asyncio.Event()
+        self._sent = False  # anything written on the stream yet
         self.ended: Exception | None = None
         #: The server said it takes no more calls here: new ones go to a new
         #: stream while this one delivers what it still owes.
@@ -308,6 +321,7 @@ class _AsyncStream:
                 if cancels:
                     calls.append(_cancels(cancels))
                 for message in _messages(calls, self._max_bytes):
+                    self._sent = True
                     await self._rpc.write(message)
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
             return  # the reader sees the stream's end and settles the calls
@@ -329,7 +343,7 @@ class _AsyncStream:
                         waiter.set_result(result)
             ended = _closed_error()  # a failed stream raises from read()
         except grpc.RpcError as exc:
-            ended = _ending(exc, established)
+            ended = _ending(exc, established, sent=self._sent)
         except asyncio.CancelledError:
             self._settle(_closed_error())
             raise
