@@ -15,9 +15,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from dbgateway.v1 import value_pb2
@@ -89,13 +89,120 @@ def failure(exc: BaseException) -> str:
 
 
 class StatementCount:
-    """What the block of :meth:`Database.counted` learnt about its statement."""
+    """The block of :meth:`Database.counted`: counts the statement it runs in
+    the statement statistics (the block sets :attr:`rows`) and, while
+    tracing is on, makes it a CLIENT span of its own with the database
+    conventions. A class, not a generator context manager: every statement
+    enters one."""
 
-    __slots__ = ("rows",)
+    __slots__ = ("_database", "_outcome", "_span", "_sql", "_started", "_write", "rows")
 
-    def __init__(self) -> None:
+    def __init__(self, database: Database, sql: str, write: bool) -> None:
+        self._database = database
+        self._sql = sql
+        self._write = write
         #: Returned by a read, affected by a write.
         self.rows = 0
+        self._span: contextlib.AbstractContextManager[dict[str, Any]] | None = None
+        self._outcome: dict[str, Any] | None = None
+
+    def __enter__(self) -> StatementCount:
+        self._started = time.monotonic()
+        if tracing.tracer is not None:
+            db, sql = self._database, self._sql
+            operation = first_keyword(sql)
+            attributes = {
+                **db._span_attributes,
+                "db.system.name": db.system_name,
+                "db.operation.name": operation,
+                # The normalized text: the statement as written, minus any literal a
+                # caller inlined; bound parameter values never appear in it.
+                "db.query.text": normalize(sql),
+            }
+            self._span = tracing.database_span(operation, attributes)
+            self._outcome = self._span.__enter__()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> bool | None:
+        db = self._database
+        elapsed = time.monotonic() - self._started
+        outcome = self._outcome
+        if exc is None:
+            db.statements.record(db.name, self._sql, elapsed, self.rows)
+            if outcome is not None:
+                key = "dbgateway.rows_affected" if self._write else "db.response.returned_rows"
+                outcome[key] = self.rows
+        else:
+            reason = failure(exc)
+            db.statements.record(db.name, self._sql, elapsed, 0, reason)
+            if outcome is not None:
+                if isinstance(exc, GatewayError):
+                    code = exc.metadata.get("sqlstate") or exc.metadata.get("vendor_code")
+                    outcome["db.response.status_code"] = code
+                outcome["error.type"] = reason
+        if self._span is not None:
+            return self._span.__exit__(kind, exc, tb)
+        return None
+
+
+class _ErrorReport:
+    """The block of :meth:`Database.reporting_errors` (stateless: one per
+    database serves every block)."""
+
+    __slots__ = ("_database",)
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None:
+            return
+        db = self._database
+        if isinstance(exc, TimeoutError):
+            raise GatewayError(
+                Reason.STATEMENT_TIMEOUT,
+                "statement cancelled: the call's deadline or the database's "
+                f"statement_timeout ({db.config.statement_timeout:.3g}s) passed",
+                metadata={"database": db.name, "engine": db.engine},
+            ) from None
+        if isinstance(exc, GatewayError):
+            raise db.named(exc) from None
+
+
+class _Admission:
+    """The block of :meth:`Database.admitted`."""
+
+    __slots__ = ("_database", "_deadline", "_probe")
+
+    def __init__(self, database: Database, deadline: Deadline | None) -> None:
+        self._database = database
+        self._deadline = deadline
+
+    async def __aenter__(self) -> None:
+        db = self._database
+        if db.breaker.state is not CircuitState.CLOSED and db._probing():
+            raise db.breaker.refusal()
+        self._probe = db.breaker.allow()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        db = self._database
+        if exc is None:
+            db.breaker.record(None, probe=self._probe)
+            return
+        verdict = db.breaker.record(exc, probe=self._probe)
+        if verdict is Verdict.TIMEOUT or (
+            isinstance(exc, asyncio.CancelledError) and _spent(self._deadline)
+        ):
+            db._timed_out_call()
 
 
 def _rows(result: ResultSet | ExecResult) -> int:
@@ -151,6 +258,7 @@ class Database:
         endpoint: str = PRIMARY,
     ) -> None:
         self.config = config
+        self._error_report = _ErrorReport(self)
         #: Where every statement sent to this database is counted.
         self.statements = statements if statements is not None else StatementStatistics(0)
         self._span_attributes = _database_span_attributes(config)
@@ -418,27 +526,14 @@ class Database:
         async with self.admitted():
             return await call()
 
-    @contextlib.asynccontextmanager
-    async def admitted(self, deadline: Deadline | None = None) -> AsyncIterator[None]:
+    def admitted(self, deadline: Deadline | None = None) -> _Admission:
         """A block the circuit breaker lets through: refused at once with
         CIRCUIT_OPEN while the circuit is open, and its outcome counted.
         While the background prober runs it alone probes: a caller never
         becomes the half-open probe and never pays a connect attempt to a
         database that is down. A block cancelled when ``deadline`` ran out
         (gRPC cancels a call whose deadline passed) timed out."""
-        if self.breaker.state is not CircuitState.CLOSED and self._probing():
-            raise self.breaker.refusal()
-        probe = self.breaker.allow()
-        try:
-            yield
-        except BaseException as exc:
-            verdict = self.breaker.record(exc, probe=probe)
-            if verdict is Verdict.TIMEOUT or (
-                isinstance(exc, asyncio.CancelledError) and _spent(deadline)
-            ):
-                self._timed_out_call()
-            raise
-        self.breaker.record(None, probe=probe)
+        return _Admission(self, deadline)
 
     # -- read routing ------------------------------------------------------
 
@@ -617,45 +712,11 @@ class Database:
             count.rows = _rows(result)
         return result
 
-    @contextlib.contextmanager
-    def counted(self, sql: str, *, write: bool) -> Iterator[StatementCount]:
+    def counted(self, sql: str, *, write: bool) -> StatementCount:
         """Counts the statement run in the block in the statement statistics
         (the block sets the rows) and, while tracing is on, makes it a CLIENT
         span of its own with the database conventions."""
-        count = StatementCount()
-        started = time.monotonic()
-        if tracing.tracer is None:
-            try:
-                yield count
-            except BaseException as exc:
-                self.statements.record(self.name, sql, time.monotonic() - started, 0, failure(exc))
-                raise
-            self.statements.record(self.name, sql, time.monotonic() - started, count.rows)
-            return
-        operation = first_keyword(sql)
-        attributes = {
-            **self._span_attributes,
-            "db.system.name": self.system_name,
-            "db.operation.name": operation,
-            # The normalized text: the statement as written, minus any literal a
-            # caller inlined; bound parameter values never appear in it.
-            "db.query.text": normalize(sql),
-        }
-        with tracing.database_span(operation, attributes) as outcome:
-            try:
-                yield count
-            except BaseException as exc:
-                reason = failure(exc)
-                self.statements.record(self.name, sql, time.monotonic() - started, 0, reason)
-                if isinstance(exc, GatewayError):
-                    code = exc.metadata.get("sqlstate") or exc.metadata.get("vendor_code")
-                    outcome["db.response.status_code"] = code
-                outcome["error.type"] = reason
-                raise
-            self.statements.record(self.name, sql, time.monotonic() - started, count.rows)
-            outcome["dbgateway.rows_affected" if write else "db.response.returned_rows"] = (
-                count.rows
-            )
+        return StatementCount(self, sql, write)
 
     @property
     def system_name(self) -> str:
@@ -664,21 +725,10 @@ class Database:
             return "mariadb" if "mariadb" in self.backend.server_version.lower() else "mysql"
         return _SYSTEM_NAMES[self.config.engine]
 
-    @contextlib.contextmanager
-    def reporting_errors(self) -> Iterator[None]:
+    def reporting_errors(self) -> _ErrorReport:
         """Names this database in every error, and reports an expired
         statement timeout as STATEMENT_TIMEOUT."""
-        try:
-            yield
-        except TimeoutError:
-            raise GatewayError(
-                Reason.STATEMENT_TIMEOUT,
-                "statement cancelled: the call's deadline or the database's "
-                f"statement_timeout ({self.config.statement_timeout:.3g}s) passed",
-                metadata={"database": self.name, "engine": self.engine},
-            ) from None
-        except GatewayError as exc:
-            raise self.named(exc) from None
+        return self._error_report
 
     def limits(self, options: CallOptions) -> ResultLimits:
         return ResultLimits(

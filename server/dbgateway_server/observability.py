@@ -364,19 +364,33 @@ class JsonFormatter(logging.Formatter):
     records), its message otherwise."""
 
     def format(self, record: logging.LogRecord) -> str:
-        when = dt.datetime.fromtimestamp(record.created, dt.UTC)
-        doc: dict[str, Any] = {
-            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-        }
         fields = getattr(record, FIELDS, None)
+        if fields and not record.exc_info:
+            return self.format_fields(record.created, record.levelname, record.name, fields)
+        doc = self._head(record.created, record.levelname, record.name)
         if fields:
             doc.update(fields)
         else:
             doc["message"] = record.getMessage()
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, ensure_ascii=False, default=str)
+
+    @staticmethod
+    def _head(created: float, level: str, name: str) -> dict[str, Any]:
+        when = dt.datetime.fromtimestamp(created, dt.UTC)
+        return {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": level,
+            "logger": name,
+        }
+
+    def format_fields(
+        self, created: float, level: str, name: str, fields: Mapping[str, object]
+    ) -> str:
+        """The line of a structured record (see :meth:`LogStream.write_fields`)."""
+        doc = self._head(created, level, name)
+        doc.update(fields)
         return json.dumps(doc, ensure_ascii=False, default=str)
 
 
@@ -393,11 +407,22 @@ class TextFormatter(logging.Formatter):
         self._stamp = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self._time(record.created)
+
+    def _time(self, created: float) -> str:
+        second = int(created)
         if second != self._second:
             self._second = second
             self._stamp = time.strftime(self.default_time_format, self.converter(second))
-        return f"{self._stamp},{int(record.msecs):03d}"
+        # As LogRecord computes its msecs.
+        return f"{self._stamp},{int((created - second) * 1000):03d}"
+
+    def format_fields(
+        self, created: float, level: str, name: str, fields: Mapping[str, object]
+    ) -> str:
+        """The line of a structured record (see :meth:`LogStream.write_fields`):
+        what :meth:`format` makes of its record."""
+        return f"{self._time(created)} {level} {name}: {logfmt(fields)}"
 
 
 class LogStream(logging.StreamHandler):  # type: ignore[type-arg]
@@ -414,6 +439,30 @@ class LogStream(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self._urgent = record.levelno >= logging.WARNING
         super().emit(record)
+
+    def write_fields(self, level: int, name: str, fields: Mapping[str, object]) -> bool:
+        """Writes the line a structured record of ``fields`` would make,
+        without making the record: what ``Logger.handle`` does for one (an
+        access-log line per call), minus the record, the handler chain and
+        the message formatting. False when this handler's formatter cannot
+        (the caller then logs the record as usual)."""
+        formatter = self.formatter
+        if not isinstance(formatter, (TextFormatter, JsonFormatter)):
+            return False
+        try:
+            line = formatter.format_fields(time.time(), logging.getLevelName(level), name, fields)
+        except Exception:  # the record's own path reports it (handleError)
+            return False
+        self.acquire()
+        try:
+            self.stream.write(line + self.terminator)
+            self._urgent = level >= logging.WARNING
+            self.flush()
+        except Exception:
+            return False
+        finally:
+            self.release()
+        return True
 
     def flush(self) -> None:
         if self._urgent:
@@ -467,8 +516,35 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.logMultiprocessing = False
 
 
+def _direct_handler(logger: logging.Logger) -> LogStream | None:
+    """The one handler a record of ``logger`` would reach, when that is the
+    gateway's own LogStream and nothing on the way filters or copies records
+    (no filter, no other handler: a test's capturing handler turns this off)."""
+    root = logging.root
+    handlers = root.handlers
+    if (
+        logger.parent is root
+        and logger.propagate
+        and not logger.handlers
+        and not logger.filters
+        and not root.filters
+        and len(handlers) == 1
+    ):
+        handler = handlers[0]
+        if type(handler) is LogStream and not handler.filters:
+            return handler
+    return None
+
+
 def _emit(logger: logging.Logger, level: int, fields: dict[str, object]) -> None:
     if not logger.isEnabledFor(level):
+        return
+    handler = _direct_handler(logger)
+    if (
+        handler is not None
+        and level >= handler.level
+        and handler.write_fields(level, logger.name, fields)
+    ):
         return
     # makeRecord + handle is what Logger.log does, minus its walk up the
     # stack for a caller's file and line, which these records never show.

@@ -405,3 +405,68 @@ def test_log_lines_off_the_loop_are_written_at_once():
     line = stream.getvalue()
     assert line.endswith(" INFO dbgateway.access: hello\n")
     assert ",250 " in line
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter, JsonFormatter])
+def test_a_line_written_without_its_record_is_the_line_its_record_makes(formatter):
+    fields: dict[str, object] = {
+        "request_id": "r1",
+        "method": "Query",
+        "tag": 'say "hi"',
+        "duration_ms": 1.23456,
+        "rows": 3,
+        "reason": "",
+    }
+    direct, recorded = io.StringIO(), io.StringIO()
+    handler = LogStream(direct)
+    handler.setFormatter(formatter())
+    assert handler.write_fields(logging.INFO, "dbgateway.access", fields)
+    record = logging.LogRecord("dbgateway.access", logging.INFO, "", 0, logfmt(fields), (), None)
+    record.dbgateway_fields = fields
+    by_record = LogStream(recorded)
+    by_record.setFormatter(formatter())
+    by_record.handle(record)
+    # Each read the clock itself: all but the time must agree.
+    stamp = direct.getvalue()
+    strip = (
+        (lambda line: line.split(" ", 2)[2])
+        if formatter is TextFormatter
+        else (lambda line: {k: v for k, v in json.loads(line).items() if k != "time"})
+    )
+    assert strip(stamp) == strip(recorded.getvalue())
+    assert stamp.endswith("\n")
+
+
+async def test_access_lines_reach_a_capturing_handler_as_records():
+    """The direct path is only taken when the gateway's own handler is the only
+    one: a handler added to watch the log (as pytest's caplog does) sees every
+    line as a record, with its structured fields."""
+    stream = io.StringIO()
+    own = LogStream(stream)
+    own.setFormatter(TextFormatter())
+    seen: list[logging.LogRecord] = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    root = logging.getLogger()
+    saved, level = root.handlers[:], root.level
+    root.handlers[:] = [own]
+    root.setLevel(logging.INFO)
+    try:
+        obs = observability("main")
+        call = obs.begin("Query", request_id="direct-1", database="main")
+        obs.end(call)
+        await asyncio.sleep(0)
+        assert "request_id=direct-1" in stream.getvalue()
+        assert seen == []
+        root.addHandler(Watch())
+        call = obs.begin("Query", request_id="watched-1", database="main")
+        obs.end(call)
+        await asyncio.sleep(0)
+        assert [getattr(r, FIELDS)["request_id"] for r in seen] == ["watched-1"]
+        assert "request_id=watched-1" in stream.getvalue()
+    finally:
+        root.handlers[:] = saved
+        root.setLevel(level)

@@ -348,10 +348,13 @@ class _Session:
     ) -> None:
         element: bytes
         try:
-            if budget is not None and budget <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(budget):
+            if budget is None:
                 response = await work
+            elif budget <= 0:
+                raise TimeoutError
+            else:
+                async with asyncio.timeout(budget):
+                    response = await work
             element = result_element(call_id, kind, response.SerializeToString())
         except SessionAbort as exc:
             element = _error_element(call_id, exc.status)
