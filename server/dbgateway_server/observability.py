@@ -456,8 +456,9 @@ class LogStream(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self.stream.write(line + self.terminator)
-            self._urgent = level >= logging.WARNING
-            self.flush()
+            if level >= logging.WARNING or not self._flush_pending:
+                self._urgent = level >= logging.WARNING
+                self.flush()
         except Exception:
             return False
         finally:
