@@ -343,8 +343,17 @@ def logfmt(fields: Mapping[str, object]) -> str:
     """``key=value`` pairs; strings that could be misread (spaces, quotes, '=',
     newlines) are JSON-quoted, so a caller cannot forge a log line. Empty
     strings are left out."""
-    parts = []
+    parts: list[str] = []
+    append = parts.append
     for key, value in fields.items():
+        kind = type(value)
+        # The exact types first: an access-log line (one per call) has only these.
+        if kind is int:
+            append(f"{key}={value}")
+            continue
+        if kind is float:
+            append(f"{key}={value:.3f}")
+            continue
         if value == "":
             continue
         if isinstance(value, float):
@@ -354,7 +363,7 @@ def logfmt(fields: Mapping[str, object]) -> str:
             text = value if plain else json.dumps(value, ensure_ascii=False)
         else:
             text = str(value)
-        parts.append(f"{key}={text}")
+        append(f"{key}={text}")
     return " ".join(parts)
 
 
