@@ -3,6 +3,8 @@ pure logic, no server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import grpc.aio
 import pytest
@@ -75,3 +77,76 @@ def test_a_stream_cancelled_before_it_was_accepted_and_written_resends_its_calls
     written = _ending(stream_error(grpc.StatusCode.CANCELLED), False, sent=True)
     assert isinstance(written, dbgateway.DbGatewayError)
     assert written.reason != "SESSION_ENDED"
+
+
+class _RefusedBeforeAccepting(grpc.RpcError):
+    """How sync gRPC reports a stream the server cancelled before accepting it."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.CANCELLED
+
+    def details(self) -> str:
+        return "Cancelling all calls"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+class _StreamCancelledAtOnce:
+    """A sync stream-stream call the server cancels before sending its
+    initial metadata; gRPC's request thread consumes the request iterator
+    meanwhile, as grpc does, and records what would have been sent."""
+
+    def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
+        import threading
+
+        self.sent: list[bytes] = []
+        self._done = threading.Event()
+        self._consumer = threading.Thread(target=self._consume, args=(requests,), daemon=True)
+        self._consumer.start()
+
+    def _consume(self, requests: Iterator[bytes]) -> None:
+        for message in requests:
+            self.sent.append(message)
+
+    def initial_metadata(self) -> tuple[()]:
+        import time
+
+        time.sleep(0.2)  # the caller's call is queued by now
+        self._done.set()
+        return ()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def __iter__(self) -> _StreamCancelledAtOnce:
+        return self
+
+    def __next__(self) -> bytes:
+        raise _RefusedBeforeAccepting()
+
+    def cancel(self) -> None:
+        self._done.set()
+
+
+def test_the_sync_client_writes_nothing_before_the_stream_is_accepted_so_a_refused_one_resends():
+    from dbgateway import _session
+    from dbgateway.v1 import database_service_pb2 as pb
+
+    calls: list[_StreamCancelledAtOnce] = []
+
+    def session(requests: Iterator[bytes], metadata: object = None) -> _StreamCancelledAtOnce:
+        calls.append(_StreamCancelledAtOnce(requests, metadata))
+        return calls[-1]
+
+    stream = _session._SyncStream(session, (), 4 << 20)
+    with pytest.raises(dbgateway.DbGatewayError) as caught:
+        stream.call("execute", pb.ExecuteRequest(sql="INSERT INTO t VALUES (1)"), 5.0)
+    stream.close()
+    calls[0]._consumer.join(5)
+    assert calls[0].sent == []  # the insert never left the client
+    assert (caught.value.code, caught.value.reason) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "SESSION_ENDED",
+    )
+    assert _should_retry(caught.value, write=True, idempotent=False)

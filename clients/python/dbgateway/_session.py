@@ -414,6 +414,10 @@ class _SyncStream:
         self.ended: Exception | None = None
         #: See :attr:`_AsyncStream.retiring`.
         self.retiring = False
+        #: Set once the server accepted the stream (or it ended first).
+        self._accepted = threading.Event()
+        #: Something was written on the stream (see :func:`_ending`).
+        self._sent = False
         self._responses = session(self._requests(), metadata=metadata)
         self._reader = threading.Thread(
             target=self._read, name="dbgateway-session-reader", daemon=True
@@ -421,6 +425,12 @@ class _SyncStream:
         self._reader.start()
 
     def _requests(self) -> Iterator[bytes]:
+        # As the async stream: nothing is written before the server accepted
+        # the stream, so that a stream it cancels first (a server beginning
+        # to shut down) is known to have carried no call.
+        self._accepted.wait()
+        if self._responses.done():
+            return
         outbox = self._outbox
         while True:
             item = outbox.get()
@@ -441,7 +451,9 @@ class _SyncStream:
                     break
             if cancels:
                 calls.append(_cancels(cancels))
-            yield from _messages(calls, self._max_bytes)
+            for message in _messages(calls, self._max_bytes):
+                self._sent = True
+                yield message
             if stop:
                 return
 
@@ -479,8 +491,11 @@ class _SyncStream:
         ended: Exception
         established = False
         try:
-            self._responses.initial_metadata()
-            established = not self._responses.done()
+            try:
+                self._responses.initial_metadata()
+                established = not self._responses.done()
+            finally:
+                self._accepted.set()
             for message in self._responses:
                 with self._lock:
                     for call_id, result in _results(message):
@@ -489,7 +504,7 @@ class _SyncStream:
                             waiter.set_result(result)
             ended = _closed_error()
         except grpc.RpcError as exc:
-            ended = _ending(exc, established)
+            ended = _ending(exc, established, sent=self._sent)
         with self._lock:
             self.ended = ended
             waiting, self._waiting = self._waiting, {}
