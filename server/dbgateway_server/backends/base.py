@@ -9,9 +9,8 @@ when the call was cancelled, or ``TimeoutError`` from an expired timeout.
 
 from __future__ import annotations
 
-import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -29,19 +28,28 @@ __all__ = ["ResultSet"]  # defined with the result rules, in ..results
 Translator = Callable[[BaseException, str], GatewayError | None]
 
 
-@contextlib.contextmanager
-def translating(translate: Translator, database: str) -> Iterator[None]:
+class Translating:
     """A block in which a driver exception becomes the GatewayError its engine's
-    ``translate`` gives; anything ``translate`` does not know passes through."""
-    try:
-        yield
-    except GatewayError:
-        raise
-    except Exception as exc:
-        error = translate(exc, database)
-        if error is None:
-            raise
-        raise error from exc
+    ``translate`` gives; anything ``translate`` does not know passes through.
+    A class, not a generator context manager: every statement enters one."""
+
+    __slots__ = ("_database", "_translate")
+
+    def __init__(self, translate: Translator, database: str) -> None:
+        self._translate = translate
+        self._database = database
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, GatewayError) or not isinstance(exc, Exception):
+            return
+        error = self._translate(exc, self._database)
+        if error is not None:
+            raise error from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from .base import (
     ResultSet,
     RowStream,
     TransactionMode,
-    translating,
+    Translating,
 )
 from .mysql_wire import (
     COM_QUERY,
@@ -71,7 +71,7 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
 
 def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place PyMySQL/aiomysql exceptions become GatewayErrors."""
-    return translating(translate, database)
+    return Translating(translate, database)
 
 
 _SERVER_STATUS_IN_TRANS = 1

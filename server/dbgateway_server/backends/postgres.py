@@ -36,7 +36,7 @@ from .base import (
     ResultSet,
     RowStream,
     TransactionMode,
-    translating,
+    Translating,
 )
 
 ENGINE = "postgresql"
@@ -155,7 +155,7 @@ def parameter_type_error(
 
 def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place asyncpg exceptions become GatewayErrors."""
-    return translating(translate, database)
+    return Translating(translate, database)
 
 
 _LSN_RE = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")

@@ -26,7 +26,7 @@ from .base import (
     ResultSet,
     RowStream,
     TransactionMode,
-    translating,
+    Translating,
 )
 
 T = TypeVar("T")
@@ -58,7 +58,7 @@ def translate(exc: BaseException, database: str) -> GatewayError | None:
 
 def translate_errors(database: str) -> contextlib.AbstractContextManager[None]:
     """The one place sqlite3 exceptions become GatewayErrors."""
-    return translating(translate, database)
+    return Translating(translate, database)
 
 
 _TEMP_CREATES = frozenset(
