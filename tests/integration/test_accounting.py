@@ -5,17 +5,16 @@ request id of the call that began the transaction."""
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
+from tests.integration.polling import waited_for
 from tests.support import ServerProcess, V
 
 pytestmark = [pytest.mark.postgres, pytest.mark.mysql]
@@ -29,17 +28,6 @@ SERIES = {
     "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < ?) "
     "SELECT n FROM s",
 }
-
-
-def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +51,7 @@ dsn = "sqlite://{workdir / "lite.sqlite3"}"
 """
     server = ServerProcess(workdir, config=config).start()
     try:
-        match = eventually(lambda: _METRICS.search(server.log()), "metrics listening line")
+        match = waited_for(lambda: _METRICS.search(server.log()), "metrics listening line")
         yield server, f"http://127.0.0.1:{match.group(2)}/metrics"
     finally:
         server.stop()
@@ -94,7 +82,7 @@ def test_stream_query_rows_are_counted_in_the_log_and_the_metrics(
         replies = list(stub.StreamQuery(request, metadata=[("x-request-id", rid)], timeout=30))
     assert sum(len(r.rows) for r in replies) == ROWS
     assert replies[-1].stats.rows == ROWS
-    line = eventually(
+    line = waited_for(
         lambda: next((ln for ln in server.log().splitlines() if rid in ln and "access" in ln), ""),
         "the access-log line of the stream",
     )
@@ -113,7 +101,7 @@ def test_the_long_transaction_warning_names_the_request_id_that_began_it(
             pb.BeginTransactionRequest(database="pg"), metadata=[("x-request-id", rid)], timeout=10
         )
         try:
-            line = eventually(
+            line = waited_for(
                 lambda: next(
                     (ln for ln in server.log().splitlines() if "long_transaction" in ln), ""
                 ),

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from dbgateway import Client, dbapi
-from tests.integration.transactions_support import eventually, open_transactions
+from tests.integration.polling import eventually
+from tests.integration.transactions_support import open_transactions
 from tests.support import ROOT, ServerProcess, unique_name
 
 PLACEHOLDER = {"pg": "$1", "mysql": "%s", "lite": "?"}

@@ -14,6 +14,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from dbgateway.v1 import database_service_pb2 as pb
+from tests.integration.polling import eventually
 from tests.support import V, call_error, mysql_fetch, pg_fetch
 
 #: The deadline used throughout; the answer must come within about a second.
@@ -41,15 +42,6 @@ def mysql_running(dsn: str, marker: str) -> list[Any]:
         "SELECT id FROM information_schema.processlist "
         f"WHERE info LIKE '%{marker}%' AND info NOT LIKE '%processlist%'",
     )
-
-
-def eventually(check: Callable[[], bool], within: float) -> bool:
-    until = time.monotonic() + within
-    while time.monotonic() < until:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()
 
 
 def timed_failure(call: Callable[[], Any]) -> tuple[float, Any]:

@@ -15,7 +15,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -27,6 +27,7 @@ from dbgateway import __version__
 from dbgateway.v1 import admin_service_pb2 as admin_pb
 from dbgateway.v1 import admin_service_pb2_grpc, database_service_pb2_grpc
 from dbgateway.v1 import database_service_pb2 as pb
+from tests.integration.polling import waited_for
 from tests.support import BIN, ServerProcess, V
 
 pytestmark = pytest.mark.postgres
@@ -40,24 +41,12 @@ LOCK_KEY = 770_077
 UNKNOWN_NAME = f"no_such_db_{uuid.uuid4().hex}"
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    """Polls until ``check()`` is truthy (a condition, not a timing)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.02)
-
-
 class Operated:
     """The server under test, its stubs and its metrics endpoint."""
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
-        match = eventually(lambda: _METRICS.search(server.log()), "metrics listening line")
+        match = waited_for(lambda: _METRICS.search(server.log()), "metrics listening line")
         self.metrics_url = f"http://127.0.0.1:{match.group(2)}"
         self.channel = server.channel()
         self.db = database_service_pb2_grpc.DatabaseServiceStub(self.channel)
@@ -185,7 +174,7 @@ connect_timeout = 1
         holder = ops.db.Query.future(
             holder_request, metadata=ops.rid("Query", "busy", "OK"), timeout=60
         )
-        eventually(
+        waited_for(
             lambda: (
                 sample(ops.metrics(), "dbgateway_pool_connections", database="busy", state="in_use")
                 == 1
@@ -328,7 +317,7 @@ def test_a_call_without_a_request_id_gets_one_back_and_in_the_log(operated: Oper
     )
     rid = dict(call.trailing_metadata())["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid)
-    eventually(
+    waited_for(
         lambda: any(line["request_id"] == rid for line in operated.access_lines()),
         "the access line of the call",
     )
@@ -434,7 +423,7 @@ dsn = "{postgres_dsn}"
                 ),
                 timeout=60,
             )
-            eventually(
+            waited_for(
                 lambda: (
                     sample(
                         ops.metrics(), "dbgateway_pool_connections", database="pg", state="in_use"
@@ -445,7 +434,7 @@ dsn = "{postgres_dsn}"
             )
             assert server.process is not None
             server.process.send_signal(signal.SIGTERM)
-            assert eventually(lambda: ops.http("/healthz")[0] == 503, "healthz says draining")
+            assert waited_for(lambda: ops.http("/healthz")[0] == 503, "healthz says draining")
             assert ops.http("/healthz") == (503, "draining\n")
         assert len(in_flight.result().rows) == 1  # the in-flight call finished
         assert server.process.wait(30) == 0

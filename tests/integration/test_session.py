@@ -24,6 +24,7 @@ from google.protobuf import duration_pb2
 import dbgateway
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
+from tests.integration.polling import eventually
 from tests.support import ServerProcess, V, mysql_fetch, pg_fetch, unique_name
 
 ENGINES = ["pg", "mysql", "lite"]
@@ -80,15 +81,6 @@ def session(db) -> Iterator[OpenSession]:
     s = OpenSession(db)
     yield s
     s.responses.cancel()
-
-
-def eventually(check: Callable[[], bool], within: float) -> bool:
-    until = time.monotonic() + within
-    while time.monotonic() < until:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def running(database: str, dsn: str, marker: str) -> list[Any]:

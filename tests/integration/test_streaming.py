@@ -4,8 +4,6 @@ connection back."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import grpc
@@ -14,6 +12,7 @@ import pytest
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
 from tests.integration.conftest import SMALL_CHUNK, SMALL_POOL
+from tests.integration.polling import waited_for
 from tests.integration.rows import ENGINES, wide
 from tests.support import call_error, mysql_fetch, pg_fetch
 
@@ -43,15 +42,6 @@ ENDLESS = {
     "lite": "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s) "
     "SELECT n, printf('%100s', 'x') AS pad FROM s",
 }
-
-
-def wait_until(condition: Callable[[], bool], what: str, limit: float = 15.0) -> None:
-    """Polls ``condition`` until it holds; fails naming ``what`` otherwise."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"still not true after {limit}s: {what}")
-        time.sleep(0.05)
 
 
 # -- Every row, in order --------------------------------------------------------
@@ -204,12 +194,12 @@ def test_cancelled_postgresql_stream_stops_its_query_and_returns_its_connection(
         rows = pg_fetch(postgres_dsn, sessions)
         return all(r["state"] == "idle" for r in rows)
 
-    wait_until(settled, "every gateway session of the test database is idle")
+    waited_for(settled, "every gateway session of the test database is idle")
     rows = pg_fetch(postgres_dsn, sessions)
     assert not [r for r in rows if "generate_series" in r["query"] and r["state"] != "idle"]
     assert len(rows) <= SMALL_POOL
     pool_still_hands_out_connections(tight, "pg")
-    wait_until(settled, "every gateway session is idle after repeated cancels")
+    waited_for(settled, "every gateway session is idle after repeated cancels")
     assert len(pg_fetch(postgres_dsn, sessions)) <= SMALL_POOL
 
 
@@ -224,11 +214,11 @@ def test_cancelled_mariadb_stream_kills_its_query_and_returns_its_connection(
     def settled() -> bool:
         return not mysql_fetch(mysql_dsn, f"SELECT ID {others} AND COMMAND <> 'Sleep'")
 
-    wait_until(settled, "no statement of the test database is running")
+    waited_for(settled, "no statement of the test database is running")
     assert len(mysql_fetch(mysql_dsn, f"SELECT ID {others}")) <= SMALL_POOL
     pool_still_hands_out_connections(tight, "mysql")
-    wait_until(settled, "no statement is running after repeated cancels")
-    wait_until(
+    waited_for(settled, "no statement is running after repeated cancels")
+    waited_for(
         lambda: len(mysql_fetch(mysql_dsn, f"SELECT ID {others}")) <= SMALL_POOL,
         "the gateway holds at most its pool's connections",
     )

@@ -8,11 +8,11 @@ import grpc
 import pytest
 
 from dbgateway.v1 import database_service_pb2 as pb
+from tests.integration.polling import eventually
 from tests.integration.transactions_support import (
     ENGINES,
     PLACEHOLDER,
     TransactionStream,
-    eventually,
     open_transactions,
 )
 from tests.support import V, call_error, unique_name

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import queue
 import time
-from collections.abc import Callable
 
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc
@@ -79,14 +78,3 @@ def open_transactions(database: str, dsn: str) -> int:
         f"WHERE p.db = '{name}' AND p.id <> CONNECTION_ID()",
     )
     return int(rows[0][0])
-
-
-def eventually(check: Callable[[], bool], within: float = 1.0) -> bool:
-    """True as soon as ``check()`` is, False if it still is not after ``within`` s."""
-    deadline = time.monotonic() + within
-    while True:
-        if check():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
