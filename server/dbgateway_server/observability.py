@@ -465,9 +465,8 @@ class LogStream(logging.StreamHandler):  # type: ignore[type-arg]
         self.acquire()
         try:
             self.stream.write(line + self.terminator)
-            if level >= logging.WARNING or not self._flush_pending:
-                self._urgent = level >= logging.WARNING
-                self.flush()
+            self._urgent = level >= logging.WARNING
+            self.flush()
         except Exception:
             return False
         finally:
@@ -526,10 +525,11 @@ def configure_logging(level: str, log_format: str) -> None:
     logging.logMultiprocessing = False
 
 
-def _direct_handler(logger: logging.Logger) -> LogStream | None:
-    """The one handler a record of ``logger`` would reach, when that is the
-    gateway's own LogStream and nothing on the way filters or copies records
-    (no filter, no other handler: a test's capturing handler turns this off)."""
+def _direct_handler(logger: logging.Logger, level: int) -> LogStream | None:
+    """The one handler a record of ``logger`` at ``level`` would reach, when
+    that is the gateway's own LogStream and nothing on the way filters or
+    copies records (no filter, no other handler: a test's capturing handler
+    turns this off)."""
     root = logging.root
     handlers = root.handlers
     if (
@@ -541,7 +541,7 @@ def _direct_handler(logger: logging.Logger) -> LogStream | None:
         and len(handlers) == 1
     ):
         handler = handlers[0]
-        if type(handler) is LogStream and not handler.filters:
+        if type(handler) is LogStream and not handler.filters and level >= handler.level:
             return handler
     return None
 
@@ -549,12 +549,8 @@ def _direct_handler(logger: logging.Logger) -> LogStream | None:
 def _emit(logger: logging.Logger, level: int, fields: dict[str, object]) -> None:
     if not logger.isEnabledFor(level):
         return
-    handler = _direct_handler(logger)
-    if (
-        handler is not None
-        and level >= handler.level
-        and handler.write_fields(level, logger.name, fields)
-    ):
+    handler = _direct_handler(logger, level)
+    if handler is not None and handler.write_fields(level, logger.name, fields):
         return
     # makeRecord + handle is what Logger.log does, minus its walk up the
     # stack for a caller's file and line, which these records never show.

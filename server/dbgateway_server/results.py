@@ -85,24 +85,6 @@ class ResultCollector:
         return True
 
 
-#: Column kinds by converter list: a backend keeps one converter list per
-#: described statement, so a statement's kinds are decided once, not per call.
-#: Each entry holds its list, so that its id cannot be reused while it lives.
-_KINDS: dict[int, tuple[Sequence[Converter], list[str]]] = {}
-_KINDS_LIMIT = 4096
-
-
-def kinds_of(converters: Sequence[Converter]) -> list[str]:
-    """:func:`column_kinds` of ``converters``, remembered (shared: do not mutate)."""
-    entry = _KINDS.get(id(converters))
-    if entry is None or entry[0] is not converters:
-        if len(_KINDS) >= _KINDS_LIMIT:
-            _KINDS.clear()
-        entry = (converters, column_kinds(converters))
-        _KINDS[id(converters)] = entry
-    return entry[1]
-
-
 class ColumnCollector:
     """:class:`ResultCollector` for the columnar encoding: takes driver
     records, packs them into one ``ColumnBatch`` per :meth:`add`, and counts
@@ -114,7 +96,7 @@ class ColumnCollector:
         self._limits = limits
         self._budget = limits.max_result_bytes
         self._converters = converters
-        self._kinds = kinds_of(converters)
+        self._kinds = column_kinds(converters)
         self.batches: list[value_pb2.ColumnBatch] = []
         self.count = 0
         self.truncated = False
@@ -279,7 +261,7 @@ class RowChunker:
         records (sized from the bytes per row so far to be about one chunk)
         becomes one ``ColumnBatch``, split in halves while it is larger than
         the chunk target."""
-        kinds = kinds_of(converters)
+        kinds = column_kinds(converters)
         while True:
             records = await fetch(self.next_fetch(0))
             if not records:
