@@ -55,6 +55,8 @@ class CallOptions:
     read_only: bool = False
     #: A read's rows go out as ColumnBatches (RESULT_ENCODING_COLUMNS).
     columnar: bool = False
+    #: ... with the packed lists of RESULT_ENCODING_COLUMNS_V2 (decimals, timestamps).
+    columns_v2: bool = False
     #: Where a read outside a transaction runs; None: the database's default.
     read_preference: ReadPreference | None = None
     #: A read_token: read only from an endpoint that has replayed past it.
@@ -136,9 +138,10 @@ class ResultStream:
     def chunks(self) -> AsyncIterator[list[value_pb2.Row]]:
         return self._chunker.chunks(self._fetch)
 
-    def batches(self) -> AsyncIterator[value_pb2.ColumnBatch]:
-        """The rows as ColumnBatches (the columnar encoding), each of bounded size."""
-        return self._chunker.batches(self._fetch_records, self._rows.converters)
+    def batches(self, *, v2: bool = False) -> AsyncIterator[value_pb2.ColumnBatch]:
+        """The rows as ColumnBatches (the columnar encoding; ``v2``: with the
+        packed lists of RESULT_ENCODING_COLUMNS_V2), each of bounded size."""
+        return self._chunker.batches(self._fetch_records, self._rows.converters, v2=v2)
 
     async def _fetch(self, n: int) -> list[value_pb2.Row]:
         async with asyncio.timeout(self._fetch_timeout()):

@@ -736,6 +736,7 @@ class Database:
             max_result_rows=self.config.max_result_rows,
             max_result_bytes=self.config.max_result_bytes,
             columnar=options.columnar,
+            columns_v2=options.columns_v2,
         )
 
     @contextlib.asynccontextmanager

@@ -96,7 +96,7 @@ class ColumnCollector:
         self._limits = limits
         self._budget = limits.max_result_bytes
         self._converters = converters
-        self._kinds = column_kinds(converters)
+        self._kinds = column_kinds(converters, v2=limits.columns_v2)
         self.batches: list[value_pb2.ColumnBatch] = []
         self.count = 0
         self.truncated = False
@@ -256,12 +256,14 @@ class RowChunker:
         self,
         fetch: Callable[[int], Awaitable[Sequence[Sequence[Any]]]],
         converters: Sequence[Converter],
+        *,
+        v2: bool = False,
     ) -> AsyncIterator[value_pb2.ColumnBatch]:
         """:meth:`chunks` for the columnar encoding: each fetch of driver
         records (sized from the bytes per row so far to be about one chunk)
         becomes one ``ColumnBatch``, split in halves while it is larger than
-        the chunk target."""
-        kinds = column_kinds(converters)
+        the chunk target. ``v2``: see :func:`column_kinds`."""
+        kinds = column_kinds(converters, v2=v2)
         while True:
             records = await fetch(self.next_fetch(0))
             if not records:

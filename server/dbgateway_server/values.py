@@ -78,12 +78,20 @@ def _bytes(v: bytes | bytearray | memoryview) -> value_pb2.Value:
 
 
 def decimal_text(v: decimal.Decimal) -> str:
-    """Exact text for a Decimal, never in exponent form ("1E-7" -> "0.0000001")."""
+    """Exact text for a Decimal, never in exponent form ("1E-7" -> "0.0000001").
+
+    ``str`` gives the same text as ``format(v, "f")`` whenever it has no
+    exponent (it writes one only beyond the plain form's range), at a third of
+    the cost; the rest are formatted."""
+    if type(v) is decimal.Decimal:
+        text = str(v)
+        if "E" not in text and "e" not in text:
+            return text
     return format(v, "f")
 
 
 def _decimal(v: decimal.Decimal) -> value_pb2.Value:
-    return Value(decimal_value=format(v, "f"))
+    return Value(decimal_value=decimal_text(v))
 
 
 def timestamp_of(v: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -295,15 +303,51 @@ _KIND_BY_PYTHON_TYPE: dict[type, str] = {
 }
 
 
-def column_kind(converter: Converter) -> str:
-    """Which ``ColumnValues`` list a column with this converter travels in."""
+def _micros_since_epoch(values: Sequence[dt.datetime]) -> list[int]:
+    """Aware datetimes -> microseconds since the epoch, exactly. A naive one
+    raises TypeError: PostgreSQL's ±infinity (asyncpg's naive max/min), sent
+    as ``values`` instead, as the row encoding sends it."""
+    out = []
+    epoch = _EPOCH
+    for v in values:
+        d = v - epoch
+        out.append((d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds)
+    return out
+
+
+def _micros_assuming_utc(values: Sequence[dt.datetime]) -> list[int]:
+    # MySQL TIMESTAMP: naive, in the session's time zone, which is UTC (_timestamp).
+    return _micros_since_epoch([v if v.tzinfo else v.replace(tzinfo=_UTC) for v in values])
+
+
+#: Column kind -> the values of its packed list, from the driver's values,
+#: when they are not the driver's values themselves. It raises TypeError or
+#: ValueError for a value that does not fit (the column then goes as
+#: ``values``). The timestamps' packer is chosen by the converter.
+_PACKERS: dict[str, Callable[[Sequence[Any]], list[Any]]] = {
+    "decimals": lambda values: [decimal_text(v) for v in values],
+    "timestamps": _micros_since_epoch,
+}
+#: Kind given to MySQL's TIMESTAMP columns (naive UTC values).
+_UTC_TIMESTAMPS = "timestamps:utc"
+_PACKERS[_UTC_TIMESTAMPS] = _micros_assuming_utc
+
+
+def column_kind(converter: Converter, *, v2: bool = False) -> str:
+    """Which ``ColumnValues`` list a column with this converter travels in
+    (``v2``: in RESULT_ENCODING_COLUMNS_V2, which packs more types)."""
     if converter is from_python:
         return BY_PYTHON_TYPE
-    return _KIND_BY_CONVERTER.get(getattr(converter, "strict", converter), AS_VALUES)
+    strict = getattr(converter, "strict", converter)
+    if v2:
+        if strict is _timestamp:  # MySQL TIMESTAMP
+            return _UTC_TIMESTAMPS
+        return _V2_KIND_BY_CONVERTER.get(strict, AS_VALUES)
+    return _KIND_BY_CONVERTER.get(strict, AS_VALUES)
 
 
-def column_kinds(converters: Sequence[Converter]) -> list[str]:
-    return [column_kind(conv) for conv in converters]
+def column_kinds(converters: Sequence[Converter], *, v2: bool = False) -> list[str]:
+    return [column_kind(conv, v2=v2) for conv in converters]
 
 
 def pack_columns(
@@ -330,11 +374,13 @@ def pack_columns(
             same = all(type(v) is first for v in values)
             kind = _KIND_BY_PYTHON_TYPE.get(first, AS_VALUES) if same else AS_VALUES
         if kind != AS_VALUES:
+            packer = _PACKERS.get(kind)
+            field = kind.partition(":")[0]
             try:
-                getattr(column, kind).extend(values)
+                getattr(column, field).extend(values if packer is None else packer(values))
                 continue
-            except (TypeError, ValueError):
-                column.ClearField(kind)
+            except (TypeError, ValueError, AttributeError):
+                column.ClearField(field)
         # As convert_rows does: the column's converter itself, and through its
         # nullable() wrapper (which falls back per value) only if one failed.
         strict = getattr(conv, "strict", conv)
@@ -375,6 +421,16 @@ def _pg_timestamp(v: dt.datetime) -> value_pb2.Value:
 def _pg_date(v: dt.date) -> value_pb2.Value:
     special = _DATE_INFINITIES.get(v) if v.year in (1, 9999) else None
     return Value(date_value=special or v.isoformat())
+
+
+#: What RESULT_ENCODING_COLUMNS_V2 adds to the columnar lists (see
+#: :func:`column_kind`): decimals and instants, each value in the form its
+#: ``Value`` would carry it (see _PACKERS).
+_V2_KIND_BY_CONVERTER: dict[Any, str] = {
+    **_KIND_BY_CONVERTER,
+    _decimal: "decimals",
+    _pg_timestamptz: "timestamps",
+}
 
 
 def _bits(v: Any) -> value_pb2.Value:

@@ -8,12 +8,16 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 from collections.abc import Iterator
+from concurrent import futures
 
 import grpc
 import pytest
+from grpc_status import rpc_status
 
 import dbgateway
 from dbgateway.v1 import database_service_pb2 as pb
+from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
+from dbgateway_server.errors import invalid_request, to_rpc_status
 from tests.integration.conftest import SMALL_CHUNK, SMALL_MAX_RESULT_ROWS
 
 COUNT = 3000
@@ -271,3 +275,177 @@ def test_query_reads_in_the_columnar_encoding_unless_told_otherwise(tight_client
     assert result.columns == tuple(f"c{i}" for i in range(20))
     with pytest.raises(dbgateway.ResourceExhausted, match="too large"):
         tight_client.query(sql, database=database, columnar=False)
+
+
+# -- RESULT_ENCODING_COLUMNS_V2: decimals and instants as packed lists --------
+
+
+def _lists(batch: pb.ColumnBatch) -> list[str | None]:
+    names = ("ints", "doubles", "strings", "bytes", "bools", "decimals", "timestamps", "values")
+    return [next((n for n in names if len(getattr(c, n))), None) for c in batch.columns]
+
+
+def test_v2_sends_decimals_and_instants_as_packed_lists_and_columns_does_not(db):
+    def first_batch(encoding: int) -> pb.ColumnBatch:
+        options = pb.RequestOptions(encoding=encoding)
+        response = db.Query(pb.QueryRequest(database="pg", sql=POSTGRES_SQL, options=options))
+        assert sum(b.row_count for b in response.column_batches) == COUNT
+        return response.column_batches[0]
+
+    simple = ["ints", "ints", "ints", "doubles", "doubles", "strings", "strings", "bytes", "bools"]
+    v2 = first_batch(pb.RESULT_ENCODING_COLUMNS_V2)
+    assert _lists(v2) == [*simple, "decimals", "timestamps", "values"]
+    assert v2.columns[9].decimals[0] == "0.1429"
+    assert v2.columns[10].timestamps[0] == 1_704_067_201_000_000  # 2024-01-01 00:00:01Z
+    # A caller that asked for RESULT_ENCODING_COLUMNS (an older client) does
+    # not know those lists: it gets the Values it always got.
+    assert _lists(first_batch(pb.RESULT_ENCODING_COLUMNS)) == [
+        *simple,
+        "values",
+        "values",
+        "values",
+    ]
+
+
+#: Values at the edges: exponent-form decimals, NaN, negative zero, the
+#: widest numerics, instants before 1970 and at the ends of the calendar,
+#: infinities (which have no instant: the column then travels as Values).
+EDGE_DECIMALS = (
+    "SELECT v FROM (VALUES (1, 'NaN'::numeric), (2, 1e-20), (3, -0.0), (4, 1e20), "
+    "(5, 123456789012345678901234567890.123456789), (6, NULL), (7, 0.000000), (8, -42)) "
+    "AS t(i, v) ORDER BY i"
+)
+EDGE_INSTANTS = (
+    "SELECT v FROM (VALUES (1, timestamptz '0001-01-01 00:00:00+00'), "
+    "(2, timestamptz '1969-12-31 23:59:59.999999+00'), (3, timestamptz '9999-12-31 23:59:59.999999+00'), "
+    "(4, NULL), (5, timestamptz '2024-02-29 12:00:00.5+05:30')) AS t(i, v) ORDER BY i"
+)
+EDGE_INFINITE = (
+    "SELECT v FROM (VALUES (1, timestamptz '2024-01-01 00:00:00+00'), (2, 'infinity'), "
+    "(3, '-infinity'), (4, NULL)) AS t(i, v) ORDER BY i"
+)
+
+
+@pytest.mark.parametrize("sql", [EDGE_DECIMALS, EDGE_INSTANTS, EDGE_INFINITE])
+def test_v2_gives_the_row_encodings_values_at_the_edges(client, db, sql):
+    def seen(rows):  # repr: NaN is not equal to itself
+        return [tuple(map(repr, row)) for row in rows]
+
+    expected = seen(client.query(sql, database="pg", columnar=False).rows)
+    assert seen(client.query(sql, database="pg").rows) == expected
+    with client.stream(sql, database="pg", columnar=True) as stream:
+        assert seen(stream) == expected
+    options = pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS_V2)
+    batch = db.Query(pb.QueryRequest(database="pg", sql=sql, options=options)).column_batches[0]
+    expected = (
+        "values" if sql is EDGE_INFINITE else ("decimals" if sql is EDGE_DECIMALS else "timestamps")
+    )
+    assert _lists(batch) == [expected]
+
+
+def test_v2_packs_mariadb_timestamps_and_decimals(client, db):
+    table = "columnar_v2_instants"
+    client.execute(f"DROP TABLE IF EXISTS {table}", database="mysql")
+    client.execute(
+        f"CREATE TABLE {table} (i int PRIMARY KEY, at TIMESTAMP(6) NULL, amount DECIMAL(30, 6))",
+        database="mysql",
+    )
+    try:
+        client.execute(
+            f"INSERT INTO {table} VALUES (1, '1970-01-01 00:00:01.000005', 12345678901234.5), "
+            "(2, NULL, NULL), (3, '2038-01-19 03:14:07', -0.000001)",
+            database="mysql",
+        )
+        sql = f"SELECT at, amount FROM {table} ORDER BY i"
+        rows = client.query(sql, database="mysql", columnar=False).rows
+        assert rows[0] == (
+            dt.datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=dt.UTC),
+            decimal.Decimal("12345678901234.500000"),
+        )
+        assert client.query(sql, database="mysql").rows == rows
+        options = pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS_V2)
+        response = db.Query(pb.QueryRequest(database="mysql", sql=sql, options=options))
+        assert _lists(response.column_batches[0]) == ["timestamps", "decimals"]
+    finally:
+        client.execute(f"DROP TABLE {table}", database="mysql")
+
+
+def test_other_rpcs_refuse_the_v2_encoding(db):
+    options = pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS_V2)
+    with pytest.raises(grpc.RpcError) as info:
+        db.Execute(pb.ExecuteRequest(database="pg", sql="SELECT 1", options=options))
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "RESULT_ENCODING_COLUMNS_V2 is for Query and StreamQuery only" in info.value.details()
+
+
+class _OlderServer(pb_grpc.DatabaseServiceServicer):
+    """A gateway from before RESULT_ENCODING_COLUMNS_V2, in front of the real
+    one: it refuses that encoding as such a server's option check did (and,
+    having no Session, makes the client use unary calls)."""
+
+    def __init__(self, target: str) -> None:
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.DatabaseServiceStub(self.channel)
+        self.encodings: list[int] = []
+
+    def _refuse_v2(self, request, context) -> None:
+        self.encodings.append(request.options.encoding)
+        if request.options.encoding == pb.RESULT_ENCODING_COLUMNS_V2:
+            error = invalid_request("options.encoding", "unknown result encoding 3")
+            context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+
+    def Query(self, request, context):
+        self._refuse_v2(request, context)
+        return self.stub.Query(request)
+
+    def StreamQuery(self, request, context):
+        self._refuse_v2(request, context)
+        yield from self.stub.StreamQuery(request)
+
+
+@pytest.fixture
+def older_server(server) -> Iterator[tuple[str, _OlderServer]]:
+    older = _OlderServer(server.address)
+    front = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_DatabaseServiceServicer_to_server(older, front)
+    port = front.add_insecure_port("127.0.0.1:0")
+    front.start()
+    try:
+        yield f"127.0.0.1:{port}", older
+    finally:
+        front.stop(None)
+        older.channel.close()
+
+
+def test_the_client_asks_an_older_server_for_the_columnar_encoding_it_knows(older_server, client):
+    address, older = older_server
+    sql = "SELECT g, g / 7.0 AS amount FROM generate_series(1, 50) AS g ORDER BY g"
+    expected = client.query(sql, database="pg", columnar=False).rows
+    with dbgateway.Client(address, timeout=30) as db:
+        assert db.query(sql, database="pg").rows == expected
+        assert db.query(sql, database="pg").rows == expected
+        with db.stream(sql, database="pg", columnar=True) as stream:
+            assert list(stream) == expected
+    # Refused once, then the encoding the older server knows, without asking again.
+    assert older.encodings == [
+        pb.RESULT_ENCODING_COLUMNS_V2,
+        pb.RESULT_ENCODING_COLUMNS,
+        pb.RESULT_ENCODING_COLUMNS,
+        pb.RESULT_ENCODING_COLUMNS,
+    ]
+
+
+async def test_the_async_client_asks_an_older_server_for_the_encoding_it_knows(
+    older_server, client
+):
+    address, older = older_server
+    sql = "SELECT g::numeric / 3 AS third FROM generate_series(1, 20) AS g ORDER BY g"
+    expected = client.query(sql, database="pg", columnar=False).rows
+    async with dbgateway.AsyncClient(address, timeout=30) as db:
+        assert (await db.query(sql, database="pg")).rows == expected
+        assert (await db.query(sql, database="pg")).rows == expected
+    assert older.encodings == [
+        pb.RESULT_ENCODING_COLUMNS_V2,
+        pb.RESULT_ENCODING_COLUMNS,
+        pb.RESULT_ENCODING_COLUMNS,
+    ]

@@ -8,6 +8,8 @@ import datetime as dt
 import decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dbgateway._values import from_column_batch, from_row
 from dbgateway_server.backends.base import ResultLimits
@@ -16,6 +18,7 @@ from dbgateway_server.results import ColumnCollector, RowChunker
 from dbgateway_server.values import (
     column_kinds,
     convert_rows,
+    decimal_text,
     from_python,
     mysql_column,
     pack_columns,
@@ -30,15 +33,18 @@ PG_ROWS = [
 ]  # fmt: skip
 
 
+LISTS = ("ints", "doubles", "strings", "bytes", "bools", "decimals", "timestamps", "values")
+
+
 def which(column) -> str | None:
-    for name in ("ints", "doubles", "strings", "bytes", "bools", "values"):
+    for name in LISTS:
         if len(getattr(column, name)):
             return name
     return None
 
 
-def decoded(records, converters, db_types):
-    batch = pack_columns(records, converters, column_kinds(converters))
+def decoded(records, converters, db_types, *, v2=False):
+    batch = pack_columns(records, converters, column_kinds(converters, v2=v2))
     return batch, from_column_batch(batch, db_types)
 
 
@@ -151,3 +157,62 @@ async def test_stream_batches_truncate_at_max_rows_and_refuse_a_huge_row():
     with pytest.raises(GatewayError) as info:
         [b async for b in RowChunker(1024, message_limit=4096).batches(huge, converters)]
     assert info.value.reason is Reason.RESULT_TOO_LARGE
+
+
+def test_v2_packs_decimals_and_instants_and_decodes_like_rows():
+    converters = [pg_converter(t, "array" if t.startswith("_") else "scalar") for t in PG_TYPES]
+    batch, rows = decoded(PG_ROWS, converters, PG_TYPES, v2=True)
+    assert [which(c) for c in batch.columns] == [
+        "ints", "doubles", "strings", "bytes", "bools", "decimals", "timestamps", "values",
+    ]  # fmt: skip
+    assert list(batch.columns[5].decimals) == ["1.50", "-0.5"]
+    assert list(batch.columns[6].timestamps) == [1_704_067_200_000_000]
+    assert rows == as_rows(PG_ROWS, converters, PG_TYPES)
+
+
+def test_v2_sends_postgres_infinite_instants_as_values():
+    # asyncpg reads timestamptz 'infinity' as a naive datetime.max: no instant.
+    converters = [pg_converter("timestamptz", "scalar")]
+    records = [(dt.datetime(1, 1, 1, tzinfo=dt.UTC),), (dt.datetime.max,), (dt.datetime.min,)]
+    batch, rows = decoded(records, converters, ["timestamptz"], v2=True)
+    assert which(batch.columns[0]) == "values"
+    assert rows == as_rows(records, converters, ["timestamptz"])
+    assert rows[1] == (dt.datetime.max,)
+
+
+def test_v2_reads_mysql_timestamps_as_utc_like_rows():
+    timestamp = mysql_column(7, 0, 63)[1]  # TIMESTAMP: naive, in the UTC session zone
+    decimal_ = mysql_column(246, 0, 63)[1]  # NEWDECIMAL
+    records = [
+        (dt.datetime(1970, 1, 1, 0, 0, 1, 5), decimal.Decimal("12345678901234567890.123")),
+        (dt.datetime(2038, 1, 19, 3, 14, 7), None),
+    ]
+    batch, rows = decoded(records, [timestamp, decimal_], ["TIMESTAMP", "DECIMAL"], v2=True)
+    assert [which(c) for c in batch.columns] == ["timestamps", "decimals"]
+    assert list(batch.columns[0].timestamps) == [1_000_005, 2_147_483_647_000_000]
+    assert rows == as_rows(records, [timestamp, decimal_], ["TIMESTAMP", "DECIMAL"])
+    assert rows[0][0] == dt.datetime(1970, 1, 1, 0, 0, 1, 5, tzinfo=dt.UTC)
+
+
+def test_without_v2_decimals_and_instants_stay_values():
+    # A caller that asked for RESULT_ENCODING_COLUMNS does not know the new
+    # lists: it must never be sent them.
+    converters = [pg_converter("numeric", "scalar"), pg_converter("timestamptz", "scalar")]
+    records = [(decimal.Decimal("1.5"), dt.datetime(2024, 1, 1, tzinfo=dt.UTC))]
+    batch, _ = decoded(records, converters, ["numeric", "timestamptz"])
+    assert [which(c) for c in batch.columns] == ["values", "values"]
+
+
+@given(
+    st.decimals(allow_nan=True, allow_infinity=True)
+    | st.builds(
+        decimal.Decimal,
+        st.tuples(
+            st.integers(0, 1),
+            st.lists(st.integers(0, 9), min_size=1, max_size=40).map(tuple),
+            st.integers(-60, 60),
+        ),
+    )
+)
+def test_decimal_text_is_the_plain_exact_form(value):
+    assert decimal_text(value) == format(value, "f")

@@ -83,7 +83,7 @@ def _options(
         read_after=read_after,
     )
     if columnar:
-        options.encoding = pb.RESULT_ENCODING_COLUMNS
+        options.encoding = pb.RESULT_ENCODING_COLUMNS_V2
     if max_rows is not None:
         if max_rows < 1:
             raise ValueError("max_rows must be at least 1")
@@ -322,6 +322,9 @@ class _BaseClient:
         self._options = self._config.channel_options() + _tls_options(self._tls)
         self._transport = transport
         self._fail_fast = fail_fast
+        # False once the server refused RESULT_ENCODING_COLUMNS_V2 (an older
+        # server): columnar reads ask it for RESULT_ENCODING_COLUMNS instead.
+        self._columns_v2 = True
 
     @property
     def _metadata(self) -> Metadata:
@@ -339,6 +342,36 @@ class _BaseClient:
         log.info("the server at %s has no Session RPC; using unary calls", self._target)
         self._transport = "unary"
 
+    def _fit_encoding(self, request: Any) -> None:
+        """Asks a server that refused RESULT_ENCODING_COLUMNS_V2 before for
+        the columnar encoding it knows (same values, fewer packed lists)."""
+        if (
+            not self._columns_v2
+            and isinstance(request, pb.QueryRequest)
+            and request.options.encoding == pb.RESULT_ENCODING_COLUMNS_V2
+        ):
+            request.options.encoding = pb.RESULT_ENCODING_COLUMNS
+
+    def _encoding_refused(self, error: DbGatewayError, request: Any) -> bool:
+        """The server is older than RESULT_ENCODING_COLUMNS_V2 and refused
+        ``request`` for it (the read did not run): from now on this client
+        asks for RESULT_ENCODING_COLUMNS, and ``request`` is changed to."""
+        if not (
+            isinstance(request, pb.QueryRequest)
+            and request.options.encoding == pb.RESULT_ENCODING_COLUMNS_V2
+            and error.code is grpc.StatusCode.INVALID_ARGUMENT
+            and any(field == "options.encoding" for field, _ in error.field_violations)
+        ):
+            return False
+        if self._columns_v2:
+            log.info(
+                "the server at %s has no RESULT_ENCODING_COLUMNS_V2; using RESULT_ENCODING_COLUMNS",
+                self._target,
+            )
+            self._columns_v2 = False
+        self._fit_encoding(request)
+        return True
+
     def _retry_wait(
         self,
         error: DbGatewayError,
@@ -347,11 +380,16 @@ class _BaseClient:
         *,
         write: bool,
         idempotent: bool,
+        request: Any = None,
     ) -> float:
         """How long to sleep before trying a failed call again; raises
         ``error`` when it must not be tried again. The wait never outlasts the
         caller's deadline, a wait the server asked for (RetryInfo) is logged,
-        and ``fail_fast`` clients never wait on one."""
+        and ``fail_fast`` clients never wait on one. A read an older server
+        refused for its encoding (``request``) is sent again at once in the
+        encoding it knows."""
+        if tries <= _MAX_RESENDS and self._encoding_refused(error, request):
+            return 0.0
         policy = self._config.retry
         if error.reason == "SESSION_ENDED" and tries <= _MAX_RESENDS:
             # Never ran (the server ended its session on purpose): sent again
@@ -487,11 +525,13 @@ class AsyncClient(_BaseClient):
         *,
         write: bool = False,
         idempotent: bool = False,
+        request: Any = None,
     ) -> T:
         """Runs ``attempt(remaining seconds)`` under the retry rules (see
         RetryPolicy); the one place a ``grpc.RpcError`` becomes a
         :class:`DbGatewayError`."""
         deadline = _Deadline(timeout if timeout is not None else self._timeout)
+        self._fit_encoding(request)
         tries = 0
         while True:
             tries += 1
@@ -504,7 +544,9 @@ class AsyncClient(_BaseClient):
                 error = from_rpc_error(exc)
             except DbGatewayError as exc:
                 error = exc
-            wait = self._retry_wait(error, tries, deadline, write=write, idempotent=idempotent)
+            wait = self._retry_wait(
+                error, tries, deadline, write=write, idempotent=idempotent, request=request
+            )
             await asyncio.sleep(wait)
 
     async def _unary(
@@ -519,7 +561,9 @@ class AsyncClient(_BaseClient):
         def attempt(remaining: float | None) -> Awaitable[T]:
             return method(request, timeout=remaining, metadata=self._metadata)
 
-        return await self._retrying(attempt, timeout, write=write, idempotent=idempotent)
+        return await self._retrying(
+            attempt, timeout, write=write, idempotent=idempotent, request=request
+        )
 
     async def _call(
         self,
@@ -543,7 +587,9 @@ class AsyncClient(_BaseClient):
             method = getattr(bound.stub, _UNARY[kind])
             return await method(request, timeout=remaining, metadata=self._metadata)
 
-        return await self._retrying(attempt, timeout, write=write, idempotent=idempotent)
+        return await self._retrying(
+            attempt, timeout, write=write, idempotent=idempotent, request=request
+        )
 
     async def query(
         self,
@@ -561,7 +607,7 @@ class AsyncClient(_BaseClient):
 
         Parameters are positional, written with the engine's own placeholder
         (``$1`` PostgreSQL, ``%s`` MySQL, ``?`` SQLite). The rows travel in
-        the columnar encoding (RESULT_ENCODING_COLUMNS), which is cheaper to
+        the columnar encoding (RESULT_ENCODING_COLUMNS_V2), which is cheaper to
         send and decode on both sides from a few rows on;
         ``columnar=False`` asks for the row encoding, with the same values
         back. Raises a :class:`DbGatewayError` subclass for the failure.
@@ -626,7 +672,7 @@ class AsyncClient(_BaseClient):
                 raise no_columns_error()
             return call, first
 
-        return AsyncRowStream(lambda: self._retrying(attempt, timeout))
+        return AsyncRowStream(lambda: self._retrying(attempt, timeout, request=request))
 
     def subscribe(self, database: str, *channels: str) -> AsyncSubscription:
         """Listens on PostgreSQL notification channels (``Subscribe``):
@@ -815,10 +861,12 @@ class Client(_BaseClient):
         *,
         write: bool = False,
         idempotent: bool = False,
+        request: Any = None,
     ) -> T:
         """Runs ``attempt(remaining seconds)`` under the retry rules (see
         :meth:`AsyncClient._retrying`)."""
         deadline = _Deadline(timeout if timeout is not None else self._timeout)
+        self._fit_encoding(request)
         tries = 0
         while True:
             tries += 1
@@ -831,7 +879,10 @@ class Client(_BaseClient):
                 error = from_rpc_error(exc)
             except DbGatewayError as exc:
                 error = exc
-            time.sleep(self._retry_wait(error, tries, deadline, write=write, idempotent=idempotent))
+            wait = self._retry_wait(
+                error, tries, deadline, write=write, idempotent=idempotent, request=request
+            )
+            time.sleep(wait)
 
     def _unary(
         self,
@@ -845,7 +896,7 @@ class Client(_BaseClient):
         def attempt(remaining: float | None) -> T:
             return method(request, timeout=remaining, metadata=self._metadata)
 
-        return self._retrying(attempt, timeout, write=write, idempotent=idempotent)
+        return self._retrying(attempt, timeout, write=write, idempotent=idempotent, request=request)
 
     def _call(
         self,
@@ -867,7 +918,7 @@ class Client(_BaseClient):
             method = getattr(self._stub, _UNARY[kind])
             return method(request, timeout=remaining, metadata=self._metadata)
 
-        return self._retrying(attempt, timeout, write=write, idempotent=idempotent)
+        return self._retrying(attempt, timeout, write=write, idempotent=idempotent, request=request)
 
     def query(
         self,
@@ -931,7 +982,7 @@ class Client(_BaseClient):
                 raise
             return call, first
 
-        return RowStream(lambda: self._retrying(attempt, timeout))
+        return RowStream(lambda: self._retrying(attempt, timeout, request=request))
 
     def subscribe(self, database: str, *channels: str) -> Subscription:
         """Listens on PostgreSQL notification channels (see

@@ -286,6 +286,11 @@ def _column(column: value_pb2.ColumnValues, db_type: str) -> list[Any]:
         return list(column.bytes)
     if column.bools:
         return list(column.bools)
+    if column.decimals:
+        return list(map(decimal.Decimal, column.decimals))
+    if column.timestamps:
+        epoch, micros = _EPOCH, dt.timedelta(microseconds=1)
+        return [epoch + micros * us for us in column.timestamps]
     if column.values:
         decoders = _DECODERS
         try:

@@ -67,6 +67,8 @@ class ResultLimits:
     max_result_bytes: int = 16 * 1024 * 1024
     #: The caller asked for RESULT_ENCODING_COLUMNS: the result is ColumnBatches.
     columnar: bool = False
+    #: ... in RESULT_ENCODING_COLUMNS_V2, with its packed decimals and timestamps.
+    columns_v2: bool = False
 
     @property
     def fetch_rows(self) -> int:

@@ -407,6 +407,7 @@ async def _owner(
 
 
 _ROW_ENCODINGS = (pb.RESULT_ENCODING_UNSPECIFIED, pb.RESULT_ENCODING_ROWS)
+_COLUMN_ENCODINGS = (pb.RESULT_ENCODING_COLUMNS, pb.RESULT_ENCODING_COLUMNS_V2)
 
 
 def call_options(
@@ -419,12 +420,11 @@ def call_options(
     if options.HasField("timeout"):
         timeout = duration_seconds("options.timeout", options.timeout)
     encoding = options.encoding
-    if encoding not in _ROW_ENCODINGS and not (
-        columnar_ok and encoding == pb.RESULT_ENCODING_COLUMNS
-    ):
-        if encoding == pb.RESULT_ENCODING_COLUMNS:
+    if encoding not in _ROW_ENCODINGS and not (columnar_ok and encoding in _COLUMN_ENCODINGS):
+        if encoding in _COLUMN_ENCODINGS:
             raise invalid_request(
-                "options.encoding", "RESULT_ENCODING_COLUMNS is for Query and StreamQuery only"
+                "options.encoding",
+                f"{pb.ResultEncoding.Name(encoding)} is for Query and StreamQuery only",
             )
         raise invalid_request("options.encoding", f"unknown result encoding {encoding}")
     return CallOptions(
@@ -433,7 +433,8 @@ def call_options(
         idempotent=options.idempotent,
         tag=options.tag,
         read_only=current_scope().read_only,
-        columnar=encoding == pb.RESULT_ENCODING_COLUMNS,
+        columnar=encoding in _COLUMN_ENCODINGS,
+        columns_v2=encoding == pb.RESULT_ENCODING_COLUMNS_V2,
         read_preference=read_preference(options.read_preference, "options.read_preference"),
         read_after=_read_after(options.read_after),
         role=current_scope().principal.postgres_role,

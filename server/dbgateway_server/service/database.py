@@ -125,7 +125,7 @@ class DatabaseServicer(TransactionRpcs, SubscriptionRpcs, pb_grpc.DatabaseServic
             try:
                 await write(pb.StreamQueryResponse(columns=result.columns))
                 if options.columnar:
-                    async for batch in result.batches():
+                    async for batch in result.batches(v2=options.columns_v2):
                         await write(pb.StreamQueryResponse(column_batch=batch))
                 else:
                     async for chunk in result.chunks():

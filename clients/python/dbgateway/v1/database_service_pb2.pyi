@@ -26,6 +26,7 @@ class ResultEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESULT_ENCODING_UNSPECIFIED: _ClassVar[ResultEncoding]
     RESULT_ENCODING_ROWS: _ClassVar[ResultEncoding]
     RESULT_ENCODING_COLUMNS: _ClassVar[ResultEncoding]
+    RESULT_ENCODING_COLUMNS_V2: _ClassVar[ResultEncoding]
 
 class IsolationLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ READ_PREFERENCE_REPLICA: ReadPreference
 RESULT_ENCODING_UNSPECIFIED: ResultEncoding
 RESULT_ENCODING_ROWS: ResultEncoding
 RESULT_ENCODING_COLUMNS: ResultEncoding
+RESULT_ENCODING_COLUMNS_V2: ResultEncoding
 ISOLATION_LEVEL_UNSPECIFIED: IsolationLevel
 ISOLATION_LEVEL_READ_UNCOMMITTED: IsolationLevel
 ISOLATION_LEVEL_READ_COMMITTED: IsolationLevel

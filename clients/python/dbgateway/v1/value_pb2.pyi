@@ -77,7 +77,7 @@ class Row(_message.Message):
     def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
 
 class ColumnValues(_message.Message):
-    __slots__ = ("ints", "doubles", "strings", "bytes", "bools", "values", "null_indexes")
+    __slots__ = ("ints", "doubles", "strings", "bytes", "bools", "values", "null_indexes", "decimals", "timestamps")
     INTS_FIELD_NUMBER: _ClassVar[int]
     DOUBLES_FIELD_NUMBER: _ClassVar[int]
     STRINGS_FIELD_NUMBER: _ClassVar[int]
@@ -85,6 +85,8 @@ class ColumnValues(_message.Message):
     BOOLS_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     NULL_INDEXES_FIELD_NUMBER: _ClassVar[int]
+    DECIMALS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     ints: _containers.RepeatedScalarFieldContainer[int]
     doubles: _containers.RepeatedScalarFieldContainer[float]
     strings: _containers.RepeatedScalarFieldContainer[str]
@@ -92,7 +94,9 @@ class ColumnValues(_message.Message):
     bools: _containers.RepeatedScalarFieldContainer[bool]
     values: _containers.RepeatedCompositeFieldContainer[Value]
     null_indexes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ints: _Optional[_Iterable[int]] = ..., doubles: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ..., bytes: _Optional[_Iterable[bytes]] = ..., bools: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., null_indexes: _Optional[_Iterable[int]] = ...) -> None: ...
+    decimals: _containers.RepeatedScalarFieldContainer[str]
+    timestamps: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ints: _Optional[_Iterable[int]] = ..., doubles: _Optional[_Iterable[float]] = ..., strings: _Optional[_Iterable[str]] = ..., bytes: _Optional[_Iterable[bytes]] = ..., bools: _Optional[_Iterable[bool]] = ..., values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ..., null_indexes: _Optional[_Iterable[int]] = ..., decimals: _Optional[_Iterable[str]] = ..., timestamps: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ColumnBatch(_message.Message):
     __slots__ = ("row_count", "columns")
