@@ -143,7 +143,10 @@ async def read_result(
     if limits.columnar:
         collector = ColumnCollector(limits, stream.converters)
         while True:
-            records = await stream.fetch_records(min(collector.wanted(), UNARY_FETCH_ROWS))
+            wanted = min(collector.wanted(), UNARY_FETCH_ROWS)
+            records = await stream.fetch_records(wanted)
+            if not collector.count and len(records) < wanted and _as_rows(records, limits):
+                return _rows_of(records, stream.converters, limits)
             if not records or not collector.add(records):
                 break
         return [], collector.truncated, collector.batches
@@ -161,12 +164,25 @@ def collect_rows(
     """A unary result from rows the driver already fetched (at most
     ``limits.fetch_rows`` of them), converted a slice at a time so the byte
     cap stops the conversion early (see :func:`read_result` for what it returns)."""
-    if limits.columnar:
+    if limits.columnar and not _as_rows(records, limits):
         columns = ColumnCollector(limits, converters)
         for start in range(0, len(records), UNARY_FETCH_ROWS):
             if not columns.add(records[start : start + UNARY_FETCH_ROWS]):
                 break
         return [], columns.truncated, columns.batches
+    return _rows_of(records, converters, limits)
+
+
+def _as_rows(records: Sequence[Sequence[Any]], limits: ResultLimits) -> bool:
+    """A whole columnar result of ``records`` goes out as rows: with
+    RESULT_ENCODING_COLUMNS_V2, a result of at most one row (one Row costs
+    about half of a batch of one-value columns to send and to read)."""
+    return limits.columns_v2 and len(records) <= 1
+
+
+def _rows_of(
+    records: Sequence[Sequence[Any]], converters: Sequence[Converter], limits: ResultLimits
+) -> tuple[list[value_pb2.Row], bool, None]:
     collector = ResultCollector(limits)
     for start in range(0, len(records), UNARY_FETCH_ROWS):
         batch = convert_rows(records[start : start + UNARY_FETCH_ROWS], converters)

@@ -449,3 +449,25 @@ async def test_the_async_client_asks_an_older_server_for_the_encoding_it_knows(
         pb.RESULT_ENCODING_COLUMNS,
         pb.RESULT_ENCODING_COLUMNS,
     ]
+
+
+@pytest.mark.parametrize(
+    ("database", "one", "two"),
+    [
+        ("pg", "SELECT 1.5::numeric AS n, now() AS t", "SELECT g FROM generate_series(1, 2) AS g"),
+        ("mysql", "SELECT CAST(1.5 AS DECIMAL(4, 2)) AS n", "SELECT seq FROM seq_1_to_2"),
+        ("lite", "SELECT 1.5 AS n", "SELECT 1 UNION ALL SELECT 2"),
+    ],
+)
+def test_v2_sends_a_result_of_one_row_as_rows(db, client, database, one, two):
+    options = pb.RequestOptions(encoding=pb.RESULT_ENCODING_COLUMNS_V2)
+    single = db.Query(pb.QueryRequest(database=database, sql=one, options=options))
+    assert len(single.rows) == 1
+    assert not single.column_batches
+    pair = db.Query(pb.QueryRequest(database=database, sql=two, options=options))
+    assert not pair.rows
+    assert pair.column_batches[0].row_count == 2
+    assert client.query(one, database=database).rows[0][0] == decimal.Decimal("1.5")
+    # The stream sends batches whatever the size.
+    streamed = list(db.StreamQuery(pb.QueryRequest(database=database, sql=one, options=options)))
+    assert [m.column_batch.row_count for m in streamed if m.HasField("column_batch")] == [1]
