@@ -282,8 +282,11 @@ class _AsyncStream:
         self._calls.append(element)
         self._wake.set()
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:
                 result = await waiter
+            else:
+                async with asyncio.timeout(timeout):
+                    result = await waiter
         except BaseException as exc:
             # Cancelled or past its deadline: stop it on the server too.
             if self._waiting.pop(call_id, None) is not None and self.ended is None:
