@@ -39,7 +39,9 @@ from typing import Any
 
 import asyncpg.exceptions as pgexc
 import asyncpg.exceptions._base as pgbase
-from asyncpg.pgproto.pgproto import UUID as PgUUID  # noqa: N811 - asyncpg's own class
+from asyncpg.pgproto.pgproto import UUID as PgUUID
+
+from ..statements import first_keyword
 
 #: The message that ends an extended-protocol command.
 SYNC = b"S\x00\x00\x00\x04"
@@ -219,7 +221,7 @@ def _enc_numeric_text(v: Any) -> bytes:
         if type(v) is _Decimal and v.is_qnan() and not v.is_signed():
             return b"\x00\x00\x00\x03NaN"
         raise Unsupported
-    sign, digits, exponent = v.as_tuple()
+    _, digits, exponent = v.as_tuple()
     assert isinstance(exponent, int)
     if len(digits) > _NUMERIC_LIMIT or abs(exponent) > _NUMERIC_LIMIT:
         raise Unsupported
@@ -371,7 +373,8 @@ def plan(state: Any, parameter_oids: Sequence[int], column_oids: Sequence[int]) 
     """The lean plan of an asyncpg statement state, or None when a type is
     outside the set (or the statement has no server-side name)."""
     name = state.name
-    if not name:
+    if not name or first_keyword(state.query) == "COPY":
+        # (COPY's data phase is asyncpg's: it answers with no columns.)
         return None
     encoders: list[Encoder] = []
     param_formats: list[int] = []
@@ -423,7 +426,9 @@ class Exchange(asyncio.Protocol):
         self._owner = owner
         self._decoders = statement.decoders
         self._query = statement.query
-        self._buffer = b""
+        self._pending: list[bytes] = []  # an incomplete message, in pieces
+        self._pending_size = 0
+        self._needed = 0  # the pieces' size once that message is complete
         self._phase = 0  # 0: the statement's answer, 1: the reset's, 2: done
         #: The rows, the command tag (None if suspended at the row limit).
         self.rows: list[tuple[Any, ...]] = []
@@ -457,14 +462,26 @@ class Exchange(asyncio.Protocol):
         if self._phase == 2:  # pragma: no cover - the transport is asyncpg's again
             self._owner.data_received(data)
             return
-        buffer = self._buffer + data if self._buffer else data
+        if self._pending:
+            # The rest of a message that did not fit in the last read: the
+            # pieces are joined once it is complete, not on every read.
+            self._pending.append(data)
+            self._pending_size += len(data)
+            if self._pending_size < self._needed:
+                return
+            buffer = b"".join(self._pending)
+            self._pending = []
+        else:
+            buffer = data
         pos = 0
         size = len(buffer)
+        needed = 5
         try:
             while size - pos >= 5:
                 kind, length = _HEADER.unpack_from(buffer, pos)
                 end = pos + 1 + length
                 if end > size:
+                    needed = end - pos
                     break
                 start = pos + 5
                 pos = end
@@ -474,7 +491,11 @@ class Exchange(asyncio.Protocol):
         except Exception as exc:  # a protocol violation: nobody can trust the link
             self._fail(exc)
             return
-        self._buffer = buffer[pos:]
+        if pos < size:
+            rest = buffer[pos:]
+            self._pending = [rest]
+            self._pending_size = len(rest)
+            self._needed = needed
 
     def _message(self, kind: bytes, data: bytes, start: int, end: int) -> bool:
         """Handles one message; True once the reset's ReadyForQuery was read."""
@@ -514,7 +535,7 @@ class Exchange(asyncio.Protocol):
 
     def _row(self, data: bytes, pos: int) -> None:
         pos += 2
-        values = []
+        values: list[Any] = []
         unpack = _I32.unpack_from
         try:
             for decode in self._decoders:
@@ -531,7 +552,6 @@ class Exchange(asyncio.Protocol):
         self.rows.append(tuple(values))
 
     def _finish(self, rest: bytes) -> None:
-        self._buffer = b""
         self._transport.set_protocol(self._owner)
         self._done()
         if self._asynchronous:

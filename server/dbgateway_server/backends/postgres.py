@@ -337,6 +337,7 @@ class PostgresConnection(DriverConnection):
         return (
             protocol is not None
             and conn._transport is not None
+            and not conn._transport.is_closing()
             and not protocol.is_in_transaction()
             and not protocol._is_cancelling()
             and not conn.is_closed()
