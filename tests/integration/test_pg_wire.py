@@ -232,6 +232,11 @@ def test_session_state_of_a_lean_call_does_not_outlive_it(run, postgres_dsn):
         raw = conn._conn
         try:
             zone = await raw.fetchval("SHOW TimeZone")
+            # A clean reset's answer is learned, then taken unparsed: one
+            # that differs (ParameterStatus of undone settings) is parsed.
+            for _ in range(2):
+                await conn.query("SELECT 1", [], limits=LIMITS)
+            assert conn._reset_answer is not None
             await conn.query(
                 "SELECT set_config('TimeZone', 'Asia/Tokyo', false),"
                 " set_config('search_path', 'nowhere', false),"
@@ -241,7 +246,7 @@ def test_session_state_of_a_lean_call_does_not_outlive_it(run, postgres_dsn):
             )
             await conn.execute("CREATE TEMP TABLE lean_temp AS SELECT 1 AS a", [])
             await conn.execute("SELECT 1 FROM (SELECT set_config('work_mem', '77MB', false)) s", [])
-            assert conn.lean_calls == 3
+            assert conn.lean_calls == 5
             assert conn.is_reset()
             assert not raw.is_in_transaction()
             # asyncpg saw the ParameterStatus messages: its record is the server's.

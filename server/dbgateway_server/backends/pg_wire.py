@@ -13,10 +13,16 @@ own reset round trip (see ``PostgresConnection.is_reset``).
 asyncpg's protocol refuses messages it did not ask for, so while an exchange
 runs it owns the socket: the transport's protocol is the exchange's (set
 with ``transport.set_protocol``) from the write until the reset's
-ReadyForQuery, and asyncpg's again afterwards, when asyncpg's own protocol
-is idle with nothing buffered, as it was before. Bytes that arrive after
-the last answer (a notification) are handed to asyncpg's protocol as it
-would have received them.
+ReadyForQuery, and asyncpg's again afterwards. It is borrowed only while
+asyncpg's protocol is idle outside a transaction, not cancelling, its link
+open: then asyncpg has read everything up to its last ReadyForQuery, and
+nothing else is due (a pooled connection listens to no channel, so the only
+unsolicited messages PostgreSQL might send between calls are a
+ParameterStatus after a configuration reload, or a FATAL goodbye). The
+asynchronous messages that arrive during the exchange (ParameterStatus,
+notices, notifications) and any bytes after its last answer are handed to
+asyncpg's protocol afterwards, which takes them in any state: its record of
+the server's settings stays the server's.
 
 Values are decoded into exactly the Python objects asyncpg's codecs give
 (its infinities, its UUID class, intervals as the (months, days,
@@ -412,16 +418,19 @@ def _fields(data: bytes, start: int, end: int) -> dict[str, str]:
     return fields
 
 
-def _lost() -> pgexc.ConnectionDoesNotExistError:
-    return pgexc.ConnectionDoesNotExistError("connection was closed in the middle of operation")
-
-
 class Exchange(asyncio.Protocol):
     """One lean command and the reset behind it, as the transport's protocol
     from the write until the reset's ReadyForQuery (then the transport goes
     back to ``owner``, asyncpg's protocol, by itself)."""
 
-    def __init__(self, transport: Any, owner: Any, statement: Plan, loop: Any) -> None:
+    def __init__(
+        self,
+        transport: Any,
+        owner: Any,
+        statement: Plan,
+        loop: Any,
+        reset_answer: bytes | None = None,
+    ) -> None:
         self._transport = transport
         self._owner = owner
         self._decoders = statement.decoders
@@ -446,6 +455,16 @@ class Exchange(asyncio.Protocol):
         #: (a caller cut off mid-exchange puts a new future here to wait on).
         self.finished: asyncio.Future[None] = loop.create_future()
         self.lost: BaseException | None = None
+        #: The reset's whole answer as this connection sent it before, when
+        #: known: the same bytes again are taken as they are, unparsed (the
+        #: reset's answer is the same every time a reset goes as planned).
+        self._reset_answer = reset_answer
+        #: The reset's answer of this exchange, when it went as planned and
+        #: arrived in one read: what ``reset_answer`` can be next time.
+        self.learned: bytes | None = None
+        # Where the reset's answer began in this read (-1: not yet, -2: in
+        # an earlier read).
+        self._reset_from = -1
 
     @property
     def over(self) -> bool:
@@ -477,7 +496,17 @@ class Exchange(asyncio.Protocol):
         size = len(buffer)
         needed = 5
         try:
-            while size - pos >= 5:
+            while True:
+                if self._phase == 1 and self._reset_from == -1 and pos < size:
+                    # The statement's answer is read: the reset's begins here.
+                    known = self._reset_answer
+                    if known is not None and buffer.startswith(known, pos):
+                        self._phase = 2
+                        self._finish(buffer[pos + len(known) :])
+                        return
+                    self._reset_from = pos
+                if size - pos < 5:
+                    break
                 kind, length = _HEADER.unpack_from(buffer, pos)
                 end = pos + 1 + length
                 if end > size:
@@ -486,11 +515,15 @@ class Exchange(asyncio.Protocol):
                 start = pos + 5
                 pos = end
                 if self._message(kind, buffer, start, end):
+                    if self._reset_from >= 0 and self.reset_ok and not self._asynchronous:
+                        self.learned = buffer[self._reset_from : pos]
                     self._finish(buffer[pos:])
                     return
         except Exception as exc:  # a protocol violation: nobody can trust the link
             self._fail(exc)
             return
+        if self._reset_from >= 0:
+            self._reset_from = -2  # it spans reads: not learned from this exchange
         if pos < size:
             rest = buffer[pos:]
             self._pending = [rest]
@@ -567,11 +600,30 @@ class Exchange(asyncio.Protocol):
         self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._phase == 0:
+            self.lost = self._lost_mid_statement(exc)
         if self._phase != 2:
-            self.lost = _lost()
+            # Lost during the reset: the statement's answer is whole and
+            # stands; the connection is closed, so the pool drops it.
+            self.reset_ok = False
             self._phase = 2
             self._done()
         self._owner.connection_lost(exc)
+
+    def _lost_mid_statement(self, cause: BaseException | None) -> BaseException:
+        """What asyncpg raises for a link lost mid-statement: the server's
+        error (a FATAL goodbye) kept in the message and as the cause."""
+        message = "connection was closed in the middle of operation"
+        if self.error is not None:
+            server = pgbase.PostgresError.new(self.error, query=self._query)
+            if cause is not None:
+                server.__cause__ = cause
+            cause = server
+            message = f"{message}: {server.args[0]}"
+        lost: BaseException = pgexc.ConnectionDoesNotExistError(message)
+        if cause is not None:
+            lost.__cause__ = cause
+        return lost
 
     def _done(self) -> None:
         if not self.finished.done():

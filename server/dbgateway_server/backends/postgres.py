@@ -219,7 +219,9 @@ def _rows_affected(status: str | None) -> int:
 
 
 class PostgresConnection(DriverConnection):
-    reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
+    # asyncpg sends a cancel request and waits for it; so does the lean path
+    # (its exchange is read to the end before the connection is used again).
+    reusable_after_interrupt = True
     has_roles = True
 
     #: Described statements kept per connection (beyond it, the cache starts over).
@@ -238,8 +240,14 @@ class PostgresConnection(DriverConnection):
         #: A lean exchange cut off mid-way, and the cancel request sent for
         #: it: the next use waits for both (see :meth:`_resync`).
         self._interrupted: tuple[pg_wire.Exchange, asyncio.Future[None]] | None = None
+        #: What the session reset answers when it goes as planned (learned
+        #: from the first lean exchange; see pg_wire.Exchange).
+        self._reset_answer: bytes | None = None
         #: Statements run on the lean path (for tests and measurements).
         self.lean_calls = 0
+        # The lean path borrows plain TCP (or Unix socket) transports only: a
+        # TLS transport's set_protocol is not exercised by any test here.
+        self._lean_allowed = not getattr(conn._protocol, "is_ssl", True)
 
     async def _prepare(self, sql: str, nparams: int) -> Any:
         # The private _prepare(use_cache=True) reuses the driver's statement
@@ -335,7 +343,8 @@ class PostgresConnection(DriverConnection):
         conn = self._conn
         protocol = conn._protocol
         return (
-            protocol is not None
+            self._lean_allowed
+            and protocol is not None
             and conn._transport is not None
             and not conn._transport.is_closing()
             and not protocol.is_in_transaction()
@@ -357,7 +366,7 @@ class PostgresConnection(DriverConnection):
             return None
         conn = self._conn
         loop = asyncio.get_running_loop()
-        exchange = pg_wire.Exchange(conn._transport, conn._protocol, plan, loop)
+        exchange = pg_wire.Exchange(conn._transport, conn._protocol, plan, loop, self._reset_answer)
         exchange.start(message)
         self.lean_calls += 1
         try:
@@ -374,6 +383,8 @@ class PostgresConnection(DriverConnection):
                 self._interrupted = (exchange, sent)
             raise
         self._fresh = exchange.lost is None and exchange.reset_ok
+        if exchange.learned is not None:
+            self._reset_answer = exchange.learned
         return exchange.outcome()
 
     async def _resync(self) -> None:
