@@ -210,6 +210,29 @@ def test_a_value_the_lean_path_does_not_encode_goes_through_asyncpg(run, postgre
     run(body())
 
 
+def test_a_schema_change_under_a_cached_statement_is_retried_as_before(run, postgres_dsn):
+    async def body() -> None:
+        conn = await connect(postgres_dsn)
+        raw = conn._conn
+        try:
+            await raw.execute("CREATE TABLE lean_s (a int4); INSERT INTO lean_s VALUES (1)")
+            first = await conn.query("SELECT * FROM lean_s", [], limits=LIMITS)
+            assert [c.name for c in first.columns] == ["a"]
+            await raw.execute("ALTER TABLE lean_s ADD COLUMN b text DEFAULT 'x'")
+            # PostgreSQL refuses the cached plan (its result type changed):
+            # asyncpg's cache is dropped, the statement prepared again.
+            again = await conn.query("SELECT * FROM lean_s", [], limits=LIMITS)
+            assert [c.name for c in again.columns] == ["a", "b"]
+            assert again.rows[0].values[1].string_value == "x"
+            assert conn.lean_calls == 3
+            assert conn.is_reset()
+        finally:
+            await raw.execute("DROP TABLE IF EXISTS lean_s")
+            await conn.close()
+
+    run(body())
+
+
 def test_row_limits_hold(run, postgres_dsn):
     async def body() -> None:
         conn = await connect(postgres_dsn)

@@ -306,11 +306,13 @@ class PostgresConnection(DriverConnection):
         asyncpg's own fetchrow() does. A lone statement (outside a
         transaction) goes the lean way when it can, with the session reset
         behind it (see :mod:`.pg_wire`)."""
-        self._fresh = False
         if self._interrupted is not None:
             await self._resync()
         args = POSTGRES_PARAMS.decode_all(params)
         for attempt in (1, 2):
+            # (A lean attempt that failed on a changed schema reset the
+            # session, but the retry's statement comes after that reset.)
+            self._fresh = False
             try:
                 stmt = await self._prepare(sql, len(args))
                 lean = self._description(stmt)[5]
@@ -417,6 +419,8 @@ class PostgresConnection(DriverConnection):
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
         self._fresh = False
+        with translate_errors(self._database):
+            await self._resync()
         args = POSTGRES_PARAMS.decode_all(params)
         # A cursor lives in a transaction: the caller's, or our own read-only
         # one. Ours is plain SQL rather than asyncpg's Transaction object,
@@ -425,7 +429,6 @@ class PostgresConnection(DriverConnection):
         # SAVEPOINT outside any transaction.
         own = not self._conn.is_in_transaction()
         with translate_errors(self._database):
-            await self._resync()
             if own:
                 await self._conn.execute("BEGIN READ ONLY")
             try:
