@@ -14,7 +14,8 @@ statistics and hygiene rules for PostgreSQL, MySQL and SQLite.
   caller's cancellation cannot interrupt, unless the engine already reset it
   behind the caller's last statement (:meth:`DriverConnection.is_reset`:
   MySQL sends its reset in the same write as a lone statement, a COMMIT or a
-  ROLLBACK, which saves a round trip per call); one the engine cannot settle, or
+  ROLLBACK, PostgreSQL in the same write as a lone statement of common types,
+  which saves a round trip per call); one the engine cannot settle, or
   whose reset fails, is discarded through :meth:`ConnectionPool.invalidate`,
   which logs why. A pooled connection never carries one caller's state to
   the next.

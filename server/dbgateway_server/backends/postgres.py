@@ -24,7 +24,7 @@ from ..errors import (
 )
 from ..results import collect_rows
 from ..values import POSTGRES_PARAMS, Column, Converter, convert_rows, pg_converter
-from . import pg_text
+from . import pg_text, pg_wire
 from .base import (
     Backend,
     DriverConnection,
@@ -183,9 +183,15 @@ _PROBE_SAVEPOINT = "dbgateway_probe"
 
 
 #: What a prepared statement's description holds: (asyncpg's statement state,
-#: parameter count, result columns, their converters, parameter coercions).
+#: parameter count, result columns, their converters, parameter coercions,
+#: its lean plan or None).
 _Description = tuple[
-    Any, int, list[value_pb2.Column], list[Converter], list[tuple[int, Callable[[Any], Any]]]
+    Any,
+    int,
+    list[value_pb2.Column],
+    list[Converter],
+    list[tuple[int, Callable[[Any], Any]]],
+    pg_wire.Plan | None,
 ]
 
 
@@ -196,6 +202,7 @@ RESET_QUERY = (
     "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; "
     "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DISCARD TEMP"
 )
+_RESET_MESSAGE = pg_wire.query_message(RESET_QUERY)
 
 
 def quote_identifier(name: str) -> str:
@@ -212,7 +219,9 @@ def _rows_affected(status: str | None) -> int:
 
 
 class PostgresConnection(DriverConnection):
-    reusable_after_interrupt = True  # asyncpg sends a cancel request and waits for it
+    # asyncpg sends a cancel request and waits for it; so does the lean path
+    # (its exchange is read to the end before the connection is used again).
+    reusable_after_interrupt = True
     has_roles = True
 
     #: Described statements kept per connection (beyond it, the cache starts over).
@@ -226,6 +235,19 @@ class PostgresConnection(DriverConnection):
         # state is held, so its id cannot be reused while the entry lives; a
         # re-prepared statement is a new state and gets a new entry.
         self._described: dict[int, _Description] = {}
+        #: The session was reset behind the last statement, nothing sent since.
+        self._fresh = False
+        #: A lean exchange cut off mid-way, and the cancel request sent for
+        #: it: the next use waits for both (see :meth:`_resync`).
+        self._interrupted: tuple[pg_wire.Exchange, asyncio.Future[None]] | None = None
+        #: What the session reset answers when it goes as planned (learned
+        #: from the first lean exchange; see pg_wire.Exchange).
+        self._reset_answer: bytes | None = None
+        #: Statements run on the lean path (for tests and measurements).
+        self.lean_calls = 0
+        # The lean path borrows plain TCP (or Unix socket) transports only: a
+        # TLS transport's set_protocol is not exercised by any test here.
+        self._lean_allowed = not getattr(conn._protocol, "is_ssl", True)
 
     async def _prepare(self, sql: str, nparams: int) -> Any:
         # The private _prepare(use_cache=True) reuses the driver's statement
@@ -252,13 +274,21 @@ class PostgresConnection(DriverConnection):
             if len(self._described) >= self.DESCRIBED_LIMIT:
                 self._described.clear()
             parameters = stmt.get_parameters()
-            entry = (state, len(parameters), columns, converters, pg_text.coercions(parameters))
+            coercions = pg_text.coercions(parameters)
+            lean = None
+            if not coercions:
+                lean = pg_wire.plan(
+                    state,
+                    [t.oid for t in parameters],
+                    [attr.type.oid for attr in stmt.get_attributes()],
+                )
+            entry = (state, len(parameters), columns, converters, coercions, lean)
             self._described[id(state)] = entry
         return entry
 
     def _describe(self, stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
         """The result columns and their converters (shared: do not mutate)."""
-        _, _, columns, converters, _ = self._description(stmt)
+        _, _, columns, converters, _, _ = self._description(stmt)
         return columns, converters
 
     def _bindable(self, stmt: Any, args: list[Any]) -> list[Any]:
@@ -267,14 +297,29 @@ class PostgresConnection(DriverConnection):
         plan = self._description(stmt)[4]
         return pg_text.apply(args, plan) if plan else args
 
-    async def _run(self, sql: str, params: Sequence[value_pb2.Value], limit: int) -> Any:
-        """Runs ``sql`` and fetches at most ``limit`` rows (0: all). A limit
-        needs no cursor or transaction: Execute with a row count on the
-        unnamed portal, as asyncpg's own fetchrow() does."""
+    async def _run(
+        self, sql: str, params: Sequence[value_pb2.Value], limit: int
+    ) -> tuple[Any, Sequence[Sequence[Any]], str | None]:
+        """Runs ``sql`` and fetches at most ``limit`` rows (0: all): the
+        statement, its rows and its command tag. A limit needs no cursor or
+        transaction: Execute with a row count on the unnamed portal, as
+        asyncpg's own fetchrow() does. A lone statement (outside a
+        transaction) goes the lean way when it can, with the session reset
+        behind it (see :mod:`.pg_wire`)."""
+        if self._interrupted is not None:
+            await self._resync()
         args = POSTGRES_PARAMS.decode_all(params)
         for attempt in (1, 2):
+            # (A lean attempt that failed on a changed schema reset the
+            # session, but the retry's statement comes after that reset.)
+            self._fresh = False
             try:
                 stmt = await self._prepare(sql, len(args))
+                lean = self._description(stmt)[5]
+                if lean is not None and self._lean_ready():
+                    answer = await self._lean(lean, args, limit)
+                    if answer is not None:
+                        return stmt, answer[0], answer[1]
                 args = self._bindable(stmt, args)
                 try:
                     if limit:
@@ -286,7 +331,7 @@ class PostgresConnection(DriverConnection):
                     if better is None:
                         raise
                     raise better from exc
-                return stmt, records
+                return stmt, records, stmt.get_statusmsg()
             except (pgexc.InvalidCachedStatementError, pgexc.OutdatedSchemaCacheError):
                 # The schema changed under a cached plan: drop the cache and,
                 # outside a transaction, re-prepare once (asyncpg's own rule).
@@ -294,6 +339,69 @@ class PostgresConnection(DriverConnection):
                 if attempt == 2 or self._conn.is_in_transaction():
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lean_ready(self) -> bool:
+        """asyncpg's protocol is idle outside a transaction, its link open."""
+        conn = self._conn
+        protocol = conn._protocol
+        return (
+            self._lean_allowed
+            and protocol is not None
+            and conn._transport is not None
+            and not conn._transport.is_closing()
+            and not protocol.is_in_transaction()
+            and not protocol._is_cancelling()
+            and not conn.is_closed()
+        )
+
+    async def _lean(
+        self, plan: pg_wire.Plan, args: Sequence[Any], limit: int
+    ) -> tuple[list[tuple[Any, ...]], str | None] | None:
+        """Runs the statement with the session reset behind it, in one write
+        and one round trip: its rows and tag, or None when a parameter value
+        is not one the lean path encodes (nothing was sent then). Once both
+        answers are read the session is what the pool's reset would make it,
+        unless the reset failed; the statement's error is raised after that."""
+        try:
+            message = plan.message(args, limit, _RESET_MESSAGE)
+        except pg_wire.Unsupported:
+            return None
+        conn = self._conn
+        loop = asyncio.get_running_loop()
+        exchange = pg_wire.Exchange(conn._transport, conn._protocol, plan, loop, self._reset_answer)
+        exchange.start(message)
+        self.lean_calls += 1
+        try:
+            await exchange.finished
+        except asyncio.CancelledError:
+            if not exchange.over:
+                # As asyncpg does: ask the server to cancel the statement, and
+                # let the next use of the connection wait until the cancel
+                # request was delivered and both answers were read.
+                drained: asyncio.Future[None] = loop.create_future()
+                exchange.finished = drained
+                sent: asyncio.Future[None] = loop.create_future()
+                conn._cancel_current_command(sent, drained)
+                self._interrupted = (exchange, sent)
+            raise
+        self._fresh = exchange.lost is None and exchange.reset_ok
+        if exchange.learned is not None:
+            self._reset_answer = exchange.learned
+        return exchange.outcome()
+
+    async def _resync(self) -> None:
+        """Waits for a lean exchange cut off mid-way: its cancel request
+        delivered and both its answers read (then the socket is asyncpg's
+        again). Raises when the connection was lost meanwhile."""
+        interrupted = self._interrupted
+        if interrupted is None:
+            return
+        exchange, sent = interrupted
+        await asyncio.shield(sent)
+        await asyncio.shield(exchange.finished)
+        self._interrupted = None
+        if exchange.lost is not None:
+            raise exchange.lost
 
     async def query(
         self,
@@ -303,13 +411,16 @@ class PostgresConnection(DriverConnection):
         limits: ResultLimits,
     ) -> ResultSet:
         with translate_errors(self._database):
-            stmt, records = await self._run(sql, params, limits.fetch_rows)
+            stmt, records, _ = await self._run(sql, params, limits.fetch_rows)
             columns, converters = self._describe(stmt)
         rows, truncated, batches = collect_rows(records, converters, limits)
         return ResultSet(columns, rows, truncated, batches)
 
     @contextlib.asynccontextmanager
     async def stream(self, sql: str, params: Sequence[value_pb2.Value]) -> AsyncIterator[RowStream]:
+        self._fresh = False
+        with translate_errors(self._database):
+            await self._resync()
         args = POSTGRES_PARAMS.decode_all(params)
         # A cursor lives in a transaction: the caller's, or our own read-only
         # one. Ours is plain SQL rather than asyncpg's Transaction object,
@@ -359,9 +470,8 @@ class PostgresConnection(DriverConnection):
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
         with translate_errors(self._database):
-            stmt, records = await self._run(sql, params, 0)
+            stmt, records, status = await self._run(sql, params, 0)
             columns, converters = self._describe(stmt)
-            status = stmt.get_statusmsg()
         # A read's tag counts the rows it returned ("SELECT 3"), not rows it
         # changed; CREATE TABLE AS also says SELECT, but returns no columns.
         read = bool(columns) and (status or "").split(" ", 1)[0] in ("SELECT", "FETCH")
@@ -383,8 +493,10 @@ class PostgresConnection(DriverConnection):
         per row changed, which is what its tag would count), one that already
         has RETURNING (or a SELECT) as it is. Any other statement runs once
         per parameter set, reading each tag."""
+        self._fresh = False
         args = [POSTGRES_PARAMS.decode_all(params) for params in param_sets]
         with translate_errors(self._database):
+            await self._resync()
             if args:
                 stmt = await self._prepare(sql, len(args[0]))
                 if self._description(stmt)[4]:
@@ -453,10 +565,13 @@ class PostgresConnection(DriverConnection):
             # Same round trip (simple protocol, our own text): the role lasts
             # until the transaction ends, whatever ends it.
             sql += f"; SET LOCAL ROLE {quote_identifier(mode.role)}"
+        self._fresh = False
         with translate_errors(self._database):
+            await self._resync()
             await self._conn.execute(sql)
 
     async def commit(self) -> None:
+        self._fresh = False
         with translate_errors(self._database):
             status = await self._conn.execute("COMMIT")
         if status == "ROLLBACK":
@@ -470,8 +585,12 @@ class PostgresConnection(DriverConnection):
             )
 
     async def rollback(self) -> None:
+        self._fresh = False
         with translate_errors(self._database):
             await self._conn.execute("ROLLBACK")
+
+    def is_reset(self) -> bool:
+        return self._fresh and not self._conn.is_closed()
 
     async def reset(self) -> None:
         """asyncpg's ``Connection.reset()``, made safe against interrupted
@@ -480,8 +599,11 @@ class PostgresConnection(DriverConnection):
         cancel one) has not sent yet. Here the reset runs first; its own
         round trip waits for whatever was in flight, so the status it ends
         with is the server's; a transaction found then is rolled back and the
-        reset, whose settings a rollback would undo, runs again."""
+        reset, whose settings a rollback would undo, runs again. A lean
+        exchange cut off mid-way is waited for first (:meth:`_resync`)."""
+        self._fresh = False
         with translate_errors(self._database):
+            await self._resync()
             if self._conn.is_in_transaction():
                 await self._conn.execute("ROLLBACK")
             for _ in range(2):
@@ -504,18 +626,25 @@ class PostgresConnection(DriverConnection):
         return bool(self._conn.is_closed())
 
     async def ping(self, limit: float) -> None:
+        self._fresh = False
         with translate_errors(self._database):
+            async with asyncio.timeout(limit):
+                await self._resync()
             await self._conn.execute("SELECT 1", timeout=limit)
 
     async def replication_position(self) -> str:
         # The insert position, not the write one: with synchronous_commit off
         # a commit record may still sit in the WAL buffers, behind which the
         # write position would point.
+        self._fresh = False
         with translate_errors(self._database):
+            await self._resync()
             return str(await self._conn.fetchval("SELECT pg_current_wal_insert_lsn()::text"))
 
     async def replica_lag(self) -> float | None:
+        self._fresh = False
         with translate_errors(self._database):
+            await self._resync()
             lag = await self._conn.fetchval(_REPLICA_LAG_SQL)
         return None if lag is None else max(float(lag), 0.0)
 
@@ -525,7 +654,9 @@ class PostgresConnection(DriverConnection):
                 "options.read_after", "not a read_token of this PostgreSQL database"
             )
         until = time.monotonic() + wait
+        self._fresh = False
         with translate_errors(self._database):
+            await self._resync()
             while True:
                 # PostgreSQL has no wait-for-LSN function before 17; a replica
                 # replays continuously, so a short poll finds the moment.
