@@ -9,18 +9,13 @@ connection of the call before."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import grpc
 import pytest
 
 from dbgateway.v1 import database_service_pb2 as pb
-from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
-from dbgateway.v1 import value_pb2
-from tests.faultproxy import FaultProxy
+from tests.integration.recording import RecordedGateway, recorded_gateway
 from tests.support import (
-    ServerProcess,
     V,
     call_error,
     create_mysql_database,
@@ -54,24 +49,10 @@ def commands(chunk: bytes) -> list[str]:
     return found
 
 
-def _plain(value: value_pb2.Value) -> object:
-    kind = value.WhichOneof("kind")
-    return None if kind == "null_value" else getattr(value, kind)
-
-
-@dataclass
-class Wire:
-    proxy: FaultProxy
-    db: pb_grpc.DatabaseServiceStub
-    dsn: str  # direct, not through the proxy
-
+class Wire(RecordedGateway):
     def writes_with(self, sent: list[bytes], text: str) -> list[list[str]]:
         """The gateway's writes (each as its commands) that carried ``text``."""
         return [found for found in map(commands, list(sent)) if any(text in c for c in found)]
-
-    def query(self, sql: str, *params: value_pb2.Value) -> list[tuple[object, ...]]:
-        response = self.db.Query(pb.QueryRequest(database="mysql", sql=sql, params=params))
-        return [tuple(_plain(v) for v in row.values) for row in response.rows]
 
     def connection_id(self) -> int:
         return int(self.query("SELECT CONNECTION_ID()")[0][0])
@@ -80,20 +61,10 @@ class Wire:
 @pytest.fixture(scope="module")
 def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wire]:
     dsn = create_mysql_database()
-    parts = urlsplit(dsn)
-    workdir = tmp_path_factory.mktemp("mysql-wire")
     try:
-        with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 3306) as proxy:
-            config = (
-                f'[databases.mysql]\ndsn = "{proxy.dsn(dsn)}"\n'
-                "pool = { min_size = 1, max_size = 1 }\n"
-            )
-            server = ServerProcess(workdir, config=config).start()
-            try:
-                with server.channel() as channel:
-                    yield Wire(proxy, pb_grpc.DatabaseServiceStub(channel), dsn)
-            finally:
-                server.stop()
+        workdir = tmp_path_factory.mktemp("mysql-wire")
+        with recorded_gateway(Wire, workdir, "mysql", dsn, 3306) as wire:
+            yield wire
     finally:
         drop_mysql_database(dsn)
 

@@ -11,19 +11,14 @@ from __future__ import annotations
 import struct
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import grpc
 import pytest
 
 from dbgateway.v1 import database_service_pb2 as pb
-from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
-from dbgateway.v1 import value_pb2
 from dbgateway_server.backends.postgres import RESET_QUERY
-from tests.faultproxy import FaultProxy
+from tests.integration.recording import RecordedGateway, recorded_gateway
 from tests.support import (
-    ServerProcess,
     V,
     call_error,
     create_postgres_database,
@@ -57,23 +52,9 @@ def messages(chunk: bytes) -> list[str]:
     return found
 
 
-def _plain(value: value_pb2.Value) -> object:
-    kind = value.WhichOneof("kind")
-    return None if kind == "null_value" else getattr(value, kind)
-
-
-@dataclass
-class Wire:
-    proxy: FaultProxy
-    db: pb_grpc.DatabaseServiceStub
-    dsn: str  # direct, not through the proxy
-
+class Wire(RecordedGateway):
     def writes(self, sent: list[bytes]) -> list[list[str]]:
         return [found for found in map(messages, list(sent)) if found]
-
-    def query(self, sql: str, *params: value_pb2.Value) -> list[tuple[object, ...]]:
-        response = self.db.Query(pb.QueryRequest(database="pg", sql=sql, params=params))
-        return [tuple(_plain(v) for v in row.values) for row in response.rows]
 
     def backend_pid(self) -> int:
         return int(self.query("SELECT pg_backend_pid()")[0][0])
@@ -82,17 +63,9 @@ class Wire:
 @pytest.fixture(scope="module")
 def wire(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wire]:
     dsn = create_postgres_database()
-    parts = urlsplit(dsn)
-    workdir = tmp_path_factory.mktemp("pg-wire")
     try:
-        with FaultProxy(parts.hostname or "127.0.0.1", parts.port or 5432) as proxy:
-            config = f'[databases.pg]\ndsn = "{proxy.dsn(dsn)}"\npool = {{ min_size = 1, max_size = 1 }}\n'
-            server = ServerProcess(workdir, config=config).start()
-            try:
-                with server.channel() as channel:
-                    yield Wire(proxy, pb_grpc.DatabaseServiceStub(channel), dsn)
-            finally:
-                server.stop()
+        with recorded_gateway(Wire, tmp_path_factory.mktemp("pg-wire"), "pg", dsn, 5432) as wire:
+            yield wire
     finally:
         drop_postgres_database(dsn)
 
