@@ -32,7 +32,7 @@ from .backends.base import (
     ResultSet,
     TransactionMode,
 )
-from .call import CallOptions, Deadline, LiveTransaction, Outcome, ResultStream
+from .call import CallOptions, Deadline, LiveTransaction, Outcome, ResultStream, Timeout
 from .config import DatabaseConfig, Engine, ReadPreference
 from .errors import GatewayError, Reason, misconfiguration
 from .placeholders import with_placeholder_hint
@@ -679,10 +679,10 @@ class Database:
         if not options.read_only and not role:
             yield
             return
-        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+        async with Timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.begin(TransactionMode(read_only=options.read_only, role=role))
         yield
-        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+        async with Timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.commit()
 
     async def statement(
@@ -702,7 +702,7 @@ class Database:
         tracing is on, is a CLIENT span of its own."""
         with self.counted(sql, write=write) as count:
             try:
-                async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+                async with Timeout(options.deadline.bounded(self.config.statement_timeout)):
                     if write:
                         result: ResultSet | ExecResult = await conn.execute(sql, params)
                     else:
@@ -776,7 +776,7 @@ class Database:
         with self.counted(sql, write=False) as count:
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    async with asyncio.timeout(fetch_timeout()):
+                    async with Timeout(fetch_timeout()):
                         rows = await stack.enter_async_context(conn.stream(sql, params))
                 except GatewayError as exc:
                     raise with_placeholder_hint(exc, self.engine, sql) from None
