@@ -263,6 +263,8 @@ class Database:
         self.statements = statements if statements is not None else StatementStatistics(0)
         self._span_attributes = _database_span_attributes(config)
         self.name = config.name
+        #: How the retry policy's log names it.
+        self._what = f"database {config.name}"
         #: ``primary``, or the replica's name (``replica-1``, ...).
         self.endpoint = endpoint
         self.backend = backend
@@ -469,7 +471,7 @@ class Database:
                 lambda: self._run_once(sql, params, options, write=write),
                 kind=CallKind.of(write=write, idempotent=options.idempotent),
                 deadline=options.deadline,
-                what=f"database {self.name}",
+                what=self._what,
             )
         except GatewayError as exc:
             raise self.named(exc) from None
@@ -544,6 +546,9 @@ class Database:
         picks (:meth:`_read_endpoint`). A replica that fails on the way
         (refused, lost, circuit open) hands the read to the next usable
         replica, and then to the primary unless only a replica would do."""
+        if not self.replicas.replicas:  # the primary is all there is
+            routed_to(PRIMARY)
+            return await self.run(sql, params, options, write=False)
         tried: list[Replica] = []
         while True:
             replica = await self._read_endpoint(options, tried)
