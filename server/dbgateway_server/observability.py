@@ -415,15 +415,37 @@ def _clip(value: str, limit: int = MAX_LOGGED_VALUE) -> str:
 _MISREADABLE = re.compile(r'[ "=\\]')
 
 
+#: Short strings already found to need no quoting (method names, codes,
+#: endpoints, principals, databases): a set lookup instead of the checks.
+#: Bounded: once full, new values are checked every time.
+_plain: set[str] = set()
+_PLAIN_LIMIT = 4096
+_PLAIN_LENGTH = 24
+
+
 def logfmt(fields: Mapping[str, object]) -> str:
     """``key=value`` pairs; strings that could be misread (spaces, quotes, '=',
     newlines) are JSON-quoted, so a caller cannot forge a log line. Empty
     strings are left out."""
     parts: list[str] = []
     append = parts.append
+    known = _plain
     for key, value in fields.items():
-        kind = type(value)
         # The exact types first: an access-log line (one per call) has only these.
+        if type(value) is str:
+            if not value:
+                continue
+            if value in known:  # a value seen before (a method, a code, ...)
+                append(f"{key}={value}")
+                continue
+            if value.isprintable() and _MISREADABLE.search(value) is None:
+                if len(known) < _PLAIN_LIMIT and len(value) <= _PLAIN_LENGTH:
+                    known.add(value)
+                append(f"{key}={value}")
+            else:
+                append(f"{key}={json.dumps(value, ensure_ascii=False)}")
+            continue
+        kind = type(value)
         if kind is int:
             append(f"{key}={value}")
             continue

@@ -103,6 +103,14 @@ def test_logfmt_quotes_anything_that_could_forge_a_field_or_a_line():
     assert line == 'tag="x code=OK\\nfake line \\"" method=Query n=3'
 
 
+def test_logfmt_renders_a_value_the_same_every_time_it_comes_back():
+    fields = {"method": "Query", "tag": "a b", "principal": "(unauthenticated)", "n": 1}
+    lines = {logfmt(fields) for _ in range(3)}
+    assert lines == {'method=Query tag="a b" principal=(unauthenticated) n=1'}
+    long_value = "x" * 100  # too long to be remembered: checked every time
+    assert logfmt({"v": long_value}) == logfmt({"v": long_value}) == f"v={long_value}"
+
+
 def test_logfmt_leaves_out_empty_strings_and_shows_milliseconds_to_the_microsecond():
     assert logfmt({"tag": "", "duration_ms": 1.23456, "reason": ""}) == "duration_ms=1.235"
 
