@@ -26,6 +26,7 @@ import bisect
 import collections
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -260,6 +261,16 @@ class _Flush(Collector):
         return ()
 
 
+def _add_to_histogram(histogram: Histogram, seconds: float, counts: Sequence[int]) -> None:
+    """What ``observe()`` of each tallied value does, once for all of them:
+    the sum, and each bucket's own count (prometheus_client adds them up into
+    the cumulative ``le`` series when collected)."""
+    histogram._sum.inc(seconds)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+
+
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of its own.
 
@@ -279,6 +290,8 @@ class Metrics:
         #: tally of the calls answered with those labels since the last flush:
         #: [calls, rows, seconds, calls per request-duration bucket...].
         self._pending: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
+        #: database -> [waits, seconds, waits per acquire bucket...] since the last flush.
+        self._pending_waits: dict[str, list[Any]] = {}
         self._flush_scheduled = False
         r.register(_Flush(self.flush))
         self.requests = Counter(
@@ -339,6 +352,7 @@ class Metrics:
         #: The request-duration bucket bounds (the last is +Inf), as the
         #: histogram places an observation: in the first bound it is <= to.
         self._bounds = (*REQUEST_BUCKETS, float("inf"))
+        self._acquire_bounds = (*ACQUIRE_BUCKETS, float("inf"))
         r.register(GatewayCollector(gateway))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
@@ -365,27 +379,40 @@ class Metrics:
         tally[2] += seconds
         tally[3 + bisect.bisect_left(self._bounds, seconds)] += 1
         if not self._flush_scheduled:
-            loop = asyncio._get_running_loop()
-            if loop is None:
-                self.flush()
-            else:
-                self._flush_scheduled = True
-                loop.call_soon(self.flush)
+            self._schedule_flush()
+
+    def waited(self, database: str, seconds: float) -> None:
+        """Counts one wait for a pooled connection of ``database`` in the
+        pool-acquire histogram (applied by :meth:`flush`)."""
+        tally = self._pending_waits.get(database)
+        if tally is None:
+            tally = self._pending_waits[database] = [0, 0.0] + [0] * len(self._acquire_bounds)
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect.bisect_left(self._acquire_bounds, seconds)] += 1
+        if not self._flush_scheduled:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        loop = asyncio._get_running_loop()
+        if loop is None:
+            self.flush()
+        else:
+            self._flush_scheduled = True
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Applies the tallies of the calls answered since the last flush."""
         self._flush_scheduled = False
+        waits, self._pending_waits = self._pending_waits, {}
+        for database, tally in waits.items():
+            _add_to_histogram(self.pool_acquire.labels(database), tally[1], tally[2:])
         pending, self._pending = self._pending, {}
         for (method, database, endpoint, code, transport, principal), tally in pending.items():
             calls, rows, seconds = tally[0], tally[1], tally[2]
             self.answered(method, database, endpoint, code, transport).inc(calls)
             self.answered_for(principal, code).inc(calls)
-            duration = self.answer_time(method, database, endpoint)
-            # What observe() does for each call, once for all of them.
-            duration._sum.inc(seconds)
-            for bucket, count in zip(duration._buckets, tally[3:], strict=True):
-                if count:
-                    bucket.inc(count)
+            _add_to_histogram(self.answer_time(method, database, endpoint), seconds, tally[3:])
             if rows:
                 self.rows_for(database).inc(rows)
 
@@ -807,7 +834,7 @@ class Observability:
         """Hooks into the pools, opens the metrics endpoint (when configured) and
         starts watching open transactions."""
         for name, db in self._gateway.databases.items():
-            observe = self.metrics.pool_acquire.labels(name).observe
+            observe = functools.partial(self.metrics.waited, name)
             db.pool.acquire_observer = (
                 _traced_acquire(observe, name) if tracing.tracer is not None else observe
             )

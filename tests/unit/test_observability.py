@@ -22,6 +22,7 @@ from dbgateway_server.config import Config, DatabaseConfig, Engine, ServerConfig
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.gateway import Gateway
 from dbgateway_server.observability import (
+    ACQUIRE_BUCKETS,
     FIELDS,
     NO_DATABASE,
     REQUEST_BUCKETS,
@@ -215,6 +216,19 @@ async def test_answered_calls_tallied_per_loop_turn_read_as_one_inc_and_observe_
         assert ours[-1] == pytest.approx(expected[-1])
         await asyncio.sleep(0)
     assert b"dbgateway_requests_total" in obs.metrics.exposition()
+
+
+def test_pool_waits_tallied_per_loop_turn_read_as_one_observe_each():
+    obs = observability("pg")
+    registry = CollectorRegistry()
+    reference = Histogram("ref", "", buckets=ACQUIRE_BUCKETS, registry=registry)
+    for seconds in (0.0, 0.0001, 0.00011, 0.05, 9.0, 11.0, 0.0001):
+        obs.metrics.waited("pg", seconds)
+        reference.observe(seconds)
+    for le in [*map(str, ACQUIRE_BUCKETS), "+Inf"]:
+        ours = sample(obs, "dbgateway_pool_acquire_seconds_bucket", database="pg", le=le)
+        assert ours == registry.get_sample_value("ref_bucket", {"le": le})
+    assert sample(obs, "dbgateway_pool_acquire_seconds_count", database="pg") == 7
 
 
 def test_the_slow_query_log_has_the_sql_and_the_parameter_count_never_a_value(caplog):
