@@ -902,25 +902,23 @@ class Observability:
         self.metrics.answered_call(
             call.method, db, endpoint, code, call.transport, principal, elapsed, call.rows
         )
-        _emit(
-            access_log,
-            logging.INFO,
-            {
-                "request_id": _clip(call.request_id),
-                "method": call.method,
-                "principal": principal,
-                "database": _clip(call.database or db) if call.database is not None else "",
-                "endpoint": endpoint,
-                "tag": _clip(call.tag),
-                "code": call.code.name,
-                "reason": call.reason,
-                "duration_ms": elapsed * 1000,
-                "rows": call.rows,
-                "retries": call.retries,
-                "transport": call.transport,
-                **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
-            },
-        )
+        fields: dict[str, object] = {
+            "request_id": _clip(call.request_id),
+            "method": call.method,
+            "principal": principal,
+            "database": _clip(call.database or db) if call.database is not None else "",
+            "endpoint": endpoint,
+            "tag": _clip(call.tag),
+            "code": code,
+            "reason": call.reason,
+            "duration_ms": elapsed * 1000,
+            "rows": call.rows,
+            "retries": call.retries,
+            "transport": call.transport,
+        }
+        if call.forwarded_to:
+            fields["forwarded_to"] = call.forwarded_to
+        _emit(access_log, logging.INFO, fields)
         if call.sql and elapsed >= self.config.slow_query_threshold:
             self.slow_query(call, elapsed)
         if call.span is not None:
