@@ -277,9 +277,11 @@ class Metrics:
     Every answered call counts itself in four series (requests, principal
     requests, request duration, rows returned); doing that through
     prometheus_client costs a label lookup and a lock per series on every
-    call. :meth:`answered_call` adds the call to a plain tally instead, which
-    is applied to the series once per event-loop turn, and before any
-    collection of the registry (a scrape reads exact values)."""
+    call. :meth:`answered_call` adds the call to a plain tally instead (one
+    entry per label set, so bounded as the labels are), which is applied to
+    the series when the registry is collected, before anything is read (a
+    scrape reads exact values). Not once per loop turn: on a loaded gateway
+    a turn often answers a single call, and the flush would cost what it saves."""
 
     def __init__(self, gateway: Gateway) -> None:
         # The _created series double the output and no dashboard reads them.
@@ -292,7 +294,6 @@ class Metrics:
         self._pending: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
         #: database -> [waits, seconds, waits per acquire bucket...] since the last flush.
         self._pending_waits: dict[str, list[Any]] = {}
-        self._flush_scheduled = False
         r.register(_Flush(self.flush))
         self.requests = Counter(
             "dbgateway_requests",
@@ -378,8 +379,6 @@ class Metrics:
         tally[1] += rows
         tally[2] += seconds
         tally[3 + bisect.bisect_left(self._bounds, seconds)] += 1
-        if not self._flush_scheduled:
-            self._schedule_flush()
 
     def waited(self, database: str, seconds: float) -> None:
         """Counts one wait for a pooled connection of ``database`` in the
@@ -390,20 +389,10 @@ class Metrics:
         tally[0] += 1
         tally[1] += seconds
         tally[2 + bisect.bisect_left(self._acquire_bounds, seconds)] += 1
-        if not self._flush_scheduled:
-            self._schedule_flush()
-
-    def _schedule_flush(self) -> None:
-        loop = asyncio._get_running_loop()
-        if loop is None:
-            self.flush()
-        else:
-            self._flush_scheduled = True
-            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Applies the tallies of the calls answered since the last flush."""
-        self._flush_scheduled = False
+        """Applies the tallies of the calls answered since the last flush
+        (called by every collection of the registry)."""
         waits, self._pending_waits = self._pending_waits, {}
         for database, tally in waits.items():
             _add_to_histogram(self.pool_acquire.labels(database), tally[1], tally[2:])

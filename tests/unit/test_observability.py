@@ -186,10 +186,11 @@ def test_a_failed_call_to_an_unknown_database_counts_under_the_fixed_label():
     )  # fmt: skip
 
 
-async def test_answered_calls_tallied_per_loop_turn_read_as_one_inc_and_observe_each():
-    """The answered calls are tallied and applied to the series once per loop
-    turn: a scrape in the same turn, and one after it, read what a
-    Counter.inc and a Histogram.observe per call make (bucket edges too)."""
+async def test_answered_calls_tallied_until_collected_read_as_one_inc_and_observe_each():
+    """The answered calls are tallied and applied to the series when the
+    registry is collected: a scrape in the same loop turn, and one after it,
+    read what a Counter.inc and a Histogram.observe per call make (bucket
+    edges too)."""
     obs = observability("pg")
     registry = CollectorRegistry()
     reference = Histogram("ref", "", buckets=REQUEST_BUCKETS, registry=registry)
@@ -218,7 +219,7 @@ async def test_answered_calls_tallied_per_loop_turn_read_as_one_inc_and_observe_
     assert b"dbgateway_requests_total" in obs.metrics.exposition()
 
 
-def test_pool_waits_tallied_per_loop_turn_read_as_one_observe_each():
+def test_pool_waits_tallied_until_collected_read_as_one_observe_each():
     obs = observability("pg")
     registry = CollectorRegistry()
     reference = Histogram("ref", "", buckets=ACQUIRE_BUCKETS, registry=registry)
