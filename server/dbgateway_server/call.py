@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,116 @@ class Deadline:
         """What is left, but at most ``cap``."""
         left = self.remaining()
         return cap if left is None else min(left, cap)
+
+
+class _Timers:
+    """The :class:`Timeout` blocks in flight on one event loop, served by one
+    loop timer armed at the earliest of their deadlines. Every statement has
+    a deadline, and a loop timer of its own for each (made and cancelled on
+    every call) costs more than the statement's own bookkeeping; here a
+    block's entry and exit are a set insertion and removal, and the one
+    timer is moved only for a deadline sooner than the one it is set for."""
+
+    __slots__ = ("_armed_at", "_handle", "_live", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._live: set[Timeout] = set()
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed_at = float("inf")
+
+    def add(self, timeout: Timeout) -> None:
+        self._live.add(timeout)
+        when = timeout.when
+        if when < self._armed_at:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._armed_at = when
+            self._handle = self.loop.call_at(when, self._fire)
+
+    def discard(self, timeout: Timeout) -> None:
+        self._live.discard(timeout)
+
+    def _fire(self) -> None:
+        # Due: what the loop timer was set for (it fires when the loop's own
+        # clock says so, as the timer of asyncio.timeout would), and anything
+        # already past by the loop's clock.
+        due = max(self._armed_at, self.loop.time())
+        self._handle = None
+        self._armed_at = float("inf")
+        live = self._live
+        expired = [t for t in live if t.when <= due]
+        for timeout in expired:
+            live.discard(timeout)
+            timeout.expire()
+        if live:
+            when = min(t.when for t in live)
+            self._armed_at = when
+            self._handle = self.loop.call_at(when, self._fire)
+
+
+class _LoopTimers(threading.local):
+    timers: _Timers | None = None
+
+
+_loop_timers = _LoopTimers()
+
+
+def _timers(loop: asyncio.AbstractEventLoop) -> _Timers:
+    timers = _loop_timers.timers
+    if timers is None or timers.loop is not loop:
+        timers = _loop_timers.timers = _Timers(loop)
+    return timers
+
+
+class Timeout:
+    """``asyncio.timeout(delay)`` with the same behaviour (the task is
+    cancelled at the deadline, and the block's CancelledError becomes
+    TimeoutError unless someone else cancelled it too), on the loop's one
+    shared timer (:class:`_Timers`). Not reusable; ``delay`` None: no limit."""
+
+    __slots__ = ("_cancelling", "_delay", "_expired", "_task", "_timers", "when")
+
+    def __init__(self, delay: float | None) -> None:
+        self.when = float("inf") if delay is None else 0.0
+        self._delay = delay
+        self._expired = False
+        self._task: asyncio.Task[Any] | None = None
+        self._timers: _Timers | None = None
+
+    async def __aenter__(self) -> Timeout:
+        delay = self._delay
+        if delay is None:
+            return self
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Timeout should be used inside a task")
+        loop = task.get_loop()
+        self._task = task
+        self._cancelling = task.cancelling()
+        self.when = loop.time() + delay
+        timers = self._timers = _timers(loop)
+        timers.add(self)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if self._expired:
+            assert self._task is not None
+            if self._task.uncancel() <= self._cancelling and kind is asyncio.CancelledError:
+                raise TimeoutError from exc
+        elif self._timers is not None:
+            self._timers.discard(self)
+
+    def expire(self) -> None:
+        """The deadline passed (called by the loop's timer)."""
+        assert self._task is not None
+        self._expired = True
+        self._task.cancel()
+
+    def expired(self) -> bool:
+        return self._expired
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +255,11 @@ class ResultStream:
         return self._chunker.batches(self._fetch_records, self._rows.converters, v2=v2)
 
     async def _fetch(self, n: int) -> list[value_pb2.Row]:
-        async with asyncio.timeout(self._fetch_timeout()):
+        async with Timeout(self._fetch_timeout()):
             return await self._rows.fetch(n)
 
     async def _fetch_records(self, n: int) -> Sequence[Sequence[Any]]:
-        async with asyncio.timeout(self._fetch_timeout()):
+        async with Timeout(self._fetch_timeout()):
             return await self._rows.fetch_records(n)
 
 

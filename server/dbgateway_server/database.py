@@ -32,7 +32,7 @@ from .backends.base import (
     ResultSet,
     TransactionMode,
 )
-from .call import CallOptions, Deadline, LiveTransaction, Outcome, ResultStream
+from .call import CallOptions, Deadline, LiveTransaction, Outcome, ResultStream, Timeout
 from .config import DatabaseConfig, Engine, ReadPreference
 from .errors import GatewayError, Reason, misconfiguration
 from .placeholders import with_placeholder_hint
@@ -263,6 +263,8 @@ class Database:
         self.statements = statements if statements is not None else StatementStatistics(0)
         self._span_attributes = _database_span_attributes(config)
         self.name = config.name
+        #: How the retry policy's log names it.
+        self._what = f"database {config.name}"
         #: ``primary``, or the replica's name (``replica-1``, ...).
         self.endpoint = endpoint
         self.backend = backend
@@ -469,7 +471,7 @@ class Database:
                 lambda: self._run_once(sql, params, options, write=write),
                 kind=CallKind.of(write=write, idempotent=options.idempotent),
                 deadline=options.deadline,
-                what=f"database {self.name}",
+                what=self._what,
             )
         except GatewayError as exc:
             raise self.named(exc) from None
@@ -544,6 +546,9 @@ class Database:
         picks (:meth:`_read_endpoint`). A replica that fails on the way
         (refused, lost, circuit open) hands the read to the next usable
         replica, and then to the primary unless only a replica would do."""
+        if not self.replicas.replicas:  # the primary is all there is
+            routed_to(PRIMARY)
+            return await self.run(sql, params, options, write=False)
         tried: list[Replica] = []
         while True:
             replica = await self._read_endpoint(options, tried)
@@ -679,10 +684,10 @@ class Database:
         if not options.read_only and not role:
             yield
             return
-        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+        async with Timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.begin(TransactionMode(read_only=options.read_only, role=role))
         yield
-        async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+        async with Timeout(options.deadline.bounded(self.config.statement_timeout)):
             await conn.commit()
 
     async def statement(
@@ -702,7 +707,7 @@ class Database:
         tracing is on, is a CLIENT span of its own."""
         with self.counted(sql, write=write) as count:
             try:
-                async with asyncio.timeout(options.deadline.bounded(self.config.statement_timeout)):
+                async with Timeout(options.deadline.bounded(self.config.statement_timeout)):
                     if write:
                         result: ResultSet | ExecResult = await conn.execute(sql, params)
                     else:
@@ -777,7 +782,7 @@ class Database:
         with self.counted(sql, write=False) as count:
             async with contextlib.AsyncExitStack() as stack:
                 try:
-                    async with asyncio.timeout(fetch_timeout()):
+                    async with Timeout(fetch_timeout()):
                         rows = await stack.enter_async_context(conn.stream(sql, params))
                 except GatewayError as exc:
                     raise with_placeholder_hint(exc, self.engine, sql) from None

@@ -22,9 +22,11 @@ logged unless ``log_parameters = true`` (then in the slow-query log only).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -246,14 +248,53 @@ class Children:
         return child
 
 
+class _Flush(Collector):
+    """Registered first in the gateway's registry: any collection (a scrape,
+    a test reading a sample) applies the answered calls still pending first,
+    so what it reads is exact."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return ()
+
+
+def _add_to_histogram(histogram: Histogram, seconds: float, counts: Sequence[int]) -> None:
+    """What ``observe()`` of each tallied value does, once for all of them:
+    the sum, and each bucket's own count (prometheus_client adds them up into
+    the cumulative ``le`` series when collected)."""
+    histogram._sum.inc(seconds)
+    for bucket, count in zip(histogram._buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
+
+
 class Metrics:
-    """The gateway's Prometheus metrics, in a registry of its own."""
+    """The gateway's Prometheus metrics, in a registry of its own.
+
+    Every answered call counts itself in four series (requests, principal
+    requests, request duration, rows returned); doing that through
+    prometheus_client costs a label lookup and a lock per series on every
+    call. :meth:`answered_call` adds the call to a plain tally instead (one
+    entry per label set, so bounded as the labels are), which is applied to
+    the series when the registry is collected, before anything is read (a
+    scrape reads exact values). Not once per loop turn: on a loaded gateway
+    a turn often answers a single call, and the flush would cost what it saves."""
 
     def __init__(self, gateway: Gateway) -> None:
         # The _created series double the output and no dashboard reads them.
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        #: (method, database, endpoint, code, transport, principal) -> the
+        #: tally of the calls answered with those labels since the last flush:
+        #: [calls, rows, seconds, calls per request-duration bucket...].
+        self._pending: dict[tuple[str, str, str, str, str, str], list[Any]] = {}
+        #: database -> [waits, seconds, waits per acquire bucket...] since the last flush.
+        self._pending_waits: dict[str, list[Any]] = {}
+        r.register(_Flush(self.flush))
         self.requests = Counter(
             "dbgateway_requests",
             "Calls answered, by method, database, endpoint (primary, replica-1, ...), gRPC "
@@ -309,9 +350,60 @@ class Metrics:
         self.answered_for = Children(self.principal_requests)
         self.answer_time = Children(self.request_duration)
         self.rows_for = Children(self.rows_returned)
+        #: The request-duration bucket bounds (the last is +Inf), as the
+        #: histogram places an observation: in the first bound it is <= to.
+        self._bounds = (*REQUEST_BUCKETS, float("inf"))
+        self._acquire_bounds = (*ACQUIRE_BUCKETS, float("inf"))
         r.register(GatewayCollector(gateway))
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+
+    def answered_call(
+        self,
+        method: str,
+        database: str,
+        endpoint: str,
+        code: str,
+        transport: str,
+        principal: str,
+        seconds: float,
+        rows: int,
+    ) -> None:
+        """Counts one answered call in requests, principal requests, request
+        duration and rows returned (applied by :meth:`flush`)."""
+        key = (method, database, endpoint, code, transport, principal)
+        tally = self._pending.get(key)
+        if tally is None:
+            tally = self._pending[key] = [0, 0, 0.0] + [0] * len(self._bounds)
+        tally[0] += 1
+        tally[1] += rows
+        tally[2] += seconds
+        tally[3 + bisect.bisect_left(self._bounds, seconds)] += 1
+
+    def waited(self, database: str, seconds: float) -> None:
+        """Counts one wait for a pooled connection of ``database`` in the
+        pool-acquire histogram (applied by :meth:`flush`)."""
+        tally = self._pending_waits.get(database)
+        if tally is None:
+            tally = self._pending_waits[database] = [0, 0.0] + [0] * len(self._acquire_bounds)
+        tally[0] += 1
+        tally[1] += seconds
+        tally[2 + bisect.bisect_left(self._acquire_bounds, seconds)] += 1
+
+    def flush(self) -> None:
+        """Applies the tallies of the calls answered since the last flush
+        (called by every collection of the registry)."""
+        waits, self._pending_waits = self._pending_waits, {}
+        for database, tally in waits.items():
+            _add_to_histogram(self.pool_acquire.labels(database), tally[1], tally[2:])
+        pending, self._pending = self._pending, {}
+        for (method, database, endpoint, code, transport, principal), tally in pending.items():
+            calls, rows, seconds = tally[0], tally[1], tally[2]
+            self.answered(method, database, endpoint, code, transport).inc(calls)
+            self.answered_for(principal, code).inc(calls)
+            _add_to_histogram(self.answer_time(method, database, endpoint), seconds, tally[3:])
+            if rows:
+                self.rows_for(database).inc(rows)
 
     def exposition(self) -> bytes:
         return prometheus_client.generate_latest(self.registry)
@@ -339,15 +431,37 @@ def _clip(value: str, limit: int = MAX_LOGGED_VALUE) -> str:
 _MISREADABLE = re.compile(r'[ "=\\]')
 
 
+#: Short strings already found to need no quoting (method names, codes,
+#: endpoints, principals, databases): a set lookup instead of the checks.
+#: Bounded: once full, new values are checked every time.
+_plain: set[str] = set()
+_PLAIN_LIMIT = 4096
+_PLAIN_LENGTH = 24
+
+
 def logfmt(fields: Mapping[str, object]) -> str:
     """``key=value`` pairs; strings that could be misread (spaces, quotes, '=',
     newlines) are JSON-quoted, so a caller cannot forge a log line. Empty
     strings are left out."""
     parts: list[str] = []
     append = parts.append
+    known = _plain
     for key, value in fields.items():
-        kind = type(value)
         # The exact types first: an access-log line (one per call) has only these.
+        if type(value) is str:
+            if not value:
+                continue
+            if value in known:  # a value seen before (a method, a code, ...)
+                append(f"{key}={value}")
+                continue
+            if value.isprintable() and _MISREADABLE.search(value) is None:
+                if len(known) < _PLAIN_LIMIT and len(value) <= _PLAIN_LENGTH:
+                    known.add(value)
+                append(f"{key}={value}")
+            else:
+                append(f"{key}={json.dumps(value, ensure_ascii=False)}")
+            continue
+        kind = type(value)
         if kind is int:
             append(f"{key}={value}")
             continue
@@ -709,7 +823,7 @@ class Observability:
         """Hooks into the pools, opens the metrics endpoint (when configured) and
         starts watching open transactions."""
         for name, db in self._gateway.databases.items():
-            observe = self.metrics.pool_acquire.labels(name).observe
+            observe = functools.partial(self.metrics.waited, name)
             db.pool.acquire_observer = (
                 _traced_acquire(observe, name) if tracing.tracer is not None else observe
             )
@@ -772,32 +886,28 @@ class Observability:
         db = call.database_label
         # The endpoint the call ran on; calls that named no database ran on none.
         endpoint = routed_endpoint() or (PRIMARY if call.database is not None else "")
-        m = self.metrics
         code = call.code.name
-        m.answered(call.method, db, endpoint, code, call.transport).inc()
-        m.answered_for(call.principal or UNAUTHENTICATED, code).inc()
-        m.answer_time(call.method, db, endpoint).observe(elapsed)
-        if call.rows:
-            m.rows_for(db).inc(call.rows)
-        _emit(
-            access_log,
-            logging.INFO,
-            {
-                "request_id": _clip(call.request_id),
-                "method": call.method,
-                "principal": call.principal or UNAUTHENTICATED,
-                "database": _clip(call.database or db) if call.database is not None else "",
-                "endpoint": endpoint,
-                "tag": _clip(call.tag),
-                "code": call.code.name,
-                "reason": call.reason,
-                "duration_ms": elapsed * 1000,
-                "rows": call.rows,
-                "retries": call.retries,
-                "transport": call.transport,
-                **({"forwarded_to": call.forwarded_to} if call.forwarded_to else {}),
-            },
+        principal = call.principal or UNAUTHENTICATED
+        self.metrics.answered_call(
+            call.method, db, endpoint, code, call.transport, principal, elapsed, call.rows
         )
+        fields: dict[str, object] = {
+            "request_id": _clip(call.request_id),
+            "method": call.method,
+            "principal": principal,
+            "database": _clip(call.database or db) if call.database is not None else "",
+            "endpoint": endpoint,
+            "tag": _clip(call.tag),
+            "code": code,
+            "reason": call.reason,
+            "duration_ms": elapsed * 1000,
+            "rows": call.rows,
+            "retries": call.retries,
+            "transport": call.transport,
+        }
+        if call.forwarded_to:
+            fields["forwarded_to"] = call.forwarded_to
+        _emit(access_log, logging.INFO, fields)
         if call.sql and elapsed >= self.config.slow_query_threshold:
             self.slow_query(call, elapsed)
         if call.span is not None:

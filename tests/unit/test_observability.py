@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry, Histogram
 
 from dbgateway._cli import databases_table
 from dbgateway.v1 import admin_service_pb2 as admin_pb
@@ -21,8 +22,10 @@ from dbgateway_server.config import Config, DatabaseConfig, Engine, ServerConfig
 from dbgateway_server.errors import GatewayError, Reason
 from dbgateway_server.gateway import Gateway
 from dbgateway_server.observability import (
+    ACQUIRE_BUCKETS,
     FIELDS,
     NO_DATABASE,
+    REQUEST_BUCKETS,
     UNKNOWN_DATABASE,
     CircuitState,
     JsonFormatter,
@@ -101,6 +104,14 @@ def test_logfmt_quotes_anything_that_could_forge_a_field_or_a_line():
     assert line == 'tag="x code=OK\\nfake line \\"" method=Query n=3'
 
 
+def test_logfmt_renders_a_value_the_same_every_time_it_comes_back():
+    fields = {"method": "Query", "tag": "a b", "principal": "(unauthenticated)", "n": 1}
+    lines = {logfmt(fields) for _ in range(3)}
+    assert lines == {'method=Query tag="a b" principal=(unauthenticated) n=1'}
+    long_value = "x" * 100  # too long to be remembered: checked every time
+    assert logfmt({"v": long_value}) == logfmt({"v": long_value}) == f"v={long_value}"
+
+
 def test_logfmt_leaves_out_empty_strings_and_shows_milliseconds_to_the_microsecond():
     assert logfmt({"tag": "", "duration_ms": 1.23456, "reason": ""}) == "duration_ms=1.235"
 
@@ -173,6 +184,52 @@ def test_a_failed_call_to_an_unknown_database_counts_under_the_fixed_label():
         )
         == 1
     )  # fmt: skip
+
+
+async def test_answered_calls_tallied_until_collected_read_as_one_inc_and_observe_each():
+    """The answered calls are tallied and applied to the series when the
+    registry is collected: a scrape in the same loop turn, and one after it,
+    read what a Counter.inc and a Histogram.observe per call make (bucket
+    edges too)."""
+    obs = observability("pg")
+    registry = CollectorRegistry()
+    reference = Histogram("ref", "", buckets=REQUEST_BUCKETS, registry=registry)
+    durations = [0.0, 0.0005, 0.00051, 0.001, 0.3, 5.0, 30.0, 31.0, 0.0025, 0.0025]
+    for i, seconds in enumerate(durations):
+        principal = "svc" if i % 2 else "anonymous"
+        obs.metrics.answered_call("Query", "pg", "primary", "OK", "unary", principal, seconds, i)
+        reference.observe(seconds)
+    labels = {"method": "Query", "database": "pg", "endpoint": "primary"}
+    bounds = [*map(str, REQUEST_BUCKETS), "+Inf"]
+
+    def histogram(registry: CollectorRegistry, name: str, **at: str) -> list[float | None]:
+        values = [registry.get_sample_value(f"{name}_bucket", {**at, "le": le}) for le in bounds]
+        return [*values, registry.get_sample_value(f"{name}_sum", at)]
+
+    expected = histogram(registry, "ref")
+    for _ in range(2):  # in the turn the calls were answered, then after it
+        answered = sample(obs, "dbgateway_requests_total", code="OK", transport="unary", **labels)
+        assert answered == 10
+        assert sample(obs, "dbgateway_principal_requests_total", principal="svc", code="OK") == 5
+        assert sample(obs, "dbgateway_rows_returned_total", database="pg") == sum(range(10))
+        ours = histogram(obs.metrics.registry, "dbgateway_request_duration_seconds", **labels)
+        assert ours[:-1] == expected[:-1]
+        assert ours[-1] == pytest.approx(expected[-1])
+        await asyncio.sleep(0)
+    assert b"dbgateway_requests_total" in obs.metrics.exposition()
+
+
+def test_pool_waits_tallied_until_collected_read_as_one_observe_each():
+    obs = observability("pg")
+    registry = CollectorRegistry()
+    reference = Histogram("ref", "", buckets=ACQUIRE_BUCKETS, registry=registry)
+    for seconds in (0.0, 0.0001, 0.00011, 0.05, 9.0, 11.0, 0.0001):
+        obs.metrics.waited("pg", seconds)
+        reference.observe(seconds)
+    for le in [*map(str, ACQUIRE_BUCKETS), "+Inf"]:
+        ours = sample(obs, "dbgateway_pool_acquire_seconds_bucket", database="pg", le=le)
+        assert ours == registry.get_sample_value("ref_bucket", {"le": le})
+    assert sample(obs, "dbgateway_pool_acquire_seconds_count", database="pg") == 7
 
 
 def test_the_slow_query_log_has_the_sql_and_the_parameter_count_never_a_value(caplog):

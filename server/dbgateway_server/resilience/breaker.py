@@ -123,6 +123,7 @@ class CircuitBreaker:
     __slots__ = (
         "_clock",
         "_consecutive",
+        "_failures",
         "_last_failure",
         "_listener",
         "_next_background_probe",
@@ -155,6 +156,8 @@ class CircuitBreaker:
         self._consecutive = 0
         # (time, failed) of recent calls while closed, for the failure rate.
         self._outcomes: collections.deque[tuple[float, bool]] = collections.deque()
+        #: How many of ``_outcomes`` are failures (kept as they come and go).
+        self._failures = 0
         self._open_time = settings.open_time
         self._retry_at = 0.0
         self._probes = 0  # probes in flight while half-open
@@ -278,10 +281,12 @@ class CircuitBreaker:
 
     def _count(self, error: BaseException | None, *, failed: bool) -> None:
         now = self._clock()
-        self._outcomes.append((now, failed))
+        outcomes = self._outcomes
+        outcomes.append((now, failed))
+        self._failures += failed
         horizon = now - self._settings.window
-        while self._outcomes and self._outcomes[0][0] < horizon:
-            self._outcomes.popleft()
+        while outcomes and outcomes[0][0] < horizon:
+            self._failures -= outcomes.popleft()[1]
         if not failed:
             self._consecutive = 0
             return
@@ -291,7 +296,7 @@ class CircuitBreaker:
             self._open(f"{self._consecutive} consecutive failures, last: {_describe(error)}")
             return
         calls = len(self._outcomes)
-        failures = sum(1 for _, f in self._outcomes if f)
+        failures = self._failures
         if calls >= s.min_calls and failures / calls >= s.failure_rate:
             self._open(
                 f"{failures} of {calls} calls failed in {s.window:g}s, last: {_describe(error)}"
@@ -314,6 +319,7 @@ class CircuitBreaker:
         self._next_background_probe = now + self._settings.probe_interval
         self._consecutive = 0
         self._outcomes.clear()
+        self._failures = 0
         self.opened_total += 1
         self._change(CircuitState.OPEN, f"{why}; next probe in {self._open_time:g}s")
 
@@ -321,6 +327,7 @@ class CircuitBreaker:
         self._open_time = self._settings.open_time
         self._consecutive = 0
         self._outcomes.clear()
+        self._failures = 0
         self._last_failure = None
         self._change(CircuitState.CLOSED, why)
 

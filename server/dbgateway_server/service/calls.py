@@ -17,8 +17,8 @@ import contextlib
 import contextvars
 import functools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -98,27 +98,33 @@ class Servicer:
     forwarding: Forwarding | None = None
 
 
-def _authorize(servicer: Servicer, method: str, request: Any, principal: Principal) -> None:
+def _authorize(
+    servicer: Servicer, method: str, request: Any, principal: Principal
+) -> Access | None:
     """Checks the principal's rights for what the request names, before the
-    handler runs. A call on an open transaction is not checked here: the
+    handler runs: its right on the request's database (None when the request
+    names none). A call on an open transaction is not checked here: the
     transaction is bound to the principal that began it (with the right it
     had then), and others get NOT_FOUND."""
     guard = servicer.guard
     if servicer.admin_only:
         guard.require_admin(principal)
-        return
+        return None
     if getattr(request, "transaction_id", "") or not hasattr(request, "database"):
-        return
-    authorize_database(servicer, request.database, write=method in WRITE_METHODS)
+        return None
+    return _access(servicer, principal, request.database, method in WRITE_METHODS)
+
+
+def _access(servicer: Servicer, principal: Principal, database: str, write: bool) -> Access:
+    name = servicer._gateway.database(database, lambda n: principal.access(n) is not None).name
+    return servicer.guard.access(principal, name, write=write)
 
 
 def authorize_database(servicer: Servicer, database: str, *, write: bool = False) -> Access:
     """The current principal's right on ``database`` (resolved as the
     gateway resolves it); it becomes the call's scope."""
     scope = current_scope()
-    principal = scope.principal
-    name = servicer._gateway.database(database, lambda n: principal.access(n) is not None).name
-    access = servicer.guard.access(scope.principal, name, write=write)
+    access = _access(servicer, scope.principal, database, write)
     _scope.set(
         CallScope(scope.principal, access, scope.max_sql_length, scope.max_parameters, scope.slot)
     )
@@ -129,7 +135,9 @@ def request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and value:
             return str(value)[:128]
-    return uuid.uuid4().hex
+    # 32 random hex digits, as uuid4().hex had them, without building a UUID
+    # (which costs several times the random bytes, on every call).
+    return os.urandom(16).hex()
 
 
 #: Longest wait a client's transparent gRPC retry is told to make (see below).
@@ -217,7 +225,12 @@ def rpc(handler: Handler[Request, Response]) -> Handler[Request, Response]:
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Request, context: grpc.aio.ServicerContext) -> Response:
         async with _Served(self, method, request, context) as call:
-            owner = await _owner(self, method, request, context)
+            # Only a call on a transaction can belong to another process.
+            owner = (
+                await _owner(self, method, request, context)
+                if getattr(request, "transaction_id", "")
+                else None
+            )
             if owner is not None:
                 call.forwarded_to = owner[0]
                 response: Response = await self.forwarding.serve(owner, method, request, context)
@@ -281,8 +294,14 @@ class _Served:
             # holds one of its own, and runs one call at a time, so a
             # principal at its limit can still finish what it began.
             slot = self._slot = guard.take_slot(principal)
-        _scope.set(CallScope(principal, None, config.max_sql_length, config.max_parameters, slot))
-        _authorize(servicer, self._method, request, principal)
+        limits = (config.max_sql_length, config.max_parameters)
+        try:
+            access = _authorize(servicer, self._method, request, principal)
+        except BaseException:
+            _scope.set(CallScope(principal, None, *limits, slot))
+            raise
+        # Set once, with the call's right on its database.
+        _scope.set(CallScope(principal, access, *limits, slot))
 
     def _leave(self) -> None:
         if self._slot is not None:

@@ -38,6 +38,7 @@ from google.rpc import code_pb2, status_pb2
 from dbgateway._wire import length_delimited, varint
 from dbgateway.v1 import database_service_pb2 as pb
 
+from ..call import Timeout
 from ..config import STREAM_MESSAGE_LIMIT_BYTES, ServerConfig
 from ..errors import GatewayError, Reason, to_rpc_status
 from ..observability import REQUEST_ID_HEADER, Metrics
@@ -353,7 +354,7 @@ class _Session:
             elif budget <= 0:
                 raise TimeoutError
             else:
-                async with asyncio.timeout(budget):
+                async with Timeout(budget):
                     response = await work
             element = result_element(call_id, kind, response.SerializeToString())
         except SessionAbort as exc:

@@ -1,0 +1,136 @@
+"""The server's own CPU per call: ``python -m bench.cpu_per_call``.
+
+Throughput on a shared 2-core machine says more about the neighbours than
+about the gateway; the CPU time the serving process spends per completed call
+does not. For each contender this starts the server (dbgateway, or the naive
+gateway of bench/naive_gateway.py), runs one ``bench.load`` process against it
+with no warm-up, and divides the server's user + system CPU (from
+/proc/<pid>/stat, read just before the load starts and after it ends) by the
+calls the load completed. Runs are interleaved and repeated; the medians are
+printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench.run import (
+    DEFAULT_DSN,
+    DEFAULT_MYSQL_DSN,
+    ROOT,
+    _prepare_database,
+    _prepare_mysql,
+    gateway,
+    naive_gateway,
+)
+
+#: name -> (server, bench.load contender, database)
+CONTENDERS: dict[str, tuple[str, str, str]] = {
+    "stubs": ("gateway", "gateway-stubs", "bench"),
+    "session": ("gateway", "gateway-client", "bench"),
+    "naive": ("naive", "naive-stubs", "bench"),
+    "mysql-session": ("gateway", "gateway-mysql-client", "mbench"),
+}
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _server_pid(port: str) -> int:
+    """The process listening on ``port`` (the server, not a wrapper)."""
+    out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True)
+    text = out.stdout
+    start = text.index("pid=") + 4
+    return int(text[start : text.index(",", start)])
+
+
+def run_once(
+    contender: str, target: str, args: argparse.Namespace, workload: str
+) -> dict[str, Any]:
+    _, load_contender, database = CONTENDERS[contender]
+    pid = _server_pid(target.rsplit(":", 1)[1])
+    cmd = [
+        *(sys.executable, "-m", "bench.load", "--contender", load_contender),
+        *("--workload", workload, "--target", target, "--database", database),
+        *("--concurrency", str(args.concurrency), "--connections", str(args.connections)),
+        *("--duration", str(args.duration), "--warmup", "0", "--channels", str(args.channels)),
+    ]
+    before = cpu_seconds(pid)
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
+    used = cpu_seconds(pid) - before
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    calls = result["ops"] + 1  # the load's first call (connect, prepare) is not in ops
+    return {"calls": calls, "cpu_s": used, "us_per_call": used / calls * 1e6, **result}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu_per_call")
+    parser.add_argument("--contenders", default="stubs,session,naive")
+    parser.add_argument("--workload", default="point_select")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dsn", default=DEFAULT_DSN)
+    parser.add_argument("--mysql-dsn", default=DEFAULT_MYSQL_DSN)
+    args = parser.parse_args(argv)
+    wanted = args.contenders.split(",")
+    asyncio.run(_prepare_database(args.dsn))
+    mysql = "mysql-session" in wanted and asyncio.run(_prepare_mysql(args.mysql_dsn))
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in wanted}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        tmpdir = Path(tmp)
+        targets: dict[str, str] = {}
+        if any(CONTENDERS[c][0] == "gateway" for c in wanted):
+            (tmpdir / "gw").mkdir()
+            targets["gateway"] = stack.enter_context(
+                gateway(
+                    args.dsn,
+                    args.mysql_dsn if mysql else None,
+                    args.connections,
+                    tmpdir / "gw",
+                )
+            )
+        if "naive" in wanted:
+            (tmpdir / "naive").mkdir()
+            targets["naive"] = stack.enter_context(
+                naive_gateway(args.dsn, args.connections, tmpdir / "naive")
+            )
+        for _ in range(args.repeat):
+            for contender in wanted:
+                target = targets[CONTENDERS[contender][0]]
+                runs[contender].append(run_once(contender, target, args, args.workload))
+    print(
+        f"| contender ({args.workload}, {args.concurrency} callers) | server CPU us/call "
+        "| runs | ops/s | p50 ms |"
+    )
+    print("|---|---:|---|---:|---:|")
+    for contender, results in runs.items():
+        per_call = [r["us_per_call"] for r in results]
+        each = ", ".join(f"{v:.0f}" for v in per_call)
+        ops = statistics.median(r["ops_per_s"] for r in results)
+        p50 = statistics.median(r["p50_ms"] for r in results)
+        print(
+            f"| {contender} | {statistics.median(per_call):.0f} | {each} | {ops:,.0f} | {p50:.2f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
