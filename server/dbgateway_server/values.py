@@ -320,17 +320,17 @@ def _micros_assuming_utc(values: Sequence[dt.datetime]) -> list[int]:
     return _micros_since_epoch([v if v.tzinfo else v.replace(tzinfo=_UTC) for v in values])
 
 
-#: Column kind -> the values of its packed list, from the driver's values,
-#: when they are not the driver's values themselves. It raises TypeError or
-#: ValueError for a value that does not fit (the column then goes as
-#: ``values``). The timestamps' packer is chosen by the converter.
-_PACKERS: dict[str, Callable[[Sequence[Any]], list[Any]]] = {
-    "decimals": lambda values: [decimal_text(v) for v in values],
-    "timestamps": _micros_since_epoch,
-}
 #: Kind given to MySQL's TIMESTAMP columns (naive UTC values).
-_UTC_TIMESTAMPS = "timestamps:utc"
-_PACKERS[_UTC_TIMESTAMPS] = _micros_assuming_utc
+_UTC_TIMESTAMPS = "utc timestamps"
+#: Column kind -> (its ``ColumnValues`` list, the values of that list from the
+#: driver's values), for the kinds whose list does not take the driver's
+#: values themselves. A packer raises TypeError or ValueError for a value
+#: that does not fit (the column then goes as ``values``).
+_PACKERS: dict[str, tuple[str, Callable[[Sequence[Any]], list[Any]]]] = {
+    "decimals": ("decimals", lambda values: [decimal_text(v) for v in values]),
+    "timestamps": ("timestamps", _micros_since_epoch),
+    _UTC_TIMESTAMPS: ("timestamps", _micros_assuming_utc),
+}
 
 
 def column_kind(converter: Converter, *, v2: bool = False) -> str:
@@ -340,8 +340,6 @@ def column_kind(converter: Converter, *, v2: bool = False) -> str:
         return BY_PYTHON_TYPE
     strict = getattr(converter, "strict", converter)
     if v2:
-        if strict is _timestamp:  # MySQL TIMESTAMP
-            return _UTC_TIMESTAMPS
         return _V2_KIND_BY_CONVERTER.get(strict, AS_VALUES)
     return _KIND_BY_CONVERTER.get(strict, AS_VALUES)
 
@@ -374,10 +372,10 @@ def pack_columns(
             same = all(type(v) is first for v in values)
             kind = _KIND_BY_PYTHON_TYPE.get(first, AS_VALUES) if same else AS_VALUES
         if kind != AS_VALUES:
-            packer = _PACKERS.get(kind)
-            field = kind.partition(":")[0]
+            packed = _PACKERS.get(kind)
+            field = kind if packed is None else packed[0]
             try:
-                getattr(column, field).extend(values if packer is None else packer(values))
+                getattr(column, field).extend(values if packed is None else packed[1](values))
                 continue
             except (TypeError, ValueError, AttributeError):
                 column.ClearField(field)
@@ -430,6 +428,7 @@ _V2_KIND_BY_CONVERTER: dict[Any, str] = {
     **_KIND_BY_CONVERTER,
     _decimal: "decimals",
     _pg_timestamptz: "timestamps",
+    _timestamp: _UTC_TIMESTAMPS,  # MySQL TIMESTAMP
 }
 
 
