@@ -184,3 +184,14 @@ def test_transactions_default_to_no_attempt_limit_statements_to_the_settings():
     assert attempt_limit(CallKind.TRANSACTION, FAST) is None
     assert attempt_limit(CallKind.READ, FAST) == 3
     assert attempt_limit(CallKind.TRANSACTION, FAST, 7) == 7
+
+
+async def test_no_retry_starts_in_the_last_moments_before_the_deadline():
+    # 30 ms left (less than the answer margin), backoff of at most 1 ms: the
+    # caller gets the failure now, not an attempt that would end at its
+    # deadline and lose the race to it.
+    attempt = Script(*(refused() for _ in range(3)))
+    with pytest.raises(GatewayError) as info:
+        await run_with_retries(attempt, kind=READ, settings=FAST, remaining=lambda: 0.03)
+    assert info.value.reason is Reason.DATABASE_UNAVAILABLE
+    assert attempt.calls == 1

@@ -122,15 +122,23 @@ class _Retryable:
         return ok
 
 
+#: No retry starts later than this before the caller's deadline: an attempt
+#: begun in its last moments can only end at the deadline, and its answer
+#: would then race the deadline to the caller, who would see a bare
+#: DEADLINE_EXCEEDED instead of the failure that kept the call from succeeding.
+ANSWER_MARGIN = 0.05
+
+
 class _Deadline(stop_base):
-    """tenacity's ``stop``: no attempt whose wait would outlast the deadline."""
+    """tenacity's ``stop``: no attempt whose wait would outlast the deadline
+    (less :data:`ANSWER_MARGIN`)."""
 
     def __init__(self, remaining: Callable[[], float | None]) -> None:
         self.remaining = remaining
 
     def __call__(self, state: RetryCallState) -> bool:
         left = self.remaining()
-        return left is not None and left <= state.upcoming_sleep
+        return left is not None and left <= state.upcoming_sleep + ANSWER_MARGIN
 
 
 async def run_with_retries(
