@@ -3,6 +3,7 @@ pure logic, no server."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import grpc
@@ -12,7 +13,8 @@ from grpc_status import rpc_status
 
 import dbgateway
 from dbgateway._client import _should_retry
-from dbgateway._session import SessionUnsupported, _ending
+from dbgateway._session import SessionUnsupported, _AsyncStream, _ending
+from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway_server.errors import GatewayError, Reason, to_rpc_status
 
 
@@ -131,7 +133,6 @@ class _StreamCancelledAtOnce:
 
 def test_the_sync_client_writes_nothing_before_the_stream_is_accepted_so_a_refused_one_resends():
     from dbgateway import _session
-    from dbgateway.v1 import database_service_pb2 as pb
 
     calls: list[_StreamCancelledAtOnce] = []
 
@@ -150,3 +151,54 @@ def test_the_sync_client_writes_nothing_before_the_stream_is_accepted_so_a_refus
         "SESSION_ENDED",
     )
     assert _should_retry(caught.value, write=True, idempotent=False)
+
+
+class _EndedStream:
+    """A Session stream the server has already ended: accepted, answering
+    nothing, and every write refused, as grpc.aio refuses one on a finished
+    call (and then reports INTERNAL for the whole stream, hiding the server's
+    own status)."""
+
+    def __init__(self) -> None:
+        self.refused = asyncio.Event()
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    def done(self) -> bool:
+        return False
+
+    async def write(self, message: bytes) -> None:
+        self.refused.set()
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.INTERNAL,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            "Internal error from Core",
+        )
+
+    async def read(self) -> bytes:
+        await self.refused.wait()
+        await asyncio.sleep(0)  # the writer settles what it knows first
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.INTERNAL,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            "Internal error from Core",
+        )
+
+    def cancel(self) -> bool:
+        return True
+
+
+async def test_a_call_whose_write_the_ended_stream_refused_never_ran_and_is_resent():
+    ended = _EndedStream()
+    stream = _AsyncStream(lambda metadata: ended, (), 4 * 1024 * 1024)
+    try:
+        with pytest.raises(dbgateway.Unavailable) as info:
+            await stream.call("execute", pb.ExecuteRequest(sql="INSERT INTO t VALUES (1)"), None)
+    finally:
+        await stream.close()
+    # Not SESSION_BROKEN ("may have run"): the insert never left the client.
+    assert info.value.reason == "SESSION_ENDED"
+    assert _should_retry(info.value, write=True, idempotent=False)

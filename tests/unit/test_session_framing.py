@@ -80,10 +80,13 @@ def test_client_framed_calls_are_what_the_server_parses():
 
 def test_client_messages_stay_under_the_send_limit_and_keep_every_call():
     elements = [_call(i, "query", pb.QueryRequest(sql="x" * 300), None) for i in range(50)]
-    messages = list(_messages(elements, 4096))
+    framed = list(_messages(elements, 4096))
+    messages = [m for m, _ in framed]
     assert all(len(m) <= 4096 for m in messages)
     ids = [c.id for m in messages for c in pb.SessionRequest.FromString(m).calls]
     assert ids == list(range(50))
+    # Each message says how many calls it carries (what a failed write did not send).
+    assert [n for _, n in framed] == [len(pb.SessionRequest.FromString(m).calls) for m in messages]
 
 
 def test_ready_small_results_go_first_and_big_ones_after_them_together():

@@ -100,19 +100,29 @@ def _cancels(call_ids: list[int]) -> bytes:
     return length_delimited(_CANCEL_FIELD, b"".join(map(varint, call_ids)))
 
 
-def _messages(elements: list[bytes], limit: int) -> Iterator[bytes]:
+def _messages(elements: list[bytes], limit: int) -> Iterator[tuple[bytes, int]]:
     """``elements`` joined into messages of at most ``limit`` bytes each (an
-    element is never split; one over the limit was refused when it was made)."""
+    element is never split; one over the limit was refused when it was made),
+    each with how many elements it carries."""
     batch: list[bytes] = []
     size = 0
     for element in elements:
         if batch and size + len(element) > limit:
-            yield b"".join(batch)
+            yield b"".join(batch), len(batch)
             batch, size = [], 0
         batch.append(element)
         size += len(element)
     if batch:
-        yield b"".join(batch)
+        yield b"".join(batch), len(batch)
+
+
+def _never_sent() -> DbGatewayError:
+    return error_class(grpc.StatusCode.UNAVAILABLE, "SESSION_ENDED")(
+        grpc.StatusCode.UNAVAILABLE,
+        "the session stream had ended before the call was written on it; "
+        "the call never reached the server",
+        reason="SESSION_ENDED",
+    )
 
 
 def _too_large(size: int, limit: int) -> DbGatewayError:
@@ -257,6 +267,7 @@ class _AsyncStream:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Result]] = {}
         self._calls: list[bytes] = []
+        self._call_ids: list[int] = []  # of self._calls, in order
         self._cancels: list[int] = []
         self._wake = asyncio.Event()
         self._sent = False  # anything written on the stream yet
@@ -280,6 +291,7 @@ class _AsyncStream:
         waiter = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = waiter
         self._calls.append(element)
+        self._call_ids.append(call_id)
         self._wake.set()
         try:
             if timeout is None:
@@ -306,6 +318,7 @@ class _AsyncStream:
             raise
 
     async def _write(self) -> None:
+        unsent: list[int] = []  # calls taken for writing and not written yet
         try:
             # Nothing is written before the server accepted the stream: one
             # that refuses it at once (draining, a bad token) would otherwise
@@ -320,14 +333,29 @@ class _AsyncStream:
                 if not self._calls and not self._cancels:
                     continue
                 calls, self._calls = self._calls, []
+                unsent, self._call_ids = self._call_ids, []
                 cancels, self._cancels = self._cancels, []
                 if cancels:
                     calls.append(_cancels(cancels))
-                for message in _messages(calls, self._max_bytes):
+                for message, count in _messages(calls, self._max_bytes):
                     self._sent = True
                     await self._rpc.write(message)
+                    del unsent[:count]  # (the cancels' element has no id: past the end)
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
-            return  # the reader sees the stream's end and settles the calls
+            # A write refused because the stream had ended (grpc.aio then
+            # reports INTERNAL for the whole stream, hiding the server's own
+            # status): the calls it carried, and those not taken yet, never
+            # reached the server and may be sent again. The reader settles
+            # the rest, those written before, whose fate the stream's end tells.
+            self._not_sent([*unsent, *self._call_ids])
+            return
+
+    def _not_sent(self, call_ids: list[int]) -> None:
+        self._call_ids = []
+        for call_id in call_ids:
+            waiter = self._waiting.pop(call_id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(_never_sent())
 
     async def _read(self) -> None:
         ended: Exception
@@ -454,7 +482,7 @@ class _SyncStream:
                     break
             if cancels:
                 calls.append(_cancels(cancels))
-            for message in _messages(calls, self._max_bytes):
+            for message, _ in _messages(calls, self._max_bytes):
                 self._sent = True
                 yield message
             if stop:
