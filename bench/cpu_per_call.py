@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -71,11 +72,25 @@ def run_once(
         *("--duration", str(args.duration), "--warmup", "0", "--channels", str(args.channels)),
     ]
     before = cpu_seconds(pid)
+    children = _children_cpu()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
     used = cpu_seconds(pid) - before
+    load_used = _children_cpu() - children
     result = json.loads(out.stdout.strip().splitlines()[-1])
     calls = result["ops"] + 1  # the load's first call (connect, prepare) is not in ops
-    return {"calls": calls, "cpu_s": used, "us_per_call": used / calls * 1e6, **result}
+    return {
+        "calls": calls,
+        "cpu_s": used,
+        "us_per_call": used / calls * 1e6,
+        "load_us_per_call": load_used / calls * 1e6,
+        **result,
+    }
+
+
+def _children_cpu() -> float:
+    """User + system CPU of the finished load processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,16 +133,18 @@ def main(argv: list[str] | None = None) -> int:
                 runs[contender].append(run_once(contender, target, args, args.workload))
     print(
         f"| contender ({args.workload}, {args.concurrency} callers) | server CPU us/call "
-        "| runs | ops/s | p50 ms |"
+        "| runs | load CPU us/call | ops/s | p50 ms |"
     )
-    print("|---|---:|---|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|")
     for contender, results in runs.items():
         per_call = [r["us_per_call"] for r in results]
         each = ", ".join(f"{v:.0f}" for v in per_call)
         ops = statistics.median(r["ops_per_s"] for r in results)
         p50 = statistics.median(r["p50_ms"] for r in results)
+        load = statistics.median(r["load_us_per_call"] for r in results)
         print(
-            f"| {contender} | {statistics.median(per_call):.0f} | {each} | {ops:,.0f} | {p50:.2f} |"
+            f"| {contender} | {statistics.median(per_call):.0f} | {each} | {load:.0f} "
+            f"| {ops:,.0f} | {p50:.2f} |"
         )
     return 0
 

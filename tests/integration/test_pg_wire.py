@@ -233,6 +233,51 @@ def test_a_schema_change_under_a_cached_statement_is_retried_as_before(run, post
     run(body())
 
 
+def test_statements_asyncpg_evicts_from_its_cache_are_prepared_again(run, postgres_dsn):
+    """A repeated statement runs from the description the connection kept,
+    without asyncpg's prepare; once asyncpg's cache evicted (and closed) that
+    statement, the next call prepares it again instead of binding a name
+    PostgreSQL no longer has."""
+
+    async def body() -> None:
+        conn = await connect(postgres_dsn)
+        raw = conn._conn
+        raw._stmt_cache.set_max_size(2)
+        try:
+            sqls = [f"SELECT $1::int4 + {k}" for k in range(3)]
+            for rounds in range(4):
+                for k, sql in enumerate(sqls):
+                    result = await conn.query(sql, [V(int_value=rounds)], limits=LIMITS)
+                    assert result.rows[0].values[0].int_value == rounds + k
+            assert conn.lean_calls == 12
+            assert conn.is_reset()
+            # Only what asyncpg still has prepared is named on the server.
+            names = {r["name"] for r in await raw.fetch("SELECT name FROM pg_prepared_statements")}
+            assert len(names) <= 3
+        finally:
+            await conn.close()
+
+    run(body())
+
+
+def test_the_parameter_count_is_checked_on_a_repeated_statement_too(run, postgres_dsn):
+    async def body() -> None:
+        conn = await connect(postgres_dsn)
+        try:
+            sql = "SELECT $1::int4"
+            assert (await conn.query(sql, [V(int_value=1)], limits=LIMITS)).rows
+            with pytest.raises(GatewayError) as caught:
+                await conn.query(sql, [V(int_value=1), V(int_value=2)], limits=LIMITS)
+            assert "takes 1 parameter(s), 2 given" in str(caught.value)
+            assert (await conn.query(sql, [V(int_value=3)], limits=LIMITS)).rows[0].values[
+                0
+            ].int_value == 3
+        finally:
+            await conn.close()
+
+    run(body())
+
+
 def test_row_limits_hold(run, postgres_dsn):
     async def body() -> None:
         conn = await connect(postgres_dsn)

@@ -218,6 +218,13 @@ def _rows_affected(status: str | None) -> int:
     return int(last) if last.isdigit() else 0
 
 
+def _check_arity(entry: _Description, nparams: int) -> None:
+    if entry[1] != nparams:
+        raise invalid_request(
+            "params", f"the statement takes {entry[1]} parameter(s), {nparams} given"
+        )
+
+
 class PostgresConnection(DriverConnection):
     # asyncpg sends a cancel request and waits for it; so does the lean path
     # (its exchange is read to the end before the connection is used again).
@@ -235,6 +242,12 @@ class PostgresConnection(DriverConnection):
         # state is held, so its id cannot be reused while the entry lives; a
         # re-prepared statement is a new state and gets a new entry.
         self._described: dict[int, _Description] = {}
+        #: SQL -> the description of its named statement in asyncpg's cache,
+        #: for statements the lean path runs: a repeated call finds its plan
+        #: here without asyncpg's prepare (a coroutine, a statement object
+        #: and its finalizer on every call). An entry whose statement asyncpg
+        #: has since closed (evicted, expired, the schema changed) is not used.
+        self._lean_by_sql: dict[str, _Description] = {}
         #: The session was reset behind the last statement, nothing sent since.
         self._fresh = False
         #: A lean exchange cut off mid-way, and the cancel request sent for
@@ -254,13 +267,17 @@ class PostgresConnection(DriverConnection):
         # cache (one Parse per distinct SQL per connection), while the public
         # prepare() would Parse on every call.
         stmt = await self._conn._prepare(sql, use_cache=True)
-        expected = self._description(stmt)[1]
-        if expected != nparams:
-            raise invalid_request(
-                "params",
-                f"the statement takes {expected} parameter(s), {nparams} given",
-            )
+        _check_arity(self._description(stmt), nparams)
         return stmt
+
+    def _lean_entry(self, sql: str, nparams: int) -> _Description | None:
+        """The description of ``sql``'s statement when it is still prepared
+        under its name on this connection and runs on the lean path."""
+        entry = self._lean_by_sql.get(sql)
+        if entry is None or entry[0].closed:
+            return None
+        _check_arity(entry, nparams)
+        return entry
 
     def _description(self, stmt: Any) -> _Description:
         state = stmt._state
@@ -273,6 +290,7 @@ class PostgresConnection(DriverConnection):
                 converters.append(pg_converter(attr.type.name, attr.type.kind))
             if len(self._described) >= self.DESCRIBED_LIMIT:
                 self._described.clear()
+                self._lean_by_sql.clear()
             parameters = stmt.get_parameters()
             coercions = pg_text.coercions(parameters)
             lean = None
@@ -284,6 +302,10 @@ class PostgresConnection(DriverConnection):
                 )
             entry = (state, len(parameters), columns, converters, coercions, lean)
             self._described[id(state)] = entry
+            # Only a named statement stays prepared: an unnamed one is
+            # replaced by the next Parse.
+            if lean is not None and state.name:
+                self._lean_by_sql[stmt._query] = entry
         return entry
 
     def _describe(self, stmt: Any) -> tuple[list[value_pb2.Column], list[Converter]]:
@@ -299,9 +321,9 @@ class PostgresConnection(DriverConnection):
 
     async def _run(
         self, sql: str, params: Sequence[value_pb2.Value], limit: int
-    ) -> tuple[Any, Sequence[Sequence[Any]], str | None]:
+    ) -> tuple[_Description, Sequence[Sequence[Any]], str | None]:
         """Runs ``sql`` and fetches at most ``limit`` rows (0: all): the
-        statement, its rows and its command tag. A limit needs no cursor or
+        statement's description, its rows and its command tag. A limit needs no cursor or
         transaction: Execute with a row count on the unnamed portal, as
         asyncpg's own fetchrow() does. A lone statement (outside a
         transaction) goes the lean way when it can, with the session reset
@@ -314,12 +336,19 @@ class PostgresConnection(DriverConnection):
             # session, but the retry's statement comes after that reset.)
             self._fresh = False
             try:
-                stmt = await self._prepare(sql, len(args))
-                lean = self._description(stmt)[5]
+                stmt = None
+                entry = self._lean_entry(sql, len(args))
+                if entry is None:
+                    stmt = await self._prepare(sql, len(args))
+                    entry = self._description(stmt)
+                lean = entry[5]
                 if lean is not None and self._lean_ready():
                     answer = await self._lean(lean, args, limit)
                     if answer is not None:
-                        return stmt, answer[0], answer[1]
+                        return entry, answer[0], answer[1]
+                if stmt is None:
+                    stmt = await self._prepare(sql, len(args))
+                    entry = self._description(stmt)
                 args = self._bindable(stmt, args)
                 try:
                     if limit:
@@ -331,11 +360,12 @@ class PostgresConnection(DriverConnection):
                     if better is None:
                         raise
                     raise better from exc
-                return stmt, records, stmt.get_statusmsg()
+                return entry, records, stmt.get_statusmsg()
             except (pgexc.InvalidCachedStatementError, pgexc.OutdatedSchemaCacheError):
                 # The schema changed under a cached plan: drop the cache and,
                 # outside a transaction, re-prepare once (asyncpg's own rule).
                 self._conn._drop_local_statement_cache()
+                self._lean_by_sql.clear()
                 if attempt == 2 or self._conn.is_in_transaction():
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -411,8 +441,8 @@ class PostgresConnection(DriverConnection):
         limits: ResultLimits,
     ) -> ResultSet:
         with translate_errors(self._database):
-            stmt, records, _ = await self._run(sql, params, limits.fetch_rows)
-            columns, converters = self._describe(stmt)
+            entry, records, _ = await self._run(sql, params, limits.fetch_rows)
+        columns, converters = entry[2], entry[3]
         rows, truncated, batches = collect_rows(records, converters, limits)
         return ResultSet(columns, rows, truncated, batches)
 
@@ -470,8 +500,8 @@ class PostgresConnection(DriverConnection):
 
     async def execute(self, sql: str, params: Sequence[value_pb2.Value]) -> ExecResult:
         with translate_errors(self._database):
-            stmt, records, status = await self._run(sql, params, 0)
-            columns, converters = self._describe(stmt)
+            entry, records, status = await self._run(sql, params, 0)
+            columns, converters = entry[2], entry[3]
         # A read's tag counts the rows it returned ("SELECT 3"), not rows it
         # changed; CREATE TABLE AS also says SELECT, but returns no columns.
         read = bool(columns) and (status or "").split(" ", 1)[0] in ("SELECT", "FETCH")
