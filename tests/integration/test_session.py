@@ -14,6 +14,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -372,6 +373,73 @@ def test_a_session_past_max_session_age_is_reopened_without_losing_calls(tmp_pat
     assert (rows[0]["n"], rows[0]["d"]) == (300, 300)
     request_ids = re.findall(r"request_id=(\w+)\.\d+ method=Execute", server.log())
     assert len(set(request_ids)) > 1  # more than one session served them
+
+
+def run_sync_inserts(target: str, table: str, ids: range, during: Callable[[], None]) -> list[Any]:
+    """As :func:`run_inserts`, through a sync Client's session shared by 50
+    threads."""
+    with dbgateway.Client(target, timeout=30) as db:
+        db.query("SELECT 1", database="pg")
+
+        def insert(i: int) -> Any:
+            time.sleep((i % 50) * 0.02)  # spread over about a second
+            sleep = 0.3 if i % 25 == 0 else 0  # some calls are in flight for long
+            try:
+                return db.execute(
+                    f"INSERT INTO {table} (id) SELECT $1 FROM pg_sleep({sleep})",
+                    i,
+                    database="pg",
+                )
+            except BaseException as exc:  # reported by the test
+                return exc
+
+        with futures.ThreadPoolExecutor(50) as pool:
+            outcomes = [pool.submit(insert, i) for i in ids]
+            time.sleep(0.3)
+            during()
+            return [outcome.result() for outcome in outcomes]
+
+
+@pytest.mark.postgres
+def test_a_sync_session_past_max_session_age_is_reopened_without_losing_calls(tmp_path, own_dsn):
+    table = unique_name("aged_sync")
+    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    server = start_pg(tmp_path, own_dsn, max_session_age=0.2)
+    try:
+        outcomes = run_sync_inserts(server.address, table, range(300), lambda: None)
+    finally:
+        server.stop()
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
+    assert (rows[0]["n"], rows[0]["d"]) == (300, 300)
+    request_ids = re.findall(r"request_id=(\w+)\.\d+ method=Execute", server.log())
+    assert len(set(request_ids)) > 1  # more than one session served them
+
+
+@pytest.mark.postgres
+def test_a_sync_session_across_a_drain_loses_no_call_and_runs_none_twice(tmp_path, own_dsn):
+    table = unique_name("drained_sync")
+    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    first = start_pg(tmp_path / "a", own_dsn)
+    second = start_pg(tmp_path / "b", own_dsn)
+    assert first.process is not None
+    target = f"ipv4:{first.address},{second.address}"
+    try:
+        outcomes = run_sync_inserts(
+            target,
+            table,
+            range(500),
+            lambda: first.process.send_signal(signal.SIGTERM),  # type: ignore[union-attr]
+        )
+        assert first.process.wait(20) == 0
+    finally:
+        first.stop()
+        second.stop()
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
+    assert (rows[0]["n"], rows[0]["d"]) == (500, 500)
+    assert "transport=session" in first.log()
+    assert "transport=session" in second.log()
 
 
 # -- the clients -------------------------------------------------------------------

@@ -4,6 +4,8 @@ pure logic, no server."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -202,3 +204,164 @@ async def test_a_call_whose_write_the_ended_stream_refused_never_ran_and_is_rese
     # Not SESSION_BROKEN ("may have run"): the insert never left the client.
     assert info.value.reason == "SESSION_ENDED"
     assert _should_retry(info.value, write=True, idempotent=False)
+
+
+class _LostConnection(grpc.RpcError):
+    """How sync gRPC reports a Session stream whose connection was lost."""
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return "Socket closed"
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+
+class _StreamLostWhileSending:
+    """A sync stream-stream call whose connection is lost, once the server
+    accepted it (``accept``), while gRPC sends the first message it took from
+    the request iterator: as gRPC's request thread does, it takes a message,
+    asks for the next only once that one was sent, and asks for none after
+    the stream ended."""
+
+    def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
+        self.accept = threading.Event()
+        self.taken: list[bytes] = []
+        self.took = threading.Event()
+        self._lost = threading.Event()
+        self._consumer = threading.Thread(target=self._consume, args=(requests,), daemon=True)
+        self._consumer.start()
+
+    def _consume(self, requests: Iterator[bytes]) -> None:
+        self.taken.append(next(requests))
+        self.took.set()  # its send never completes: the connection is lost first
+
+    def lose_connection(self) -> None:
+        self._lost.set()
+
+    def initial_metadata(self) -> tuple[()]:
+        self.accept.wait()
+        return ()
+
+    def done(self) -> bool:
+        return self._lost.is_set()
+
+    def __iter__(self) -> _StreamLostWhileSending:
+        return self
+
+    def __next__(self) -> bytes:
+        self._lost.wait()
+        raise _LostConnection()
+
+    def cancel(self) -> None:
+        self._lost.set()
+
+
+class _SyncCalls:
+    """Sync session calls made from threads, as a threaded application makes
+    them, each keeping the error it failed with."""
+
+    def __init__(self, max_bytes: int = 4 << 20) -> None:
+        from dbgateway import _session
+
+        self.streams: list[_StreamLostWhileSending] = []
+        self.stream = _session._SyncStream(self._open, (), max_bytes)
+        self.errors: dict[str, dbgateway.DbGatewayError] = {}
+        self._threads: list[threading.Thread] = []
+
+    def _open(self, requests: Iterator[bytes], metadata: object = None) -> _StreamLostWhileSending:
+        self.streams.append(_StreamLostWhileSending(requests, metadata))
+        return self.streams[-1]
+
+    def insert(self, value: int) -> None:
+        thread = threading.Thread(target=self._insert, args=(value,), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _insert(self, value: int) -> None:
+        try:
+            self.stream.call("execute", _insert(value), 30.0)
+        except dbgateway.DbGatewayError as exc:
+            self.errors[f"INSERT INTO t VALUES ({value})"] = exc
+
+    def wait_until_queued(self, count: int) -> None:
+        # The calls are on the stream's queue, not yet taken by gRPC.
+        for _ in range(10_000):
+            if self.stream._outbox.qsize() == count:
+                return
+            time.sleep(0.001)
+        raise AssertionError(f"never {count} calls queued")
+
+    def finish(self) -> None:
+        for thread in self._threads:
+            thread.join(30)
+        self.stream.close()
+
+
+def _insert(value: int) -> pb.ExecuteRequest:
+    return pb.ExecuteRequest(sql=f"INSERT INTO t VALUES ({value})")
+
+
+def _sql(message: bytes) -> list[str]:
+    return [call.execute.sql for call in pb.SessionRequest.FromString(message).calls]
+
+
+def test_a_sync_call_queued_behind_the_message_grpc_was_sending_when_the_stream_broke_is_resent():
+    calls = _SyncCalls()
+    lost = calls.streams[0]
+    lost.accept.set()
+    calls.insert(1)
+    assert lost.took.wait(30)
+    calls.insert(2)
+    calls.wait_until_queued(1)
+    lost.lose_connection()
+    calls.finish()
+    assert _sql(lost.taken[0]) == ["INSERT INTO t VALUES (1)"]
+    # gRPC took the first insert's message: it may have run.
+    sent = calls.errors["INSERT INTO t VALUES (1)"]
+    assert sent.reason == "SESSION_BROKEN"
+    assert not _should_retry(sent, write=True, idempotent=False)
+    # The second never left the client: it is sent again.
+    queued = calls.errors["INSERT INTO t VALUES (2)"]
+    assert (queued.code, queued.reason) == (grpc.StatusCode.UNAVAILABLE, "SESSION_ENDED")
+    assert _should_retry(queued, write=True, idempotent=False)
+
+
+def test_a_sync_call_in_a_later_message_than_the_one_grpc_took_is_resent_when_the_stream_broke():
+    from dbgateway import _session
+
+    # Room for one call a message: two calls queued together go out in two.
+    one = len(_session._call(1, "execute", _insert(1), 30.0))
+    calls = _SyncCalls(max_bytes=one + one // 2)
+    lost = calls.streams[0]
+    calls.insert(1)
+    calls.insert(2)
+    calls.wait_until_queued(2)
+    lost.accept.set()
+    assert lost.took.wait(30)
+    lost.lose_connection()
+    calls.finish()
+    [taken] = _sql(lost.taken[0])
+    [left] = {"INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)"} - {taken}
+    assert calls.errors[taken].reason == "SESSION_BROKEN"
+    assert calls.errors[left].reason == "SESSION_ENDED"
+    assert _should_retry(calls.errors[left], write=True, idempotent=False)
+
+
+def test_sync_calls_cut_off_by_closing_the_client_are_not_sent_again():
+    # As with the async client: a closing client sends nothing again, even a
+    # call gRPC never took.
+    calls = _SyncCalls()
+    stream = calls.streams[0]
+    stream.accept.set()
+    calls.insert(1)
+    assert stream.took.wait(30)
+    calls.insert(2)
+    calls.wait_until_queued(1)
+    calls.stream.close()
+    calls.finish()
+    for error in calls.errors.values():
+        assert error.reason == "SESSION_BROKEN"
+    assert len(calls.errors) == 2

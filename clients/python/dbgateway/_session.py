@@ -18,7 +18,9 @@ says:
   unary calls for good and the call is sent that way;
 - anything else (a lost connection): the call may have run, so it fails with
   ``UNAVAILABLE`` and the client's retry rules decide (a read is tried once
-  more, a write only when ``idempotent``).
+  more, a write only when ``idempotent``); but a call known never to have
+  left the client (not yet written, or its message not yet taken by gRPC's
+  request thread) fails ``SESSION_ENDED`` and is sent again.
 
 The stream carries bytes, not messages: each call's request is serialized
 once, by its caller, and framed as one element of ``SessionRequest.calls``
@@ -36,7 +38,7 @@ import asyncio
 import itertools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -123,6 +125,15 @@ def _never_sent() -> DbGatewayError:
         "the call never reached the server",
         reason="SESSION_ENDED",
     )
+
+
+def _fail_never_sent(waiting: dict[int, Any], call_ids: Iterable[int]) -> None:
+    """Fail each of ``call_ids`` still waiting with :func:`_never_sent`: its
+    message never left the client, so it is sent again on a new stream."""
+    for call_id in call_ids:
+        waiter = waiting.pop(call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(_never_sent())
 
 
 def _too_large(size: int, limit: int) -> DbGatewayError:
@@ -352,10 +363,7 @@ class _AsyncStream:
 
     def _not_sent(self, call_ids: list[int]) -> None:
         self._call_ids = []
-        for call_id in call_ids:
-            waiter = self._waiting.pop(call_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(_never_sent())
+        _fail_never_sent(self._waiting, call_ids)
 
     async def _read(self) -> None:
         ended: Exception
@@ -441,6 +449,9 @@ class _SyncStream:
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._waiting: dict[int, futures.Future[Result]] = {}
+        #: The calls queued whose message gRPC has not taken yet (see _requests).
+        self._unsent: set[int] = set()
+        #: (call id, element), a call id to cancel, or _STOP.
         self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.ended: Exception | None = None
         #: See :attr:`_AsyncStream.retiring`.
@@ -466,6 +477,7 @@ class _SyncStream:
         while True:
             item = outbox.get()
             calls: list[bytes] = []
+            call_ids: list[int] = []  # of calls, in order
             cancels: list[int] = []
             stop = False
             while True:
@@ -475,15 +487,26 @@ class _SyncStream:
                 if isinstance(item, int):
                     cancels.append(item)
                 else:
-                    calls.append(item)
+                    call_ids.append(item[0])
+                    calls.append(item[1])
                 try:
                     item = outbox.get_nowait()
                 except queue.Empty:
                     break
             if cancels:
                 calls.append(_cancels(cancels))
-            for message, _ in _messages(calls, self._max_bytes):
-                self._sent = True
+            for message, count in _messages(calls, self._max_bytes):
+                # gRPC's request thread takes a message from here, sends it
+                # and only then asks for the next; once the stream has ended
+                # it asks for none. A call whose message it never took never
+                # left the client (the reader fails it SESSION_ENDED); one it
+                # took may have been sent.
+                with self._lock:
+                    if self.ended is not None:
+                        return
+                    self._unsent.difference_update(call_ids[:count])
+                    self._sent = True
+                del call_ids[:count]  # (the cancels' element has no id: past the end)
                 yield message
             if stop:
                 return
@@ -501,7 +524,8 @@ class _SyncStream:
             if self.ended is not None:
                 raise self.ended
             self._waiting[call_id] = waiter
-        self._outbox.put(element)
+            self._unsent.add(call_id)
+        self._outbox.put((call_id, element))
         try:
             result = waiter.result(timeout)
         except futures.TimeoutError:
@@ -536,15 +560,29 @@ class _SyncStream:
             ended = _closed_error()
         except grpc.RpcError as exc:
             ended = _ending(exc, established, sent=self._sent)
+        broke = isinstance(ended, DbGatewayError) and ended.reason == "SESSION_BROKEN"
+        self._settle(ended, broke=broke)
+
+    def _settle(self, ended: Exception, *, broke: bool) -> None:
+        """Fail the calls still waiting with ``ended``; ``broke``: the stream
+        broke, so ``ended`` says they may have run, yet those gRPC never took
+        never reached the server and fail SESSION_ENDED, to be sent again."""
         with self._lock:
+            if self.ended is not None:
+                return  # closed first
             self.ended = ended
             waiting, self._waiting = self._waiting, {}
+            unsent, self._unsent = self._unsent, set()
         self._outbox.put(_STOP)
+        if broke:
+            _fail_never_sent(waiting, unsent)
         for waiter in waiting.values():
             waiter.set_exception(ended)
 
     def close(self) -> None:
-        self._outbox.put(_STOP)
+        # As the async stream: the calls still waiting fail as cut off by
+        # the close, not as never sent (a client closing sends nothing again).
+        self._settle(_closed_error(), broke=False)
         self._responses.cancel()
         self._reader.join(5)
 
