@@ -206,6 +206,72 @@ async def test_a_call_whose_write_the_ended_stream_refused_never_ran_and_is_rese
     assert _should_retry(info.value, write=True, idempotent=False)
 
 
+class _AsyncLostWhileWriting:
+    """An accepted Session stream whose connection is lost while its first
+    write is under way: that write never completes, and read() then fails
+    as grpc.aio reports a lost connection."""
+
+    def __init__(self) -> None:
+        self.writing = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.written: list[bytes] = []
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata()
+
+    def done(self) -> bool:
+        return self.lost.is_set()
+
+    async def write(self, message: bytes) -> None:
+        self.written.append(message)
+        self.writing.set()
+        await asyncio.Event().wait()  # cut off by the lost connection
+
+    async def read(self) -> bytes:
+        await self.lost.wait()
+        raise stream_error(grpc.StatusCode.UNAVAILABLE)
+
+    def cancel(self) -> bool:
+        return True
+
+
+async def test_an_async_call_queued_behind_the_write_under_way_when_the_connection_broke_is_resent():
+    lost = _AsyncLostWhileWriting()
+    stream = _AsyncStream(lambda metadata: lost, (), 4 * 1024 * 1024)
+    try:
+        first = asyncio.ensure_future(stream.call("execute", _insert(1), None))
+        await lost.writing.wait()
+        second = asyncio.ensure_future(stream.call("execute", _insert(2), None))
+        await asyncio.sleep(0)
+        lost.lost.set()
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        await stream.close()
+    assert len(lost.written) == 1
+    assert _sql(lost.written[0]) == ["INSERT INTO t VALUES (1)"]
+    broke, never_sent = outcomes
+    assert isinstance(broke, dbgateway.Unavailable)
+    assert broke.reason == "SESSION_BROKEN"
+    assert not _should_retry(broke, write=True, idempotent=False)
+    # The second insert was never written: it did not reach the server.
+    assert isinstance(never_sent, dbgateway.Unavailable)
+    assert never_sent.reason == "SESSION_ENDED"
+    assert _should_retry(never_sent, write=True, idempotent=False)
+
+
+async def test_async_calls_cut_off_by_closing_the_client_are_not_sent_again():
+    lost = _AsyncLostWhileWriting()
+    stream = _AsyncStream(lambda metadata: lost, (), 4 * 1024 * 1024)
+    first = asyncio.ensure_future(stream.call("execute", _insert(1), None))
+    await lost.writing.wait()
+    second = asyncio.ensure_future(stream.call("execute", _insert(2), None))
+    await asyncio.sleep(0)
+    await stream.close()
+    for outcome in await asyncio.gather(first, second, return_exceptions=True):
+        assert isinstance(outcome, dbgateway.Unavailable)
+        assert outcome.reason == "SESSION_BROKEN"
+
+
 class _LostConnection(grpc.RpcError):
     """How sync gRPC reports a Session stream whose connection was lost."""
 

@@ -127,6 +127,13 @@ def _never_sent() -> DbGatewayError:
     )
 
 
+def _broke(ended: Exception) -> bool:
+    """The stream broke under its calls (they may have run), rather than
+    being refused or ended by the server: then those never written are
+    known not to have reached it (see :func:`_fail_never_sent`)."""
+    return isinstance(ended, DbGatewayError) and ended.reason == "SESSION_BROKEN"
+
+
 def _fail_never_sent(waiting: dict[int, Any], call_ids: Iterable[int]) -> None:
     """Fail each of ``call_ids`` still waiting with :func:`_never_sent`: its
     message never left the client, so it is sent again on a new stream."""
@@ -279,6 +286,10 @@ class _AsyncStream:
         self._waiting: dict[int, asyncio.Future[Result]] = {}
         self._calls: list[bytes] = []
         self._call_ids: list[int] = []  # of self._calls, in order
+        #: The calls the writer took and has not written yet, in order; the
+        #: first ``_in_write`` of them are in the write under way.
+        self._unwritten: list[int] = []
+        self._in_write = 0
         self._cancels: list[int] = []
         self._wake = asyncio.Event()
         self._sent = False  # anything written on the stream yet
@@ -329,7 +340,6 @@ class _AsyncStream:
             raise
 
     async def _write(self) -> None:
-        unsent: list[int] = []  # calls taken for writing and not written yet
         try:
             # Nothing is written before the server accepted the stream: one
             # that refuses it at once (draining, a bad token) would otherwise
@@ -344,21 +354,25 @@ class _AsyncStream:
                 if not self._calls and not self._cancels:
                     continue
                 calls, self._calls = self._calls, []
-                unsent, self._call_ids = self._call_ids, []
+                self._unwritten, self._call_ids = self._call_ids, []
                 cancels, self._cancels = self._cancels, []
                 if cancels:
                     calls.append(_cancels(cancels))
                 for message, count in _messages(calls, self._max_bytes):
                     self._sent = True
+                    self._in_write = count
                     await self._rpc.write(message)
-                    del unsent[:count]  # (the cancels' element has no id: past the end)
+                    # (the cancels' element has no id: past the end)
+                    del self._unwritten[:count]
+                    self._in_write = 0
         except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError):
             # A write refused because the stream had ended (grpc.aio then
             # reports INTERNAL for the whole stream, hiding the server's own
             # status): the calls it carried, and those not taken yet, never
             # reached the server and may be sent again. The reader settles
             # the rest, those written before, whose fate the stream's end tells.
-            self._not_sent([*unsent, *self._call_ids])
+            self._not_sent([*self._unwritten, *self._call_ids])
+            self._unwritten = []
             return
 
     def _not_sent(self, call_ids: list[int]) -> None:
@@ -386,11 +400,18 @@ class _AsyncStream:
         except asyncio.CancelledError:
             self._settle(_closed_error())
             raise
-        self._settle(ended)
+        self._settle(ended, broke=_broke(ended))
 
-    def _settle(self, ended: Exception) -> None:
+    def _settle(self, ended: Exception, *, broke: bool = False) -> None:
+        """Fails the calls still waiting with ``ended``; ``broke``: the
+        stream broke under them, yet those the writer had not begun to write
+        never reached the server, and fail SESSION_ENDED to be sent again (a
+        client closing sends nothing again)."""
         self.ended = ended
         self._tasks[0].cancel()
+        if broke:
+            _fail_never_sent(self._waiting, [*self._unwritten[self._in_write :], *self._call_ids])
+        self._unwritten, self._call_ids = [], []
         waiting, self._waiting = self._waiting, {}
         for waiter in waiting.values():
             if not waiter.done():
@@ -560,8 +581,7 @@ class _SyncStream:
             ended = _closed_error()
         except grpc.RpcError as exc:
             ended = _ending(exc, established, sent=self._sent)
-        broke = isinstance(ended, DbGatewayError) and ended.reason == "SESSION_BROKEN"
-        self._settle(ended, broke=broke)
+        self._settle(ended, broke=_broke(ended))
 
     def _settle(self, ended: Exception, *, broke: bool) -> None:
         """Fail the calls still waiting with ``ended``; ``broke``: the stream
