@@ -8,6 +8,13 @@ with no warm-up, and divides the server's user + system CPU (from
 /proc/<pid>/stat, read just before the load starts and after it ends) by the
 calls the load completed. Runs are interleaved and repeated; the medians are
 printed.
+
+Beside it, the CPU per call of the rest of the chain: the load process (the
+client library) and, when PostgreSQL runs on this machine, its backends (all
+``postgres`` processes). The ``pgbouncer`` contender (asyncpg through
+PgBouncer in transaction mode) puts the same figures side by side for the
+pooler a platform team compares us with: on a machine whose cores are all
+busy, throughput follows the total.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from bench.run import (
     DEFAULT_DSN,
@@ -33,6 +41,7 @@ from bench.run import (
     _prepare_mysql,
     gateway,
     naive_gateway,
+    pgbouncer,
 )
 
 #: name -> (server, bench.load contender, database)
@@ -41,6 +50,7 @@ CONTENDERS: dict[str, tuple[str, str, str]] = {
     "session": ("gateway", "gateway-client", "bench"),
     "naive": ("naive", "naive-stubs", "bench"),
     "mysql-session": ("gateway", "gateway-mysql-client", "mbench"),
+    "pgbouncer": ("pgbouncer", "pgbouncer", "bench"),
 }
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -63,19 +73,22 @@ def _server_pid(port: str) -> int:
 def run_once(
     contender: str, target: str, args: argparse.Namespace, workload: str
 ) -> dict[str, Any]:
-    _, load_contender, database = CONTENDERS[contender]
-    pid = _server_pid(target.rsplit(":", 1)[1])
+    server, load_contender, database = CONTENDERS[contender]
+    if server == "pgbouncer":
+        pid, where = pgbouncer_pid(target), ("--dsn", target)
+    else:
+        pid, where = _server_pid(target.rsplit(":", 1)[1]), ("--target", target)
     cmd = [
         *(sys.executable, "-m", "bench.load", "--contender", load_contender),
-        *("--workload", workload, "--target", target, "--database", database),
+        *("--workload", workload, *where, "--database", database),
         *("--concurrency", str(args.concurrency), "--connections", str(args.connections)),
         *("--duration", str(args.duration), "--warmup", "0", "--channels", str(args.channels)),
     ]
-    before = cpu_seconds(pid)
-    children = _children_cpu()
+    before, children, backends = cpu_seconds(pid), _children_cpu(), postgres_cpu()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
     used = cpu_seconds(pid) - before
     load_used = _children_cpu() - children
+    postgres_used = postgres_cpu() - backends
     result = json.loads(out.stdout.strip().splitlines()[-1])
     calls = result["ops"] + 1  # the load's first call (connect, prepare) is not in ops
     return {
@@ -83,8 +96,28 @@ def run_once(
         "cpu_s": used,
         "us_per_call": used / calls * 1e6,
         "load_us_per_call": load_used / calls * 1e6,
+        "postgres_us_per_call": postgres_used / calls * 1e6,
         **result,
     }
+
+
+def postgres_cpu() -> float:
+    """User + system CPU so far of the local PostgreSQL processes alive now
+    (the pooled backends outlive a load run; 0 when PostgreSQL is remote)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() == "postgres":
+                total += cpu_seconds(int(entry.name))
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+def pgbouncer_pid(dsn: str) -> int:
+    return _server_pid(str(urlsplit(dsn).port))
 
 
 def _children_cpu() -> float:
@@ -122,6 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                     tmpdir / "gw",
                 )
             )
+        if "pgbouncer" in wanted:
+            (tmpdir / "pgbouncer").mkdir()
+            tmpdir.chmod(0o755)  # PgBouncer runs as postgres
+            targets["pgbouncer"] = stack.enter_context(
+                pgbouncer(args.dsn, args.connections, tmpdir / "pgbouncer")
+            )
         if "naive" in wanted:
             (tmpdir / "naive").mkdir()
             targets["naive"] = stack.enter_context(
@@ -133,18 +172,22 @@ def main(argv: list[str] | None = None) -> int:
                 runs[contender].append(run_once(contender, target, args, args.workload))
     print(
         f"| contender ({args.workload}, {args.concurrency} callers) | server CPU us/call "
-        "| runs | load CPU us/call | ops/s | p50 ms |"
+        "| runs | load CPU us/call | PostgreSQL CPU us/call | total us/call | ops/s | p50 ms |"
     )
-    print("|---|---:|---|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|---:|---:|")
     for contender, results in runs.items():
         per_call = [r["us_per_call"] for r in results]
         each = ", ".join(f"{v:.0f}" for v in per_call)
         ops = statistics.median(r["ops_per_s"] for r in results)
         p50 = statistics.median(r["p50_ms"] for r in results)
         load = statistics.median(r["load_us_per_call"] for r in results)
+        backends = statistics.median(r["postgres_us_per_call"] for r in results)
+        total = statistics.median(
+            r["us_per_call"] + r["load_us_per_call"] + r["postgres_us_per_call"] for r in results
+        )
         print(
             f"| {contender} | {statistics.median(per_call):.0f} | {each} | {load:.0f} "
-            f"| {ops:,.0f} | {p50:.2f} |"
+            f"| {backends:.0f} | {total:.0f} | {ops:,.0f} | {p50:.2f} |"
         )
     return 0
 
