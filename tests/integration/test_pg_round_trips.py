@@ -16,7 +16,11 @@ import grpc
 import pytest
 
 from dbgateway.v1 import database_service_pb2 as pb
-from dbgateway_server.backends.postgres import RESET_QUERY
+from dbgateway_server.backends.postgres import (
+    RESET_QUERY,
+    RESET_STATEMENT_PREFIX,
+    RESET_STATEMENTS,
+)
 from tests.integration.recording import RecordedGateway, recorded_gateway
 from tests.support import (
     V,
@@ -28,14 +32,20 @@ from tests.support import (
 
 pytestmark = pytest.mark.postgres
 
-RESET = f"QUERY {RESET_QUERY}"
+#: The pool's own reset: the reset's text, one simple-protocol Query.
+POOL_RESET = f"QUERY {RESET_QUERY}"
+#: The reset behind a lean statement: each of the reset's statements, prepared
+#: on the connection, bound and executed, then one Sync (no Parse).
+RESET = "RESET"
 #: Frontend messages the gateway sends on a pooled connection, by type byte.
 _NAMES = {b"P": "PARSE", b"B": "BIND", b"E": "EXECUTE", b"S": "SYNC", b"D": "DESCRIBE"}
+_PREPARED_RESET = ["BIND RESET", "EXECUTE"] * len(RESET_STATEMENTS) + ["SYNC"]
 
 
 def messages(chunk: bytes) -> list[str]:
     """The frontend messages in one chunk the gateway wrote ([] for a chunk
-    that is not a run of them, such as a cancel request)."""
+    that is not a run of them, such as a cancel request); the run of Binds
+    and Executes of the reset's prepared statements and its Sync is RESET."""
     found = []
     pos = 0
     while pos + 5 <= len(chunk):
@@ -44,11 +54,17 @@ def messages(chunk: bytes) -> list[str]:
         body = chunk[pos + 5 : pos + 1 + length]
         if kind == b"Q":
             found.append("QUERY " + body.rstrip(b"\x00").decode())
+        elif kind == b"B" and body.split(b"\x00")[1].startswith(RESET_STATEMENT_PREFIX.encode()):
+            found.append("BIND RESET")
         elif kind in _NAMES:
             found.append(_NAMES[kind])
         else:
             return []
         pos += 1 + length
+    size = len(_PREPARED_RESET)
+    for at in range(len(found) - size, -1, -1):
+        if found[at : at + size] == _PREPARED_RESET:
+            found[at : at + size] = [RESET]
     return found
 
 
@@ -95,7 +111,7 @@ def test_a_statement_of_another_type_still_gets_the_pools_reset(wire: Wire):
     assert wire.query("SELECT 2") == [(2,)]
     assert wire.writes(sent)[:3] == [
         ["BIND", "EXECUTE", "SYNC"],
-        [RESET],
+        [POOL_RESET],
         ["BIND", "EXECUTE", "SYNC", RESET],
     ]
 

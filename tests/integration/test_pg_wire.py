@@ -17,7 +17,11 @@ import uvloop
 
 from dbgateway.v1 import value_pb2
 from dbgateway_server.backends.base import ResultLimits
-from dbgateway_server.backends.postgres import PostgresBackend, PostgresConnection
+from dbgateway_server.backends.postgres import (
+    RESET_STATEMENT_PREFIX,
+    PostgresBackend,
+    PostgresConnection,
+)
 from dbgateway_server.config import DatabaseConfig, Engine, PoolSettings
 from dbgateway_server.errors import GatewayError
 from dbgateway_server.pool import ConnectionPool
@@ -251,8 +255,10 @@ def test_statements_asyncpg_evicts_from_its_cache_are_prepared_again(run, postgr
                     assert result.rows[0].values[0].int_value == rounds + k
             assert conn.lean_calls == 12
             assert conn.is_reset()
-            # Only what asyncpg still has prepared is named on the server.
-            names = {r["name"] for r in await raw.fetch("SELECT name FROM pg_prepared_statements")}
+            # Only what asyncpg still has prepared is named on the server
+            # (beside the reset's own statements).
+            rows = await raw.fetch("SELECT name FROM pg_prepared_statements")
+            names = {r["name"] for r in rows if not r["name"].startswith(RESET_STATEMENT_PREFIX)}
             assert len(names) <= 3
         finally:
             await conn.close()
@@ -272,6 +278,56 @@ def test_the_parameter_count_is_checked_on_a_repeated_statement_too(run, postgre
             assert (await conn.query(sql, [V(int_value=3)], limits=LIMITS)).rows[0].values[
                 0
             ].int_value == 3
+        finally:
+            await conn.close()
+
+    run(body())
+
+
+def test_the_reset_runs_its_prepared_statements_and_recovers_when_a_caller_drops_them(
+    run, postgres_dsn
+):
+    """The reset behind a statement runs statements prepared on the
+    connection. A caller that deallocates one gets the pool's own reset
+    after its call (its session state is still gone for the next caller),
+    and the next call prepares the reset's statements again."""
+
+    async def body() -> None:
+        conn = await connect(postgres_dsn)
+        raw = conn._conn
+
+        async def ours() -> list[str]:
+            rows = await raw.fetch("SELECT name FROM pg_prepared_statements ORDER BY name")
+            return [r["name"] for r in rows if r["name"].startswith(RESET_STATEMENT_PREFIX)]
+
+        async def pooled(sql: str) -> Any:
+            # As the pool does after every call: its own reset unless fresh.
+            result = await conn.execute(sql, [])
+            if not conn.is_reset():
+                await conn.reset()
+            return result
+
+        try:
+            prepared = await ours()
+            assert len(prepared) == 6
+            await pooled("SELECT set_config('search_path', 'nowhere', false)")
+            assert conn.is_reset()
+            await pooled("SELECT set_config('TimeZone', 'Asia/Tokyo', false)")
+            await pooled(f"DEALLOCATE {prepared[2]}")
+            assert prepared[2] not in await ours()
+            setting = await conn.query(
+                "SELECT current_setting('search_path'), current_setting('TimeZone')",
+                [],
+                limits=LIMITS,
+            )
+            assert conn.is_reset()
+            path, zone = (v.string_value for v in setting.rows[0].values)
+            assert path != "nowhere"
+            assert zone != "Asia/Tokyo"
+            again = await ours()
+            assert len(again) >= 6
+            assert set(again) - set(prepared)  # prepared again, under new names
+            assert conn.lean_calls == 4
         finally:
             await conn.close()
 

@@ -6,9 +6,11 @@ asyncpg opens the connection, authenticates, prepares statements (its cache
 keeps each one's server-side name), and runs transactions, cursors and every
 rare path. For a statement that asyncpg has prepared and whose parameter and
 result types are all in a small well-known set, :class:`Exchange` instead
-writes Bind/Execute/Sync for that statement followed by the session reset as
-a simple Query, in one write, and reads both answers; the pool then skips its
-own reset round trip (see ``PostgresConnection.is_reset``).
+writes Bind/Execute/Sync for that statement followed by the session reset,
+in one write, and reads both answers; the pool then skips its own reset round
+trip (see ``PostgresConnection.is_reset``). The reset's statements are
+prepared on the connection once (:func:`execute_message` runs them), so
+PostgreSQL does not parse and plan its text on every call.
 
 asyncpg's protocol refuses messages it did not ask for, so while an exchange
 runs it owns the socket: the transport's protocol is the exchange's (set
@@ -53,6 +55,8 @@ from ..statements import first_keyword
 SYNC = b"S\x00\x00\x00\x04"
 
 _I16 = struct.Struct("!h")
+#: SQLSTATE 26000: no prepared statement of that name.
+INVALID_STATEMENT_NAME = "26000"
 _I32 = struct.Struct("!i")
 _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
@@ -407,6 +411,20 @@ def query_message(sql: str) -> bytes:
     return b"Q" + _I32.pack(len(data) + 4) + data
 
 
+def execute_message(names: Sequence[str]) -> bytes:
+    """Bind and Execute for each of the prepared statements ``names`` (no
+    parameters, rows in text), then one Sync: they run in one implicit
+    transaction, as the statements of one simple-protocol Query do."""
+    parts = []
+    for name in names:
+        # The unnamed portal, the statement, no parameter formats, no
+        # parameters, no result formats; then Execute it to the end.
+        bind = b"\x00" + name.encode() + b"\x00" + _I16.pack(0) * 3
+        parts.append(b"B" + _I32.pack(len(bind) + 4) + bind)
+        parts.append(b"E\x00\x00\x00\x09\x00" + _I32.pack(0))
+    return b"".join(parts) + SYNC
+
+
 def _fields(data: bytes, start: int, end: int) -> dict[str, str]:
     """An ErrorResponse's fields, keyed as asyncpg keys them."""
     fields: dict[str, str] = {}
@@ -447,6 +465,9 @@ class Exchange(asyncio.Protocol):
         self.decode_error: BaseException | None = None
         #: The reset ran without error and left no transaction open.
         self.reset_ok = True
+        #: The reset failed because a statement of it was not prepared (a
+        #: caller deallocated it): the connection must prepare them again.
+        self.reset_missing = False
         #: The asynchronous messages that came meanwhile (ParameterStatus,
         #: notices, notifications), for asyncpg's protocol, which takes them
         #: in any state and keeps its record of the server's settings by them.
@@ -556,7 +577,9 @@ class Exchange(asyncio.Protocol):
             return True
         if kind == b"E":
             self.reset_ok = False
-        elif kind not in (b"T", b"D", b"C"):
+            if _fields(data, start, end).get("C") == INVALID_STATEMENT_NAME:
+                self.reset_missing = True
+        elif kind not in (b"2", b"T", b"D", b"C"):
             self._other(kind, data, start, end)
         return False
 
