@@ -328,53 +328,6 @@ def run_inserts(target: str, table: str, ids: range, during: Callable[[], None])
     return asyncio.run(main())
 
 
-@pytest.mark.postgres
-def test_a_session_across_a_drain_loses_no_call_and_runs_none_twice(tmp_path, own_dsn):
-    table = unique_name("drained")
-    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
-    first = start_pg(tmp_path / "a", own_dsn)
-    second = start_pg(tmp_path / "b", own_dsn)
-    assert first.process is not None
-    # pick_first: the channel moves to the second server when the first goes.
-    target = f"ipv4:{first.address},{second.address}"
-    try:
-        outcomes = run_inserts(
-            target,
-            table,
-            range(500),
-            lambda: first.process.send_signal(signal.SIGTERM),  # type: ignore[union-attr]
-        )
-        assert first.process.wait(20) == 0
-    finally:
-        first.stop()
-        second.stop()
-    failures = [o for o in outcomes if isinstance(o, BaseException)]
-    assert failures == []
-    assert all(o.rows_affected == 1 for o in outcomes)
-    rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
-    assert (rows[0]["n"], rows[0]["d"]) == (500, 500)
-    assert "draining" in first.log()
-    # Both servers answered calls: the session moved.
-    assert "transport=session" in first.log()
-    assert "transport=session" in second.log()
-
-
-@pytest.mark.postgres
-def test_a_session_past_max_session_age_is_reopened_without_losing_calls(tmp_path, own_dsn):
-    table = unique_name("aged")
-    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
-    server = start_pg(tmp_path, own_dsn, max_session_age=0.2)
-    try:
-        outcomes = run_inserts(server.address, table, range(300), lambda: None)
-    finally:
-        server.stop()
-    assert [o for o in outcomes if isinstance(o, BaseException)] == []
-    rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
-    assert (rows[0]["n"], rows[0]["d"]) == (300, 300)
-    request_ids = re.findall(r"request_id=(\w+)\.\d+ method=Execute", server.log())
-    assert len(set(request_ids)) > 1  # more than one session served them
-
-
 def run_sync_inserts(target: str, table: str, ids: range, during: Callable[[], None]) -> list[Any]:
     """As :func:`run_inserts`, through a sync Client's session shared by 50
     threads."""
@@ -400,32 +353,27 @@ def run_sync_inserts(target: str, table: str, ids: range, during: Callable[[], N
             return [outcome.result() for outcome in outcomes]
 
 
-@pytest.mark.postgres
-def test_a_sync_session_past_max_session_age_is_reopened_without_losing_calls(tmp_path, own_dsn):
-    table = unique_name("aged_sync")
-    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
-    server = start_pg(tmp_path, own_dsn, max_session_age=0.2)
-    try:
-        outcomes = run_sync_inserts(server.address, table, range(300), lambda: None)
-    finally:
-        server.stop()
-    assert [o for o in outcomes if isinstance(o, BaseException)] == []
-    rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
-    assert (rows[0]["n"], rows[0]["d"]) == (300, 300)
-    request_ids = re.findall(r"request_id=(\w+)\.\d+ method=Execute", server.log())
-    assert len(set(request_ids)) > 1  # more than one session served them
+#: The async client's and the sync client's way of running many inserts
+#: concurrently on one session (see run_inserts, run_sync_inserts).
+CLIENTS = pytest.mark.parametrize("client", ["async", "sync"])
+
+
+def inserts(client: str) -> Callable[[str, str, range, Callable[[], None]], list[Any]]:
+    return run_inserts if client == "async" else run_sync_inserts
 
 
 @pytest.mark.postgres
-def test_a_sync_session_across_a_drain_loses_no_call_and_runs_none_twice(tmp_path, own_dsn):
-    table = unique_name("drained_sync")
+@CLIENTS
+def test_a_session_across_a_drain_loses_no_call_and_runs_none_twice(client, tmp_path, own_dsn):
+    table = unique_name("drained")
     pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
     first = start_pg(tmp_path / "a", own_dsn)
     second = start_pg(tmp_path / "b", own_dsn)
     assert first.process is not None
+    # pick_first: the channel moves to the second server when the first goes.
     target = f"ipv4:{first.address},{second.address}"
     try:
-        outcomes = run_sync_inserts(
+        outcomes = inserts(client)(
             target,
             table,
             range(500),
@@ -435,11 +383,32 @@ def test_a_sync_session_across_a_drain_loses_no_call_and_runs_none_twice(tmp_pat
     finally:
         first.stop()
         second.stop()
-    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    failures = [o for o in outcomes if isinstance(o, BaseException)]
+    assert failures == []
+    assert all(o.rows_affected == 1 for o in outcomes)
     rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
     assert (rows[0]["n"], rows[0]["d"]) == (500, 500)
+    assert "draining" in first.log()
+    # Both servers answered calls: the session moved.
     assert "transport=session" in first.log()
     assert "transport=session" in second.log()
+
+
+@pytest.mark.postgres
+@CLIENTS
+def test_a_session_past_max_session_age_is_reopened_without_losing_calls(client, tmp_path, own_dsn):
+    table = unique_name("aged")
+    pg_fetch(own_dsn, f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    server = start_pg(tmp_path, own_dsn, max_session_age=0.2)
+    try:
+        outcomes = inserts(client)(server.address, table, range(300), lambda: None)
+    finally:
+        server.stop()
+    assert [o for o in outcomes if isinstance(o, BaseException)] == []
+    rows = pg_fetch(own_dsn, f"SELECT count(*) AS n, count(DISTINCT id) AS d FROM {table}")
+    assert (rows[0]["n"], rows[0]["d"]) == (300, 300)
+    request_ids = re.findall(r"request_id=(\w+)\.\d+ method=Execute", server.log())
+    assert len(set(request_ids)) > 1  # more than one session served them
 
 
 # -- the clients -------------------------------------------------------------------

@@ -83,17 +83,31 @@ def test_a_stream_cancelled_before_it_was_accepted_and_written_resends_its_calls
     assert written.reason != "SESSION_ENDED"
 
 
-class _RefusedBeforeAccepting(grpc.RpcError):
-    """How sync gRPC reports a stream the server cancelled before accepting it."""
+class _SyncStreamError(grpc.RpcError):
+    """How sync gRPC reports a failed stream: a code and details, no metadata."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code = code
+        self._details = details
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.CANCELLED
+        return self._code
 
     def details(self) -> str:
-        return "Cancelling all calls"
+        return self._details
 
     def trailing_metadata(self) -> tuple[()]:
         return ()
+
+
+def _refused_before_accepting() -> _SyncStreamError:
+    """A stream the server cancelled before accepting it."""
+    return _SyncStreamError(grpc.StatusCode.CANCELLED, "Cancelling all calls")
+
+
+def _lost_connection() -> _SyncStreamError:
+    """A Session stream whose connection was lost."""
+    return _SyncStreamError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
 
 
 class _StreamCancelledAtOnce:
@@ -127,7 +141,7 @@ class _StreamCancelledAtOnce:
         return self
 
     def __next__(self) -> bytes:
-        raise _RefusedBeforeAccepting()
+        raise _refused_before_accepting()
 
     def cancel(self) -> None:
         self._done.set()
@@ -272,19 +286,6 @@ async def test_async_calls_cut_off_by_closing_the_client_are_not_sent_again():
         assert outcome.reason == "SESSION_BROKEN"
 
 
-class _LostConnection(grpc.RpcError):
-    """How sync gRPC reports a Session stream whose connection was lost."""
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return "Socket closed"
-
-    def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-
 class _StreamLostWhileSending:
     """A sync stream-stream call whose connection is lost, once the server
     accepted it (``accept``), while gRPC sends the first message it took from
@@ -319,7 +320,7 @@ class _StreamLostWhileSending:
 
     def __next__(self) -> bytes:
         self._lost.wait()
-        raise _LostConnection()
+        raise _lost_connection()
 
     def cancel(self) -> None:
         self._lost.set()
