@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc
 from tests.faultproxy import FaultProxy
+from tests.integration.polling import eventually
 from tests.support import (
     ServerProcess,
     V,
@@ -257,3 +258,29 @@ def test_connect_refused_is_retried_then_reported(outage: Outage):
         assert err.metadata["attempts"] == "3"
     finally:
         outage.heal()
+
+
+def test_a_transaction_begun_too_late_for_its_answer_is_rolled_back_at_once(outage: Outage):
+    """A BeginTransaction whose BEGIN came back in the last moments of its
+    deadline fails DEADLINE_EXCEEDED and leaves no transaction open: its
+    caller might give up before the answer arrived, and then nobody would know
+    the transaction's id while it held a connection until its idle timeout."""
+    outage.heal()
+    name = urlsplit(outage.dsn).path.lstrip("/")
+    open_transactions = (
+        "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'dbgateway' "
+        f"AND datname = '{name}' AND state LIKE 'idle in transaction%'"
+    )
+    # Each way 100 ms: the BEGIN's round trip takes 200 ms of the call's 230.
+    outage.proxy.latency(0.1)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            outage.db.BeginTransaction(pb.BeginTransactionRequest(database="pg"), timeout=0.23)
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert eventually(lambda: pg_fetch(outage.dsn, open_transactions)[0]["n"] == 0, within=2)
+    finally:
+        outage.heal()
+    # With time to spare, a transaction begins as usual.
+    begun = outage.db.BeginTransaction(pb.BeginTransactionRequest(database="pg"), timeout=5)
+    assert pg_fetch(outage.dsn, open_transactions)[0]["n"] == 1
+    outage.db.Rollback(pb.RollbackRequest(transaction_id=begun.transaction_id), timeout=5)

@@ -9,7 +9,13 @@ import pytest
 
 from dbgateway_server.config import RetrySettings
 from dbgateway_server.errors import GatewayError, Reason
-from dbgateway_server.resilience.retry import CallKind, attempt_limit, retryable, run_with_retries
+from dbgateway_server.resilience.retry import (
+    CallKind,
+    attempt_limit,
+    late_answer,
+    retryable,
+    run_with_retries,
+)
 
 READ, WRITE, IDEMPOTENT, TX = (
     CallKind.READ,
@@ -195,3 +201,18 @@ async def test_no_retry_starts_in_the_last_moments_before_the_deadline():
         await run_with_retries(attempt, kind=READ, settings=FAST, remaining=lambda: 0.03)
     assert info.value.reason is Reason.DATABASE_UNAVAILABLE
     assert attempt.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("budget", "remaining", "late"),
+    [
+        (None, None, False),  # no deadline
+        (5.0, 0.2, False),
+        (5.0, 0.04, True),  # in the last 50 ms
+        (0.1, 0.03, False),  # a short budget: its last quarter
+        (0.1, 0.02, True),
+        (0.004, 0.0005, True),
+    ],
+)
+def test_an_answer_in_the_last_moments_of_its_budget_is_late(budget, remaining, late):
+    assert late_answer(budget, remaining) is late

@@ -129,6 +129,16 @@ class _Retryable:
 ANSWER_MARGIN = 0.05
 
 
+def late_answer(budget: float | None, remaining: float | None) -> bool:
+    """An answer ready with ``remaining`` seconds of a call's ``budget`` left
+    may reach its caller only after the caller's own deadline (which comes
+    first: the server's counts from when the request arrived). True in the
+    last :data:`ANSWER_MARGIN`, or the last quarter of a shorter budget."""
+    if budget is None or remaining is None:
+        return False
+    return remaining < min(ANSWER_MARGIN, budget / 4)
+
+
 class _Deadline(stop_base):
     """tenacity's ``stop``: no attempt whose wait would outlast the deadline
     (less :data:`ANSWER_MARGIN`)."""

@@ -17,6 +17,7 @@ from dbgateway.v1 import database_service_pb2 as pb
 from ..call import Deadline
 from ..errors import GatewayError, Reason, invalid_request
 from ..gateway import Gateway
+from ..resilience.retry import late_answer
 from ..transactions import StatementCall, Transaction
 from .calls import (
     Servicer,
@@ -153,6 +154,7 @@ class TransactionRpcs(Servicer):
         if request.options.HasField("idle_timeout"):
             idle_timeout = duration_seconds("options.idle_timeout", request.options.idle_timeout)
         scope = current_scope()
+        budget = context.time_remaining()
         # The call's concurrency slot passes to the transaction, so open
         # transactions count toward max_concurrent_calls until they end.
         on_end = scope.slot.keep() if scope.slot is not None else None
@@ -160,7 +162,7 @@ class TransactionRpcs(Servicer):
             tx = await self._gateway.begin(
                 request.database,
                 transaction_mode(request.options),
-                Deadline(context.time_remaining()),
+                Deadline(budget),
                 idle_timeout,
                 scope.principal.name,
                 on_end,
@@ -170,6 +172,16 @@ class TransactionRpcs(Servicer):
             if on_end is not None:
                 on_end()
             raise
+        if late_answer(budget, context.time_remaining()):
+            # Its caller may give up before the answer arrives, and then
+            # nobody knows the transaction's id: it would hold a connection
+            # until its idle timeout. Ended here instead.
+            await self._gateway.rollback(tx.id, request.database, scope.principal.name)
+            raise GatewayError(
+                Reason.STATEMENT_TIMEOUT,
+                "the transaction began too close to the call's deadline for its "
+                "answer to arrive in time; it was rolled back",
+            )
         expire_time = timestamp_pb2.Timestamp()
         expire_time.FromDatetime(
             dt.datetime.now(dt.UTC) + dt.timedelta(seconds=tx.expires_at() - time.monotonic())
