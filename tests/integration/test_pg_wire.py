@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from dbgateway.v1 import value_pb2
-from dbgateway_server.backends.base import ResultLimits
+from dbgateway_server.backends.base import IsolationLevel, ResultLimits, TransactionMode
 from dbgateway_server.backends.postgres import (
     RESET_STATEMENT_PREFIX,
     PostgresBackend,
@@ -330,6 +330,33 @@ def test_the_reset_runs_its_prepared_statements_and_recovers_when_a_caller_drops
             assert conn.lean_calls == 4
         finally:
             await conn.close()
+
+    run(body())
+
+
+def test_a_new_connection_is_idle_and_its_first_transaction_may_set_its_isolation(
+    run, postgres_dsn
+):
+    """Preparing the reset's statements leaves no transaction open on a new
+    connection (asyncpg's prepare ends with Flush: the implicit transaction
+    of its Parse, and its snapshot, would last until the next Sync)."""
+
+    async def body() -> None:
+        conn = await connect(postgres_dsn)
+        other = await connect(postgres_dsn)
+        try:
+            pid = conn._conn.get_server_pid()
+            state = await other._conn.fetchval(
+                "SELECT state FROM pg_stat_activity WHERE pid = $1", pid
+            )
+            assert state == "idle"
+            await conn.begin(TransactionMode(isolation=IsolationLevel.SERIALIZABLE))
+            isolation = await conn._conn.fetchval("SELECT current_setting('transaction_isolation')")
+            assert isolation == "serializable"
+            await conn.rollback()
+        finally:
+            await conn.close()
+            await other.close()
 
     run(body())
 

@@ -456,6 +456,12 @@ class PostgresConnection(DriverConnection):
                 await self._conn.prepare(sql, name=name)
                 for sql, name in zip(RESET_STATEMENTS, names, strict=True)
             ]
+            # asyncpg's prepare ends with Flush, not Sync: the implicit
+            # transaction its Parse began, with the snapshot Parse took, stays
+            # open until the next Sync (a BEGIN ISOLATION LEVEL would then
+            # fail, and an idle connection would hold back VACUUM). The
+            # reset's own round trip ends it.
+            await self._conn.execute(RESET_QUERY)
         self._reset_message = pg_wire.execute_message(names)
         return self._reset_message
 
