@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import grpc
 import grpc.aio
@@ -110,41 +110,54 @@ def _lost_connection() -> _SyncStreamError:
     return _SyncStreamError(grpc.StatusCode.UNAVAILABLE, "Socket closed")
 
 
-class _StreamCancelledAtOnce:
+class _SyncStreamDouble:
+    """What the sync stream-stream doubles share: gRPC's request thread
+    consumes the request iterator (``_consume``), and the responses end with
+    ``_error()`` once the stream has ended (``ended``)."""
+
+    _error: Callable[[], _SyncStreamError]
+
+    def __init__(self, requests: Iterator[bytes]) -> None:
+        self.ended = threading.Event()
+        self._consumer = threading.Thread(target=self._consume, args=(requests,), daemon=True)
+        self._consumer.start()
+
+    def _consume(self, requests: Iterator[bytes]) -> None:
+        raise NotImplementedError
+
+    def done(self) -> bool:
+        return self.ended.is_set()
+
+    def __iter__(self) -> _SyncStreamDouble:
+        return self
+
+    def __next__(self) -> bytes:
+        self.ended.wait()
+        raise type(self)._error()
+
+    def cancel(self) -> None:
+        self.ended.set()
+
+
+class _StreamCancelledAtOnce(_SyncStreamDouble):
     """A sync stream-stream call the server cancels before sending its
     initial metadata; gRPC's request thread consumes the request iterator
     meanwhile, as grpc does, and records what would have been sent."""
 
-    def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
-        import threading
+    _error = staticmethod(_refused_before_accepting)
 
+    def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
         self.sent: list[bytes] = []
-        self._done = threading.Event()
-        self._consumer = threading.Thread(target=self._consume, args=(requests,), daemon=True)
-        self._consumer.start()
+        super().__init__(requests)
 
     def _consume(self, requests: Iterator[bytes]) -> None:
         for message in requests:
             self.sent.append(message)
 
     def initial_metadata(self) -> tuple[()]:
-        import time
-
         time.sleep(0.2)  # the caller's call is queued by now
-        self._done.set()
+        self.ended.set()
         return ()
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def __iter__(self) -> _StreamCancelledAtOnce:
-        return self
-
-    def __next__(self) -> bytes:
-        raise _refused_before_accepting()
-
-    def cancel(self) -> None:
-        self._done.set()
 
 
 def test_the_sync_client_writes_nothing_before_the_stream_is_accepted_so_a_refused_one_resends():
@@ -286,44 +299,31 @@ async def test_async_calls_cut_off_by_closing_the_client_are_not_sent_again():
         assert outcome.reason == "SESSION_BROKEN"
 
 
-class _StreamLostWhileSending:
+class _StreamLostWhileSending(_SyncStreamDouble):
     """A sync stream-stream call whose connection is lost, once the server
     accepted it (``accept``), while gRPC sends the first message it took from
     the request iterator: as gRPC's request thread does, it takes a message,
     asks for the next only once that one was sent, and asks for none after
     the stream ended."""
 
+    _error = staticmethod(_lost_connection)
+
     def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
         self.accept = threading.Event()
         self.taken: list[bytes] = []
         self.took = threading.Event()
-        self._lost = threading.Event()
-        self._consumer = threading.Thread(target=self._consume, args=(requests,), daemon=True)
-        self._consumer.start()
+        super().__init__(requests)
 
     def _consume(self, requests: Iterator[bytes]) -> None:
         self.taken.append(next(requests))
         self.took.set()  # its send never completes: the connection is lost first
 
     def lose_connection(self) -> None:
-        self._lost.set()
+        self.ended.set()
 
     def initial_metadata(self) -> tuple[()]:
         self.accept.wait()
         return ()
-
-    def done(self) -> bool:
-        return self._lost.is_set()
-
-    def __iter__(self) -> _StreamLostWhileSending:
-        return self
-
-    def __next__(self) -> bytes:
-        self._lost.wait()
-        raise _lost_connection()
-
-    def cancel(self) -> None:
-        self._lost.set()
 
 
 class _SyncCalls:
