@@ -4,9 +4,11 @@ pure logic, no server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -115,10 +117,9 @@ class _SyncStreamDouble:
     consumes the request iterator (``_consume``), and the responses end with
     ``_error()`` once the stream has ended (``ended``)."""
 
-    _error: Callable[[], _SyncStreamError]
-
-    def __init__(self, requests: Iterator[bytes]) -> None:
+    def __init__(self, requests: Iterator[bytes], error: Callable[[], _SyncStreamError]) -> None:
         self.ended = threading.Event()
+        self._error = error
         self._consumer = threading.Thread(target=self._consume, args=(requests,), daemon=True)
         self._consumer.start()
 
@@ -133,7 +134,7 @@ class _SyncStreamDouble:
 
     def __next__(self) -> bytes:
         self.ended.wait()
-        raise type(self)._error()
+        raise self._error()
 
     def cancel(self) -> None:
         self.ended.set()
@@ -144,11 +145,9 @@ class _StreamCancelledAtOnce(_SyncStreamDouble):
     initial metadata; gRPC's request thread consumes the request iterator
     meanwhile, as grpc does, and records what would have been sent."""
 
-    _error = staticmethod(_refused_before_accepting)
-
     def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
         self.sent: list[bytes] = []
-        super().__init__(requests)
+        super().__init__(requests, _refused_before_accepting)
 
     def _consume(self, requests: Iterator[bytes]) -> None:
         for message in requests:
@@ -220,14 +219,20 @@ class _EndedStream:
         return True
 
 
-async def test_a_call_whose_write_the_ended_stream_refused_never_ran_and_is_resent():
-    ended = _EndedStream()
-    stream = _AsyncStream(lambda metadata: ended, (), 4 * 1024 * 1024)
+@contextlib.asynccontextmanager
+async def _stream_on(double: Any) -> AsyncIterator[_AsyncStream]:
+    """The async client's session stream over ``double``, closed afterwards."""
+    stream = _AsyncStream(lambda metadata: double, (), 4 * 1024 * 1024)
     try:
-        with pytest.raises(dbgateway.Unavailable) as info:
-            await stream.call("execute", pb.ExecuteRequest(sql="INSERT INTO t VALUES (1)"), None)
+        yield stream
     finally:
         await stream.close()
+
+
+async def test_a_call_whose_write_the_ended_stream_refused_never_ran_and_is_resent():
+    async with _stream_on(_EndedStream()) as stream:
+        with pytest.raises(dbgateway.Unavailable) as info:
+            await stream.call("execute", pb.ExecuteRequest(sql="INSERT INTO t VALUES (1)"), None)
     # Not SESSION_BROKEN ("may have run"): the insert never left the client.
     assert info.value.reason == "SESSION_ENDED"
     assert _should_retry(info.value, write=True, idempotent=False)
@@ -262,18 +267,21 @@ class _AsyncLostWhileWriting:
         return True
 
 
+async def _two_inserts(stream: _AsyncStream, lost: _AsyncLostWhileWriting) -> list[Any]:
+    """The first insert's write under way, the second queued behind it."""
+    first = asyncio.ensure_future(stream.call("execute", _insert(1), None))
+    await lost.writing.wait()
+    second = asyncio.ensure_future(stream.call("execute", _insert(2), None))
+    await asyncio.sleep(0)
+    return [first, second]
+
+
 async def test_an_async_call_queued_behind_the_write_under_way_when_the_connection_broke_is_resent():
     lost = _AsyncLostWhileWriting()
-    stream = _AsyncStream(lambda metadata: lost, (), 4 * 1024 * 1024)
-    try:
-        first = asyncio.ensure_future(stream.call("execute", _insert(1), None))
-        await lost.writing.wait()
-        second = asyncio.ensure_future(stream.call("execute", _insert(2), None))
-        await asyncio.sleep(0)
+    async with _stream_on(lost) as stream:
+        calls = await _two_inserts(stream, lost)
         lost.lost.set()
-        outcomes = await asyncio.gather(first, second, return_exceptions=True)
-    finally:
-        await stream.close()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert len(lost.written) == 1
     assert _sql(lost.written[0]) == ["INSERT INTO t VALUES (1)"]
     broke, never_sent = outcomes
@@ -288,13 +296,10 @@ async def test_an_async_call_queued_behind_the_write_under_way_when_the_connecti
 
 async def test_async_calls_cut_off_by_closing_the_client_are_not_sent_again():
     lost = _AsyncLostWhileWriting()
-    stream = _AsyncStream(lambda metadata: lost, (), 4 * 1024 * 1024)
-    first = asyncio.ensure_future(stream.call("execute", _insert(1), None))
-    await lost.writing.wait()
-    second = asyncio.ensure_future(stream.call("execute", _insert(2), None))
-    await asyncio.sleep(0)
-    await stream.close()
-    for outcome in await asyncio.gather(first, second, return_exceptions=True):
+    async with _stream_on(lost) as stream:
+        calls = await _two_inserts(stream, lost)
+        await stream.close()
+    for outcome in await asyncio.gather(*calls, return_exceptions=True):
         assert isinstance(outcome, dbgateway.Unavailable)
         assert outcome.reason == "SESSION_BROKEN"
 
@@ -306,13 +311,11 @@ class _StreamLostWhileSending(_SyncStreamDouble):
     asks for the next only once that one was sent, and asks for none after
     the stream ended."""
 
-    _error = staticmethod(_lost_connection)
-
     def __init__(self, requests: Iterator[bytes], metadata: object = None) -> None:
         self.accept = threading.Event()
         self.taken: list[bytes] = []
         self.took = threading.Event()
-        super().__init__(requests)
+        super().__init__(requests, _lost_connection)
 
     def _consume(self, requests: Iterator[bytes]) -> None:
         self.taken.append(next(requests))
@@ -353,6 +356,17 @@ class _SyncCalls:
         except dbgateway.DbGatewayError as exc:
             self.errors[f"INSERT INTO t VALUES ({value})"] = exc
 
+    def one_sending_one_queued(self) -> _StreamLostWhileSending:
+        """The first insert's message taken by gRPC (and still sending), the
+        second's queued behind it; the stream."""
+        stream = self.streams[0]
+        stream.accept.set()
+        self.insert(1)
+        assert stream.took.wait(30)
+        self.insert(2)
+        self.wait_until_queued(1)
+        return stream
+
     def wait_until_queued(self, count: int) -> None:
         # The calls are on the stream's queue, not yet taken by gRPC.
         for _ in range(10_000):
@@ -377,12 +391,7 @@ def _sql(message: bytes) -> list[str]:
 
 def test_a_sync_call_queued_behind_the_message_grpc_was_sending_when_the_stream_broke_is_resent():
     calls = _SyncCalls()
-    lost = calls.streams[0]
-    lost.accept.set()
-    calls.insert(1)
-    assert lost.took.wait(30)
-    calls.insert(2)
-    calls.wait_until_queued(1)
+    lost = calls.one_sending_one_queued()
     lost.lose_connection()
     calls.finish()
     assert _sql(lost.taken[0]) == ["INSERT INTO t VALUES (1)"]
@@ -421,12 +430,7 @@ def test_sync_calls_cut_off_by_closing_the_client_are_not_sent_again():
     # As with the async client: a closing client sends nothing again, even a
     # call gRPC never took.
     calls = _SyncCalls()
-    stream = calls.streams[0]
-    stream.accept.set()
-    calls.insert(1)
-    assert stream.took.wait(30)
-    calls.insert(2)
-    calls.wait_until_queued(1)
+    calls.one_sending_one_queued()
     calls.stream.close()
     calls.finish()
     for error in calls.errors.values():
