@@ -25,6 +25,7 @@ from google.protobuf import duration_pb2
 
 from dbgateway.v1 import database_service_pb2 as pb
 from dbgateway.v1 import database_service_pb2_grpc as pb_grpc
+from tests.integration.polling import eventually
 from tests.support import (
     ServerProcess,
     call_error,
@@ -448,6 +449,14 @@ def test_a_silent_transaction_stream_is_ended_and_its_locks_released(db, dsns):
     reader = threading.Thread(target=read)
     reader.start()
     try:
+        # The stream's UPDATE holds the row lock before ours competes for it
+        # (a stream whose BEGIN waited for a new connection could otherwise
+        # come second, and commit once its client went on).
+        holding = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state LIKE 'idle in transaction%' AND query LIKE 'UPDATE dbgw_locked%'"
+        )
+        assert eventually(lambda: pg_fetch(dsns[0], holding)[0][0] == 1, within=10)
         started = time.monotonic()
         # The row lock is released when the idle bound ends the stream.
         _update_within(dsns[0], "UPDATE dbgw_locked SET v = 10 WHERE id = 1", 20)
