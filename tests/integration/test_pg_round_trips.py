@@ -9,6 +9,7 @@ the connection of the call before."""
 from __future__ import annotations
 
 import struct
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -56,6 +57,8 @@ def messages(chunk: bytes) -> list[str]:
             found.append("QUERY " + body.rstrip(b"\x00").decode())
         elif kind == b"B" and body.split(b"\x00")[1].startswith(RESET_STATEMENT_PREFIX.encode()):
             found.append("BIND RESET")
+        elif kind == b"P" and body.startswith(RESET_STATEMENT_PREFIX.encode()):
+            found.append("PARSE RESET")
         elif kind in _NAMES:
             found.append(_NAMES[kind])
         else:
@@ -147,6 +150,28 @@ def test_a_failing_statement_is_reported_and_its_connection_kept_clean(wire: Wir
     assert held == [(0,)]
     assert wire.backend_pid() == first  # kept, not discarded and replaced
     assert wire.writes(sent)[:2] == [["BIND", "EXECUTE", "SYNC", RESET]] * 2
+
+
+def test_a_new_connection_prepares_the_reset_in_one_round_trip(wire: Wire):
+    assert wire.query("SELECT 2") == [(2,)]
+    sent = wire.proxy.record()
+    wire.proxy.cut()  # the pool's one connection is lost: the next call opens another
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert wire.query("SELECT 3") == [(3,)]
+            break
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+    writes = wire.writes(sent)
+    reset_writes = [w for w in writes if "PARSE RESET" in w or RESET in w or POOL_RESET in w]
+    # Its reset's statements: their Parses and a Sync, and the reset run
+    # once behind them, in one write (one round trip), and no reset from text.
+    assert reset_writes[0] == ["PARSE RESET"] * len(RESET_STATEMENTS) + ["SYNC", RESET]
+    assert [w for w in writes if POOL_RESET in w] == []
+    # The call that follows uses them.
+    assert ["BIND", "EXECUTE", "SYNC", RESET] in writes
 
 
 def test_a_lean_statement_cut_off_by_its_deadline_is_cancelled_and_the_pool_recovers(wire: Wire):

@@ -411,6 +411,23 @@ def query_message(sql: str) -> bytes:
     return b"Q" + _I32.pack(len(data) + 4) + data
 
 
+def prepare_message(statements: Sequence[tuple[str, str]]) -> bytes:
+    """Parse for each ``(name, sql)`` (no parameter types), then one Sync:
+    prepared in one round trip, and the implicit transaction their Parses
+    begin ends at the Sync."""
+    parts = []
+    for name, sql in statements:
+        body = name.encode() + b"\x00" + sql.encode() + b"\x00" + _I16.pack(0)
+        parts.append(b"P" + _I32.pack(len(body) + 4) + body)
+    return b"".join(parts) + SYNC
+
+
+def prepare_plan(what: str) -> Plan:
+    """The plan of an exchange whose command is a :func:`prepare_message`:
+    no rows, ``what`` naming it in an error."""
+    return Plan("", what, [], [], [], [])
+
+
 def execute_message(names: Sequence[str]) -> bytes:
     """Bind and Execute for each of the prepared statements ``names`` (no
     parameters, rows in text), then one Sync: they run in one implicit
@@ -557,7 +574,7 @@ class Exchange(asyncio.Protocol):
             if kind == b"D":
                 if self.error is None and self.decode_error is None:
                     self._row(data, start)
-            elif kind == b"2":
+            elif kind == b"2" or kind == b"1":  # BindComplete / ParseComplete
                 pass
             elif kind == b"C":
                 self.status = data[start : end - 1].decode()

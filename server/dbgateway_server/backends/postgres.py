@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -213,6 +214,11 @@ RESET_QUERY = "; ".join(RESET_STATEMENTS)
 #: (about a fifth of PostgreSQL's CPU per pooled point select went to parsing
 #: and planning the reset's text on every call).
 RESET_STATEMENT_PREFIX = "dbgateway_reset_"
+#: Their names' generations, counted per process: a name is never used
+#: twice on a connection, even by a second object over the same link.
+_RESET_GENERATIONS = itertools.count(1)
+#: The plan of the exchange that prepares them (it has no rows).
+_PREPARE_RESET = pg_wire.prepare_plan("the session reset's statements")
 
 
 def quote_identifier(name: str) -> str:
@@ -266,13 +272,11 @@ class PostgresConnection(DriverConnection):
         #: What the session reset answers when it goes as planned (learned
         #: from the first lean exchange; see pg_wire.Exchange).
         self._reset_answer: bytes | None = None
-        #: The reset's statements prepared on this connection (held, so that
-        #: asyncpg keeps them) and the message that runs them; none until
+        #: The message that runs the reset's statements prepared on this
+        #: connection (asyncpg knows nothing of them); none until
         #: :meth:`prepare_reset`, and none again once a reset found them gone
         #: (a caller's DEALLOCATE): the next lean call prepares new ones.
-        self._reset_statements: list[Any] = []
         self._reset_message: bytes | None = None
-        self._reset_generation = 0
         #: Statements run on the lean path (for tests and measurements).
         self.lean_calls = 0
         # The lean path borrows plain TCP (or Unix socket) transports only: a
@@ -440,30 +444,37 @@ class PostgresConnection(DriverConnection):
         if exchange.reset_missing:
             # The pool's reset (its own round trip, from text) follows; the
             # next lean call prepares the reset's statements again.
-            self._reset_statements, self._reset_message = [], None
+            self._reset_message = None
         return exchange.outcome()
 
     async def prepare_reset(self) -> bytes:
         """Prepares the reset's statements on this connection (under names
-        not used on it before) and returns the message that runs them."""
-        self._reset_generation += 1
-        names = [
-            f"{RESET_STATEMENT_PREFIX}{self._reset_generation}_{i}"
-            for i in range(len(RESET_STATEMENTS))
-        ]
+        not used on it before) and returns the message that runs them: their
+        Parses and a Sync, then the reset itself, in one write and one round
+        trip (asyncpg's prepare would take one each, and its Flush would leave
+        the implicit transaction of the Parses, with its snapshot, open)."""
+        generation = next(_RESET_GENERATIONS)
+        names = [f"{RESET_STATEMENT_PREFIX}{generation}_{i}" for i in range(len(RESET_STATEMENTS))]
+        execute = pg_wire.execute_message(names)
+        conn = self._conn
+        loop = asyncio.get_running_loop()
+        exchange = pg_wire.Exchange(conn._transport, conn._protocol, _PREPARE_RESET, loop)
+        prepare = pg_wire.prepare_message(list(zip(names, RESET_STATEMENTS, strict=True)))
+        exchange.start(prepare + execute)
+        try:
+            await exchange.finished
+        except asyncio.CancelledError:
+            if not exchange.over:
+                conn.terminate()  # cut off mid-exchange: nobody can trust the link
+            raise
         with translate_errors(self._database):
-            self._reset_statements = [
-                await self._conn.prepare(sql, name=name)
-                for sql, name in zip(RESET_STATEMENTS, names, strict=True)
-            ]
-            # asyncpg's prepare ends with Flush, not Sync: the implicit
-            # transaction its Parse began, with the snapshot Parse took, stays
-            # open until the next Sync (a BEGIN ISOLATION LEVEL would then
-            # fail, and an idle connection would hold back VACUUM). The
-            # reset's own round trip ends it.
-            await self._conn.execute(RESET_QUERY)
-        self._reset_message = pg_wire.execute_message(names)
-        return self._reset_message
+            exchange.outcome()
+            if not exchange.reset_ok:
+                await conn.execute(RESET_QUERY)  # its error, if it fails again
+        if exchange.learned is not None:
+            self._reset_answer = exchange.learned
+        self._reset_message = execute
+        return execute
 
     async def _resync(self) -> None:
         """Waits for a lean exchange cut off mid-way: its cancel request
