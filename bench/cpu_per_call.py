@@ -10,11 +10,12 @@ calls the load completed. Runs are interleaved and repeated; the medians are
 printed.
 
 Beside it, the CPU per call of the rest of the chain: the load process (the
-client library) and, when PostgreSQL runs on this machine, its backends (all
-``postgres`` processes). The ``pgbouncer`` contender (asyncpg through
-PgBouncer in transaction mode) puts the same figures side by side for the
-pooler a platform team compares us with: on a machine whose cores are all
-busy, throughput follows the total.
+client library) and, when the databases run on this machine, their
+processes (every ``postgres`` and ``mariadbd``). The ``pgbouncer`` contender
+(asyncpg through PgBouncer in transaction mode) puts the same figures side by
+side for the pooler a platform team compares us with, and ``asyncpg`` /
+``aiomysql`` for the drivers alone: on a machine whose cores are all busy,
+throughput follows the total.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ CONTENDERS: dict[str, tuple[str, str, str]] = {
     "naive": ("naive", "naive-stubs", "bench"),
     "mysql-session": ("gateway", "gateway-mysql-client", "mbench"),
     "pgbouncer": ("pgbouncer", "pgbouncer", "bench"),
+    "asyncpg": ("direct", "asyncpg", "bench"),
+    "aiomysql": ("direct-mysql", "aiomysql", "mbench"),
 }
+
+#: The database servers' process names (their CPU is the chain's database part).
+DATABASE_PROCESSES = frozenset({"postgres", "mariadbd"})
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -74,8 +80,11 @@ def run_once(
     contender: str, target: str, args: argparse.Namespace, workload: str
 ) -> dict[str, Any]:
     server, load_contender, database = CONTENDERS[contender]
+    pid: int | None
     if server == "pgbouncer":
         pid, where = pgbouncer_pid(target), ("--dsn", target)
+    elif server.startswith("direct"):
+        pid, where = None, ("--dsn", target)
     else:
         pid, where = _server_pid(target.rsplit(":", 1)[1]), ("--target", target)
     cmd = [
@@ -84,11 +93,11 @@ def run_once(
         *("--concurrency", str(args.concurrency), "--connections", str(args.connections)),
         *("--duration", str(args.duration), "--warmup", "0", "--channels", str(args.channels)),
     ]
-    before, children, backends = cpu_seconds(pid), _children_cpu(), postgres_cpu()
+    before, children, backends = _server_cpu(pid), _children_cpu(), database_cpu()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, check=True)
-    used = cpu_seconds(pid) - before
+    used = _server_cpu(pid) - before
     load_used = _children_cpu() - children
-    postgres_used = postgres_cpu() - backends
+    database_used = database_cpu() - backends
     result = json.loads(out.stdout.strip().splitlines()[-1])
     calls = result["ops"] + 1  # the load's first call (connect, prepare) is not in ops
     return {
@@ -96,24 +105,41 @@ def run_once(
         "cpu_s": used,
         "us_per_call": used / calls * 1e6,
         "load_us_per_call": load_used / calls * 1e6,
-        "postgres_us_per_call": postgres_used / calls * 1e6,
+        "database_us_per_call": database_used / calls * 1e6,
         **result,
     }
 
 
-def postgres_cpu() -> float:
-    """User + system CPU so far of the local PostgreSQL processes alive now
-    (the pooled backends outlive a load run; 0 when PostgreSQL is remote)."""
+def _server_cpu(pid: int | None) -> float:
+    """The server's CPU so far (0 for a direct contender: there is none)."""
+    return 0.0 if pid is None else cpu_seconds(pid)
+
+
+def database_cpu() -> float:
+    """User + system CPU so far of the local PostgreSQL and MariaDB processes
+    (0 when both are remote): those alive now, and the PostgreSQL backends
+    that have exited (a direct contender's connections close with its load;
+    their postmaster has reaped them, so their CPU is in its children's)."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() == "postgres":
-                total += cpu_seconds(int(entry.name))
+            if (entry / "comm").read_text().strip() in DATABASE_PROCESSES:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / _TICKS
+                if fields[1] == "1" or _comm(fields[1]) not in DATABASE_PROCESSES:
+                    total += (int(fields[13]) + int(fields[14])) / _TICKS  # reaped children
         except OSError:  # gone meanwhile
             continue
     return total
+
+
+def _comm(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def pgbouncer_pid(dsn: str) -> int:
@@ -140,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wanted = args.contenders.split(",")
     asyncio.run(_prepare_database(args.dsn))
-    mysql = "mysql-session" in wanted and asyncio.run(_prepare_mysql(args.mysql_dsn))
+    mysql = bool({"mysql-session", "aiomysql"} & set(wanted))
+    mysql = mysql and asyncio.run(_prepare_mysql(args.mysql_dsn))
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in wanted}
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         tmpdir = Path(tmp)
@@ -161,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             targets["pgbouncer"] = stack.enter_context(
                 pgbouncer(args.dsn, args.connections, tmpdir / "pgbouncer")
             )
+        targets["direct"] = args.dsn
+        targets["direct-mysql"] = args.mysql_dsn
         if "naive" in wanted:
             (tmpdir / "naive").mkdir()
             targets["naive"] = stack.enter_context(
@@ -172,18 +201,18 @@ def main(argv: list[str] | None = None) -> int:
                 runs[contender].append(run_once(contender, target, args, args.workload))
     print(
         f"| contender ({args.workload}, {args.concurrency} callers) | server CPU us/call "
-        "| runs | load CPU us/call | PostgreSQL CPU us/call | total us/call | ops/s | p50 ms |"
+        "| runs (server us/call @ ops/s) | load CPU us/call | database CPU us/call | total us/call | ops/s | p50 ms |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for contender, results in runs.items():
         per_call = [r["us_per_call"] for r in results]
-        each = ", ".join(f"{v:.0f}" for v in per_call)
+        each = ", ".join(f"{r['us_per_call']:.0f} @ {r['ops_per_s']:,.0f}/s" for r in results)
         ops = statistics.median(r["ops_per_s"] for r in results)
         p50 = statistics.median(r["p50_ms"] for r in results)
         load = statistics.median(r["load_us_per_call"] for r in results)
-        backends = statistics.median(r["postgres_us_per_call"] for r in results)
+        backends = statistics.median(r["database_us_per_call"] for r in results)
         total = statistics.median(
-            r["us_per_call"] + r["load_us_per_call"] + r["postgres_us_per_call"] for r in results
+            r["us_per_call"] + r["load_us_per_call"] + r["database_us_per_call"] for r in results
         )
         print(
             f"| {contender} | {statistics.median(per_call):.0f} | {each} | {load:.0f} "
