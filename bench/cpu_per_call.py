@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs[contender].append(run_once(contender, target, args, args.workload))
     print(
         f"| contender ({args.workload}, {args.concurrency} callers) | server CPU us/call "
-        "| runs (server us/call @ ops/s) | load CPU us/call | database CPU us/call | total us/call | ops/s | p50 ms |"
+        "| runs (server us/call @ ops/s) | load CPU us/call | database CPU us/call "
+        "| total us/call | ops/s | p50 ms |"
     )
     print("|---|---:|---|---:|---:|---:|---:|---:|")
     for contender, results in runs.items():
