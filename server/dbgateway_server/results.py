@@ -141,14 +141,16 @@ async def read_result(
     their batches."""
     collector: ResultCollector | ColumnCollector
     if limits.columnar:
+        # The first fetch before any collector: most results are whole in it,
+        # and the smallest go out as rows (no columns to work out for them).
+        wanted = min(limits.fetch_rows, UNARY_FETCH_ROWS)
+        records = await stream.fetch_records(wanted)
+        if len(records) < wanted and _as_rows(records, limits):
+            return _rows_of(records, stream.converters, limits)
         collector = ColumnCollector(limits, stream.converters)
-        while True:
+        while records and collector.add(records):
             wanted = min(collector.wanted(), UNARY_FETCH_ROWS)
             records = await stream.fetch_records(wanted)
-            if not collector.count and len(records) < wanted and _as_rows(records, limits):
-                return _rows_of(records, stream.converters, limits)
-            if not records or not collector.add(records):
-                break
         return [], collector.truncated, collector.batches
     collector = ResultCollector(limits)
     while True:

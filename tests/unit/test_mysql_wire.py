@@ -12,6 +12,8 @@ from typing import Any
 import pymysql.converters
 import pymysql.err
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymysql.constants import FIELD_TYPE
 
 from dbgateway_server.backends.mysql_wire import COLUMN_CACHE_SIZE, Outcome, Wire
@@ -223,3 +225,47 @@ async def test_the_column_definitions_kept_per_connection_are_bounded():
         names, rows, _ = await read_all(wire)
         assert (names, rows) == ([f"c{i}"], [(7,)])
     assert len(wire._columns) == COLUMN_CACHE_SIZE
+
+
+_DATETIME_TEXT = st.one_of(
+    # What the server sends: DATETIME / TIMESTAMP of every precision.
+    st.builds(
+        lambda moment, digits: moment.isoformat(" ", "microseconds")[: 20 + digits].rstrip("."),
+        st.datetimes(),
+        st.integers(0, 6),
+    ),
+    # Zero dates, invalid days and times, other separators, stray text.
+    st.sampled_from(
+        [
+            "0000-00-00 00:00:00",
+            "2024-02-30 12:00:00",
+            "2024-01-31 24:00:00",
+            "2024-01-31T23:59:59",
+            "2024-01-31 23:59:59.123456+01",
+            "2024-W01-1 00:00:00",
+        ]
+    ),
+    st.text("0123456789-: .T", min_size=19, max_size=26),
+)
+
+
+@settings(max_examples=300)
+@given(_DATETIME_TEXT)
+def test_a_datetime_reads_as_pymysql_reads_it(text: str):
+    async def read() -> Any:
+        conn = FakeConnection()
+        wire = Wire(conn)
+        wire.send([(0x03, b"SELECT ...")])
+        columns = [column("at", FIELD_TYPE.DATETIME), column("ts", FIELD_TYPE.TIMESTAMP)]
+        conn._reader.feed_data(answer(result_set(columns, [[text.encode()] * 2])))
+        return (await read_all(wire))[1]
+
+    try:
+        expected = pymysql.converters.convert_datetime(text)
+    except Exception as exc:  # text PyMySQL cannot read at all: it fails alike
+        with pytest.raises(type(exc)):
+            asyncio.run(read())
+        return
+    got = asyncio.run(read())
+    assert got == [(expected, expected)]
+    assert {type(value) for value in got[0]} == {type(expected)}

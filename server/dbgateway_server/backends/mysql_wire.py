@@ -22,6 +22,7 @@ as it always has.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 import pymysql.err
 from pymysql.connections import TEXT_TYPES
 from pymysql.constants import CR, FIELD_TYPE
-from pymysql.converters import through
+from pymysql.converters import convert_datetime, through
 
 #: Commands the protocol numbers (PyMySQL names COM_QUERY; the reset it does not).
 COM_QUERY = 0x03
@@ -175,6 +176,13 @@ class Wire:
         """The next whole packet's payload from what has arrived; None when
         it has not all arrived (nothing is consumed then)."""
         buf, pos, seq = self._buffer, self._pos, self._seq
+        size = len(buf)
+        if size - pos >= 4:  # the common case: one whole packet of the answer
+            length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+            end = pos + 4 + length
+            if length < MAX_PACKET and end <= size and buf[pos + 3] == seq:
+                self._pos, self._seq = end, (seq + 1) & 0xFF
+                return buf[pos + 4 : end]
         payload = b""
         while True:
             if len(buf) - pos < 4:
@@ -226,7 +234,9 @@ class Wire:
 
     async def ok(self) -> Outcome:
         """Reads an OK packet (an ERR raises its error)."""
-        packet = await self.packet()
+        packet = self._take()
+        if packet is None:
+            packet = await self.packet()
         if is_error(packet):
             raise_error(packet)
         if packet[0] != 0 or len(packet) < 7:
@@ -245,7 +255,10 @@ class Wire:
         """The start of a statement's answer: its OK, or the columns of its
         result set (whose rows follow). An ERR raises its error, after which
         nothing of this answer is left to read."""
-        packet = await self.packet()
+        take = self._take
+        packet = take()
+        if packet is None:
+            packet = await self.packet()
         first = packet[0]
         if first == 0 and len(packet) >= 7:
             return self._outcome(packet)
@@ -256,8 +269,13 @@ class Wire:
             self._conn.close()
             raise _out_of_sync("the server asked for a local file")
         count, _ = _lenenc(packet, 0)
-        columns = [self._column(await self.packet()) for _ in range(count)]
-        if not is_eof(await self.packet()):
+        column = self._column
+        columns = []
+        for _ in range(count):
+            packet = take()
+            columns.append(column(packet if packet is not None else await self.packet()))
+        packet = take()
+        if not is_eof(packet if packet is not None else await self.packet()):
             self._conn.close()
             raise _out_of_sync("expected the end of the column definitions")
         return columns
@@ -299,6 +317,8 @@ class Wire:
         convert = conn.decoders.get(type_code)
         if convert is through:
             convert = None
+        if convert is convert_datetime:
+            return _datetime
         if convert in (int, float):
             return convert  # type: ignore[no-any-return]  # both take the digits as bytes
         if encoding is None:
@@ -360,6 +380,23 @@ def _missing(data: bytes) -> int:
             return end - len(data)
         pos = end
     return 0
+
+
+def _datetime(data: bytes) -> Any:
+    """A DATETIME / TIMESTAMP value as PyMySQL's ``convert_datetime`` gives it,
+    parsed by ``datetime.fromisoformat`` when it has the form the server sends
+    (``YYYY-MM-DD hh:mm:ss``, with 6 or no fractional digits); anything else
+    (zero dates, other precisions) goes to PyMySQL's own converter."""
+    size = len(data)
+    canonical = (size == 19 or (size == 26 and data[19] == 46)) and (
+        data[4] == data[7] == 45 and data[10] == 32 and data[13] == data[16] == 58
+    )
+    if canonical:
+        try:
+            return datetime.datetime.fromisoformat(data.decode("ascii"))
+        except ValueError:
+            pass
+    return convert_datetime(data)
 
 
 def _row(packet: bytes, decoders: list[Decoder]) -> tuple[Any, ...]:
