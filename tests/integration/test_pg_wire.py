@@ -25,6 +25,7 @@ from dbgateway_server.backends.postgres import (
 from dbgateway_server.config import DatabaseConfig, Engine, PoolSettings
 from dbgateway_server.errors import GatewayError
 from dbgateway_server.pool import ConnectionPool
+from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.postgres
 
@@ -280,6 +281,29 @@ def test_the_parameter_count_is_checked_on_a_repeated_statement_too(run, postgre
             ].int_value == 3
         finally:
             await conn.close()
+
+    run(body())
+
+
+def test_a_reset_prepare_cut_off_closes_its_connection(run, postgres_dsn):
+    """Preparing the reset's statements is one exchange on asyncpg's socket;
+    a caller cancelled in the middle of it leaves a link whose answers nobody
+    will read, so the connection is closed (the pool then replaces it)
+    rather than handed to the next caller mid-protocol."""
+
+    async def body() -> None:
+        with FaultProxy("127.0.0.1", 5432) as proxy:
+            conn = await connect(proxy.dsn(postgres_dsn))
+            try:
+                proxy.latency(0.3)
+                preparing = asyncio.ensure_future(conn.prepare_reset())
+                await asyncio.sleep(0.1)  # written, its answer not back yet
+                preparing.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await preparing
+                assert conn.is_closed()
+            finally:
+                await conn.close()
 
     run(body())
 
