@@ -16,9 +16,11 @@ import pytest
 import uvloop
 
 from dbgateway.v1 import value_pb2
+from dbgateway_server.backends import postgres as postgres_backend
 from dbgateway_server.backends.base import IsolationLevel, ResultLimits, TransactionMode
 from dbgateway_server.backends.postgres import (
     RESET_STATEMENT_PREFIX,
+    RESET_STATEMENTS,
     PostgresBackend,
     PostgresConnection,
 )
@@ -281,6 +283,35 @@ def test_the_parameter_count_is_checked_on_a_repeated_statement_too(run, postgre
             ].int_value == 3
         finally:
             await conn.close()
+
+    run(body())
+
+
+def test_a_connection_whose_reset_cannot_be_prepared_is_closed_and_the_error_raised(
+    run, postgres_dsn, monkeypatch
+):
+    """Opening a connection fails with the server's error when the reset's
+    statements cannot be prepared on it, and the link it opened is closed
+    rather than left to the garbage collector."""
+    opened: list[Any] = []
+    real_open = PostgresBackend._open
+
+    async def recording_open(self: PostgresBackend, application_name: str) -> Any:
+        conn = await real_open(self, application_name)
+        opened.append(conn)
+        return conn
+
+    monkeypatch.setattr(PostgresBackend, "_open", recording_open)
+    monkeypatch.setattr(
+        postgres_backend, "RESET_STATEMENTS", (*RESET_STATEMENTS[:-1], "SELECT no_such_fn()")
+    )
+
+    async def body() -> None:
+        with pytest.raises(GatewayError) as raised:
+            await backend(postgres_dsn).connect()
+        assert "no_such_fn" in raised.value.message
+        assert len(opened) == 1
+        assert opened[0].is_closed()
 
     run(body())
 

@@ -873,23 +873,29 @@ class PostgresBackend(Backend):
     async def connect(self) -> DriverConnection:
         name = self.config.name
         conn = await self._open("dbgateway")
-        with translate_errors(name):
-            # Intervals as (months, days, microseconds): exact, unlike timedelta.
-            await conn.set_type_codec(
-                "interval",
-                schema="pg_catalog",
-                encoder=_interval_identity,
-                decoder=_interval_identity,
-                format="tuple",
-            )
-        version = conn.get_server_version()
-        # Since PostgreSQL 10 a version has two parts, and asyncpg keeps the
-        # second in ``micro`` ("15.4" is major 15, minor 0, micro 4).
-        second = version.micro if version.major >= 10 else version.minor
-        self.server_version = f"{version.major}.{second}"
-        connection = PostgresConnection(conn, name)
-        if connection.lean_allowed:
-            await connection.prepare_reset()  # here rather than on a caller's time
+        try:
+            with translate_errors(name):
+                # Intervals as (months, days, microseconds): exact, unlike timedelta.
+                await conn.set_type_codec(
+                    "interval",
+                    schema="pg_catalog",
+                    encoder=_interval_identity,
+                    decoder=_interval_identity,
+                    format="tuple",
+                )
+            version = conn.get_server_version()
+            # Since PostgreSQL 10 a version has two parts, and asyncpg keeps the
+            # second in ``micro`` ("15.4" is major 15, minor 0, micro 4).
+            second = version.micro if version.major >= 10 else version.minor
+            self.server_version = f"{version.major}.{second}"
+            connection = PostgresConnection(conn, name)
+            if connection.lean_allowed:
+                await connection.prepare_reset()  # here rather than on a caller's time
+        except BaseException:
+            # Failed or cut off (the pool's connect timeout) after the link
+            # opened: nobody else holds it, so it is closed here.
+            conn.terminate()
+            raise
         return connection
 
     async def connect_listener(
