@@ -62,10 +62,20 @@ DATABASE_PROCESSES = frozenset({"postgres", "mariadbd"})
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its threads so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, ppid, ...;
+    user and system time (ticks) at 11 and 12, its reaped children's at 13, 14."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int | str, *, reaped: bool = False) -> float:
+    """User + system CPU of ``pid`` and its threads so far (with ``reaped``,
+    that of the children it has waited for as well)."""
+    fields = _stat(pid)
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICKS
 
 
 def _server_pid(port: str) -> int:
@@ -124,18 +134,20 @@ def database_cpu() -> float:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        if _comm(entry.name) not in DATABASE_PROCESSES:
+            continue
         try:
-            if (entry / "comm").read_text().strip() in DATABASE_PROCESSES:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / _TICKS
-                if fields[1] == "1" or _comm(fields[1]) not in DATABASE_PROCESSES:
-                    total += (int(fields[13]) + int(fields[14])) / _TICKS  # reaped children
+            # The postmaster (its parent is no database process) holds the
+            # CPU of the backends it reaped.
+            parent = _stat(entry.name)[1]
+            reaped = parent == "1" or _comm(parent) not in DATABASE_PROCESSES
+            total += cpu_seconds(entry.name, reaped=reaped)
         except OSError:  # gone meanwhile
             continue
     return total
 
 
-def _comm(pid: str) -> str:
+def _comm(pid: int | str) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:

@@ -42,7 +42,7 @@ import datetime as dt
 import decimal
 import struct
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import asyncpg.exceptions as pgexc
@@ -411,7 +411,7 @@ def query_message(sql: str) -> bytes:
     return b"Q" + _I32.pack(len(data) + 4) + data
 
 
-def prepare_message(statements: Sequence[tuple[str, str]]) -> bytes:
+def prepare_message(statements: Iterable[tuple[str, str]]) -> bytes:
     """Parse for each ``(name, sql)`` (no parameter types), then one Sync:
     prepared in one round trip, and the implicit transaction their Parses
     begin ends at the Sync."""

@@ -459,7 +459,7 @@ class PostgresConnection(DriverConnection):
         conn = self._conn
         loop = asyncio.get_running_loop()
         exchange = pg_wire.Exchange(conn._transport, conn._protocol, _PREPARE_RESET, loop)
-        prepare = pg_wire.prepare_message(list(zip(names, RESET_STATEMENTS, strict=True)))
+        prepare = pg_wire.prepare_message(zip(names, RESET_STATEMENTS, strict=True))
         exchange.start(prepare + execute)
         try:
             await exchange.finished
